@@ -1,0 +1,219 @@
+"""One virtual CPU: a Unicorn instance over the shared RAM, its hooks, and its run state."""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
+                     UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
+from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
+                               UC_X86_REG_CR3, UC_X86_REG_EFLAGS, UC_X86_REG_RBP,
+                               UC_X86_REG_RIP, UC_X86_REG_RSP)
+
+from . import memlayout as L
+from . import trap, ucx
+from .apic import LocalApic
+from .errors import EmuError
+
+if TYPE_CHECKING:
+    from .machine import Machine
+
+STOPPED, RUNNING, HALTED, PARKED = "stopped", "running", "halted", "parked"
+MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000081, 0xC0000082, 0xC0000084
+RFLAGS_IF, RFLAGS_DF = 1 << 9, 1 << 10
+T_UD, T_NMI = 6, 2
+_u64 = struct.Struct("<Q")
+
+
+class VCpu:
+    """A vCPU. ``state`` is stopped (never started, or reset), running, halted (``hlt`` with
+    interrupts on: waits for an interrupt) or parked (``cli; hlt``: waits for INIT/STARTUP)."""
+
+    def __init__(self, machine: "Machine", index: int) -> None:
+        self.machine = machine
+        self.index = index
+        self.uc = Uc(UC_ARCH_X86, UC_MODE_64)
+        self.uc.mem_map_ptr(0, machine.ram_size, UC_PROT_ALL, machine.ram_ptr)
+        self.regs = ucx.RawRegs(self.uc)
+        self.counter, self.limit = ucx.counter_cells(self.uc)
+        self.ctx = self.uc.context_save()
+        self.ctx_buf = ucx.context_buffer(self.ctx)
+        self.apic = LocalApic(self)
+        self.state = STOPPED
+        self.startup_pending = False
+        self.in_slice = False
+        self.slice_start = 0
+        self.instructions = 0
+        self._stop_requested = False
+        self._syscall_msrs: tuple[int, int, int] | None = None
+        self._keep = [ucx.add_rdtsc_hook(self.uc, self.now)]
+        self._add_hooks()
+
+    # ---- hooks -------------------------------------------------------------
+    def _add_hooks(self) -> None:
+        uc = self.uc
+        uc.hook_add(UC_HOOK_INTR, self._on_intr)
+        uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
+        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, UC_X86_INS_SYSCALL)
+        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, UC_X86_INS_OUT)
+        uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
+        uc.mmio_map(L.LAPIC_PA, 0x1000, lambda u, off, size, ud: self.apic.mmio_read(off), None,
+                    lambda u, off, size, val, ud: self.apic.mmio_write(off, val), None)
+        for addr, fn in self.machine.code_hooks:
+            self.add_code_hook(addr, fn)
+
+    def add_code_hook(self, addr: int, fn) -> int:
+        """Call ``fn(cpu)`` before the instruction at ``addr`` runs on this CPU."""
+        h = self.uc.hook_add(UC_HOOK_CODE, lambda u, a, size, ud: fn(self), None, addr, addr)
+        self.uc.ctl_remove_cache(addr, addr + 1)
+        return h
+
+    def _on_intr(self, uc: Uc, vector: int, _ud) -> None:
+        uc.context_update(self.ctx)
+        is_int = struct.unpack_from("<i", self.ctx_buf, ucx.CAL.err_offset + 4)[0]
+        error = struct.unpack_from("<I", self.ctx_buf, ucx.CAL.err_offset)[0]
+        for fn in self.machine.trap_hooks.get(vector, ()):
+            if fn(self):
+                self._clear_old_exception()
+                return
+        trap.deliver(self, vector, error, soft=bool(is_int))
+
+    def _clear_old_exception(self) -> None:
+        self.uc.context_update(self.ctx)
+        struct.pack_into("<i", self.ctx_buf, ucx.CAL.old_exc_offset, -1)
+        self.uc.context_restore(self.ctx)
+
+    def _on_invalid(self, uc: Uc, _ud) -> bool:
+        trap.deliver(self, T_UD)
+        return True
+
+    def _on_syscall(self, uc: Uc, _ud) -> None:
+        if self._syscall_msrs is None:
+            self._syscall_msrs = (uc.msr_read(MSR_STAR), uc.msr_read(MSR_LSTAR), uc.msr_read(MSR_FMASK))
+        star, lstar, fmask = self._syscall_msrs
+        rflags = self.rflags()
+        uc.context_update(self.ctx)
+        buf = self.ctx_buf
+        rip = _u64.unpack_from(buf, ucx.CTX_RIP)[0]
+        _u64.pack_into(buf, ucx.CTX_REGS + 8 * 1, rip + 2)           # rcx
+        _u64.pack_into(buf, ucx.CTX_REGS + 8 * 11, rflags)           # r11
+        eflags = _u64.unpack_from(buf, ucx.CTX_EFLAGS)[0]
+        _u64.pack_into(buf, ucx.CTX_EFLAGS, eflags & ~fmask)
+        if fmask & RFLAGS_DF:
+            struct.pack_into("<i", buf, ucx.CTX_DF, 1)
+        ksel = (star >> 32) & 0xFFFF
+        self.load_cs_ss(buf, ksel, ksel + 8, 0)
+        _u64.pack_into(buf, ucx.CTX_RIP, lstar - 2)                  # Unicorn adds 2 after the hook
+        uc.context_restore(self.ctx)
+
+    def _on_out(self, uc: Uc, port: int, size: int, value: int, _ud) -> None:
+        fn = self.machine.port_out.get(port)
+        if fn is not None:
+            fn(self, port, value)
+
+    def _on_in(self, uc: Uc, port: int, size: int, _ud) -> int:
+        fn = self.machine.port_in.get(port)
+        return fn(self, port) if fn is not None else 0xFFFFFFFF & ((1 << (8 * size)) - 1)
+
+    # ---- state helpers -----------------------------------------------------
+    def now(self) -> int:
+        """This CPU's virtual time in ns (exact to the instruction inside a slice)."""
+        if self.in_slice:
+            return self.slice_start + max(self.counter.value - 1, 0) * L.NS_PER_INSN
+        return self.machine.now
+
+    def rflags(self) -> int:
+        return self.regs.read(UC_X86_REG_EFLAGS)
+
+    def cr3(self) -> int:
+        return self.regs.read(UC_X86_REG_CR3)
+
+    def rip(self) -> int:
+        return self.regs.read(UC_X86_REG_RIP)
+
+    def request_stop(self) -> None:
+        """End the current slice after this instruction (the run loop then looks at events)."""
+        if self.in_slice:
+            self._stop_requested = True
+            self.uc.emu_stop()
+
+    def load_cs_ss(self, buf, cs_sel: int, ss_sel: int, cpl: int) -> None:
+        """Load CS and SS with their hidden state and set CPL, in a saved context buffer.
+
+        ``reg_write(CS)`` stores only the selector in 64-bit mode; the CPU's privilege level
+        lives in the hidden segment state and hflags, which we set here as a far transfer would."""
+        cs_flags = self.machine.descriptor_flags(self, buf, cs_sel)
+        ss_flags = self.machine.descriptor_flags(self, buf, ss_sel) if ss_sel & ~3 else cpl << ucx.DESC_DPL_SHIFT
+        struct.pack_into("<IIQII", buf, ucx.seg_offset(ucx.R_CS), cs_sel, 0, 0, 0xFFFFFFFF, cs_flags)
+        struct.pack_into("<IIQII", buf, ucx.seg_offset(ucx.R_SS), ss_sel, 0, 0,
+                         0xFFFFFFFF if ss_sel & ~3 else 0, ss_flags)
+        hflags = struct.unpack_from("<I", buf, ucx.CTX_HFLAGS)[0]
+        struct.pack_into("<I", buf, ucx.CTX_HFLAGS, (hflags & ~ucx.HF_CPL_MASK) | cpl)
+
+    def cpl(self) -> int:
+        self.uc.context_update(self.ctx)
+        return struct.unpack_from("<I", self.ctx_buf, ucx.CTX_HFLAGS)[0] & ucx.HF_CPL_MASK
+
+    def fatal(self, cls: type[EmuError], message: str) -> EmuError:
+        """An error naming this CPU, its RIP and the guest backtrace."""
+        rip = self.rip()
+        return cls(message, cpu=self.index, rip=self.machine.lookup(rip),
+                   backtrace=self.machine.backtrace(self, rip, self.regs.read(UC_X86_REG_RBP)))
+
+    def stack_pointer(self) -> int:
+        return self.regs.read(UC_X86_REG_RSP)
+
+    # ---- running -----------------------------------------------------------
+    def run_slice(self, start_ns: int, count: int) -> int:
+        """Run up to ``count`` instructions from ``start_ns``; returns how many ran."""
+        self.slice_start = start_ns
+        self._stop_requested = False
+        self.in_slice = True
+        try:
+            self.uc.emu_start(self.rip(), 0, count=count)
+        except UcError as e:
+            raise self.fatal(EmuError, f"unicorn stopped: {e}") from None
+        finally:
+            self.in_slice = False
+        ran = min(self.counter.value, count)
+        self.instructions += ran
+        if ran < count and not self._stop_requested:
+            # Nothing asked Unicorn to stop early, so it stopped at a hlt.
+            self.state = HALTED if self.rflags() & RFLAGS_IF else PARKED
+        return ran
+
+    def in_nmi(self) -> bool:
+        """True while RSP is inside this CPU's NMI IST stack (NMIs are then held)."""
+        self.uc.context_update(self.ctx)
+        tss = _u64.unpack_from(self.ctx_buf, ucx.CTX_TR_BASE)[0]
+        if not tss:
+            return False
+        try:
+            top = _u64.unpack(self.machine.walker.read(self.cr3(), tss + 0x24 + 8 * (L.IST_NMI - 1), 8))[0]
+        except Exception:
+            return False
+        return top - L.IST_STACK_SIZE <= self.stack_pointer() < top
+
+    def deliver_pending(self) -> None:
+        """Take pending STARTUP, NMI and (if IF=1) the highest pending vector."""
+        apic = self.apic
+        if self.startup_pending and self.state in (STOPPED, PARKED):
+            self.startup_pending = False
+            self.machine.start_ap(self)
+        if self.state == STOPPED:
+            return
+        if apic.nmi_pending and not self.in_nmi():
+            apic.nmi_pending = False
+            trap.deliver(self, T_NMI)
+            self.state = RUNNING
+        if apic.irr and self.state in (RUNNING, HALTED) and self.rflags() & RFLAGS_IF:
+            vector = max(apic.irr)
+            apic.irr.discard(vector)
+            trap.deliver(self, vector)
+            self.state = RUNNING
+
+    def save_counters(self) -> tuple[int, int]:
+        return self.counter.value, self.limit.value
+
+    def restore_counters(self, saved: tuple[int, int]) -> None:
+        self.counter.value, self.limit.value = saved

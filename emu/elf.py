@@ -1,0 +1,89 @@
+"""The guest kernel image: loadable segments and the symbol table (kallsyms for the host)."""
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+
+
+@dataclass(slots=True, frozen=True)
+class Symbol:
+    """A function or object of the kernel image."""
+    name: str
+    addr: int
+    size: int
+
+
+@dataclass(slots=True, frozen=True)
+class Segment:
+    """A PT_LOAD segment: file bytes, copied to ``paddr``, zero-filled up to ``memsz``."""
+    vaddr: int
+    paddr: int
+    data: bytes
+    memsz: int
+
+
+class KernelImage:
+    """An ELF kernel read with pyelftools: entry point, segments, sections and symbols."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            elf = ELFFile(f)
+            self.entry: int = elf["e_entry"]
+            self.segments = [Segment(s["p_vaddr"], s["p_paddr"], s.data(), s["p_memsz"])
+                             for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
+            self.sections = {s.name: (s["sh_addr"], s.data() if s["sh_type"] != "SHT_NOBITS" else b"")
+                             for s in elf.iter_sections() if s["sh_addr"]}
+            symtab = elf.get_section_by_name(".symtab")
+            syms = [] if symtab is None else list(symtab.iter_symbols())
+        self._by_name: dict[str, Symbol] = {}
+        funcs = []
+        for s in syms:
+            if not s.name or s["st_info"]["type"] in ("STT_FILE", "STT_SECTION"):
+                continue
+            sym = Symbol(s.name, s["st_value"], s["st_size"])
+            if sym.name not in self._by_name or s["st_info"]["bind"] == "STB_GLOBAL":
+                self._by_name[sym.name] = sym
+            if s["st_info"]["type"] in ("STT_FUNC", "STT_NOTYPE", "STT_OBJECT") and sym.addr:
+                funcs.append(sym)
+        funcs.sort(key=lambda s: (s.addr, -s.size))
+        self._sorted = funcs
+        self._addrs = [s.addr for s in funcs]
+
+    def symbol(self, name: str) -> Symbol:
+        """The symbol called ``name``; KeyError if the kernel has none."""
+        return self._by_name[name]
+
+    def has_symbol(self, name: str) -> bool:
+        return name in self._by_name
+
+    def containing(self, addr: int) -> Symbol | None:
+        """The symbol whose [addr, addr+size) holds ``addr`` (or the nearest one below with size 0)."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        while i >= 0:
+            s = self._sorted[i]
+            if addr < s.addr + max(s.size, 1):
+                return s
+            if s.size:
+                return None
+            i -= 1
+        return None
+
+    def lookup(self, addr: int) -> str:
+        """``name+0xoff/0xsize`` as the kernel's %pS prints it, or ``0x...`` if unknown."""
+        s = self.containing(addr)
+        if s is None:
+            return f"0x{addr:x}"
+        return f"{s.name}+0x{addr - s.addr:x}/0x{s.size:x}"
+
+    def functions(self) -> list[Symbol]:
+        """Every sized symbol, in address order."""
+        return [s for s in self._sorted if s.size]
+
+    def u64_array(self, section: str) -> list[int]:
+        """A section read as little-endian 64-bit words (e.g. ``__mcount_loc``)."""
+        _, data = self.sections[section]
+        return [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]

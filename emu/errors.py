@@ -1,0 +1,40 @@
+"""Errors raised by the machine: one base, EmuError, so callers catch one thing."""
+from __future__ import annotations
+
+
+class EmuError(Exception):
+    """The guest could not go on: a panic, a triple fault, a budget run out, a bad request.
+
+    ``cpu``, ``rip`` (as ``Machine.lookup`` prints it) and ``backtrace`` (a list of such
+    strings, innermost first) say where, when the error is about guest execution.
+    """
+
+    def __init__(self, message: str, cpu: int | None = None, rip: str | None = None,
+                 backtrace: list[str] | None = None) -> None:
+        self.message = message
+        self.cpu = cpu
+        self.rip = rip
+        self.backtrace = backtrace or []
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = "" if self.cpu is None else f" (CPU {self.cpu} at {self.rip})"
+        lines = [self.message + where]
+        lines += ["  " + frame for frame in self.backtrace]
+        return "\n".join(lines)
+
+
+class GuestPanic(EmuError):
+    """The guest kernel called panic()."""
+
+
+class TripleFault(EmuError):
+    """An exception could not be delivered, not even as a double fault."""
+
+
+class BudgetExceeded(EmuError):
+    """The guest ran past the virtual-time budget it was given."""
+
+
+class BuildError(EmuError):
+    """The guest kernel failed to build."""

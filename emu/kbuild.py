@@ -1,0 +1,75 @@
+"""Build the guest kernel on first use and cache it by the hash of its sources.
+
+A user never runs make by hand: ``kernel_path()`` hashes every source file under guest/
+(plus the compiler's version), and builds with ``make -C guest O=<cache>/<hash>`` only when
+that directory has no kernel yet. The cache lives in $FTEMU_CACHE, else
+$XDG_CACHE_HOME/ftemu, else ~/.cache/ftemu.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from guest import SOURCE_DIR
+
+from .errors import BuildError
+
+_SOURCE_SUFFIXES = {".c", ".h", ".S", ".ld"}
+
+
+def cache_root() -> Path:
+    """Directory holding one build directory per source hash."""
+    if os.environ.get("FTEMU_CACHE"):
+        return Path(os.environ["FTEMU_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "ftemu"
+
+
+def source_hash() -> str:
+    """Hash of the guest sources and of the compiler that builds them."""
+    h = hashlib.sha256()
+    files = sorted(p for p in SOURCE_DIR.rglob("*")
+                   if p.is_file() and (p.suffix in _SOURCE_SUFFIXES or p.name == "Makefile"))
+    for p in files:
+        h.update(str(p.relative_to(SOURCE_DIR)).encode() + b"\0" + p.read_bytes() + b"\0")
+    try:
+        cc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout
+    except OSError as e:
+        raise BuildError(f"cannot run gcc to build the guest kernel: {e}") from None
+    h.update(cc.encode())
+    return h.hexdigest()[:16]
+
+
+def kernel_path(variant: str = "kernel") -> Path:
+    """Path of the built guest ELF: ``kernel`` (with ftrace sites) or ``kernel-nopg``."""
+    out = cache_root() / source_hash()
+    elf = out / f"{variant}.elf"
+    if elf.exists():
+        return elf
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not elf.exists():
+            _build(out, variant)
+    return elf
+
+
+def _build(out: Path, variant: str) -> None:
+    """Run make into a temporary directory, then move the results into ``out``."""
+    target = "nopg" if variant == "kernel-nopg" else "all"
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        if out.exists():
+            shutil.copytree(out, tmp, dirs_exist_ok=True)
+        r = subprocess.run(["make", "-s", "-C", str(SOURCE_DIR), f"O={tmp}", target],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise BuildError("guest kernel build failed:\n" + (r.stdout + r.stderr)[-4000:])
+        out.mkdir(exist_ok=True)
+        for f in Path(tmp).iterdir():
+            if f.is_file():
+                os.replace(f, out / f.name)

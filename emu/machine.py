@@ -1,0 +1,421 @@
+"""The machine: vCPUs over shared RAM, run alternately in instruction slices, in virtual time.
+
+Each round gives every running vCPU the same number of instructions, so runs are
+deterministic and ``lock`` operations stay atomic. Between slices the host expires APIC
+timers, delivers pending interrupts and NMIs, starts application processors, and skips idle
+time when every vCPU waits in ``hlt``.
+"""
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from unicorn import UcError
+from unicorn.x86_const import (UC_X86_REG_CR3, UC_X86_REG_R8, UC_X86_REG_R9, UC_X86_REG_RAX,
+                               UC_X86_REG_RBP, UC_X86_REG_RCX, UC_X86_REG_RDI, UC_X86_REG_RDX,
+                               UC_X86_REG_RSI, UC_X86_REG_RSP, UC_X86_REG_RIP)
+
+from . import kbuild, loader, ucx
+from . import memlayout as L
+from .apic import NEVER
+from .cpu import HALTED, PARKED, RUNNING, STOPPED, VCpu
+from .devices import ExitPort, Serial16550
+from .elf import KernelImage
+from .errors import BudgetExceeded, EmuError, GuestPanic
+from .execmem import ExecMem
+from .paging import PageFault, PageWalker
+
+KSTAT_FIELDS = ("timer_interrupts", "softirqs", "nmis", "syscalls", "context_switches",
+                "idle_entries", "cpu_offline", "cpu_online", "page_faults", "ipis")
+INIT_UP, TESTS_PASSED = "init: up", "ALL TESTS PASSED"
+ARG_REGS = (UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX, UC_X86_REG_R8, UC_X86_REG_R9)
+RFLAGS_IF = 1 << 9
+MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000101, 0xC0000102
+
+
+@dataclass
+class Snapshot:
+    """Everything needed to continue a machine exactly from one moment."""
+    ram: bytes
+    cpus: list[tuple]
+    now: int
+    devices: dict[str, Any] = field(default_factory=dict)
+
+
+class Machine:
+    """An x86-64 PC with ``cpus`` vCPUs and ``memory_mb`` of RAM running the guest kernel.
+
+    ``kernel`` is an ELF path (default: the bundled guest, built on first use). ``quantum``
+    is the slice length in instructions; ``slice_seed`` makes slice lengths pseudo-random
+    (still deterministic for one seed). ``nmi_period_ms`` raises an NMI on every CPU
+    periodically, like a watchdog."""
+
+    def __init__(self, cpus: int = 1, memory_mb: int = 32, kernel: str | Path | None = None,
+                 cmdline: str = "console=ttyS0", *, quantum: int = 20000,
+                 slice_seed: int | None = None, nmi_period_ms: float | None = None) -> None:
+        if not 1 <= cpus <= L.NCPU:
+            raise ValueError(f"cpus must be 1..{L.NCPU}, not {cpus}")
+        if not 24 <= memory_mb <= 2048:
+            raise ValueError(f"memory_mb must be 24..2048, not {memory_mb}")
+        self.image = KernelImage(kernel or kbuild.kernel_path())
+        self.cmdline = cmdline
+        self.ram_size = memory_mb << 20
+        self._mmap = mmap.mmap(-1, self.ram_size)
+        self.ram = memoryview(self._mmap)
+        import ctypes
+        self.ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._mmap))
+        self.walker = PageWalker(self.ram)
+        self.execmem = ExecMem()
+        self.now = 0
+        self.quantum = quantum
+        self._rng = None
+        if slice_seed is not None:
+            import random
+            self._rng = random.Random(slice_seed)
+        self.nmi_period = int(nmi_period_ms * 1e6) if nmi_period_ms else 0
+        self._next_nmi = self.nmi_period or NEVER
+        self.exit_code: int | None = None
+        self._exit_cpu: VCpu | None = None
+        self.serial = Serial16550()
+        self.serial.watch |= {INIT_UP, TESTS_PASSED}
+        self.port_out: dict[int, Callable] = {}
+        self.port_in: dict[int, Callable] = {}
+        self.trap_hooks: dict[int, list[Callable[[VCpu], bool]]] = {}
+        self.code_hooks: list[tuple[int, Callable[[VCpu], None]]] = []
+        self.delivery_listeners: list[Callable[[VCpu, int], None]] = []
+        self.snapshot_participants: list[Any] = []
+        self._gdt_flags: dict[tuple[int, int], int] = {}
+        for port in self.serial.ports():
+            self.add_port(port, lambda cpu, p, v: self.serial.write(p, v), lambda cpu, p: self.serial.read(p))
+        exit_port = ExitPort(self._power_off)
+        self.add_port(L.EXIT_PORT, lambda cpu, p, v: (setattr(self, "_exit_cpu", cpu), exit_port.write(p, v)))
+        self.call_return_va = self.execmem.alloc(16)
+        self.ram[ExecMem.to_phys(self.call_return_va)] = 0xCC
+        self.cpus = [VCpu(self, i) for i in range(cpus)]
+        loader.load_image(self.ram, self.image)
+        loader.write_boot_params(self.ram, cpus, cmdline)
+        loader.write_boot_tables(self.ram)
+        for c in self.cpus:
+            loader.reset_cpu(c)
+        self._reset_ctx = [c.uc.context_save() for c in self.cpus]
+        boot = self.cpus[0]
+        boot.regs.write(UC_X86_REG_RIP, self.image.entry)
+        boot.regs.write(UC_X86_REG_RDI, L.BOOT_PARAMS_PA)
+        boot.state = RUNNING
+
+    # ---- extension points (used by ftrace) ----------------------------------
+    def add_port(self, port: int, out_fn: Callable | None = None, in_fn: Callable | None = None) -> None:
+        """Route ``out``/``in`` on ``port`` to ``out_fn(cpu, port, value)`` / ``in_fn(cpu, port)``."""
+        if out_fn is not None:
+            self.port_out[port] = out_fn
+        if in_fn is not None:
+            self.port_in[port] = in_fn
+
+    def add_trap_hook(self, vector: int, fn: Callable[[VCpu], bool]) -> None:
+        """Let ``fn(cpu)`` see exception ``vector`` first; it returns True if it handled it."""
+        self.trap_hooks.setdefault(vector, []).append(fn)
+
+    def add_code_hook(self, addr: int, fn: Callable[[VCpu], None]) -> None:
+        """Call ``fn(cpu)`` whenever any vCPU is about to execute ``addr``."""
+        self.code_hooks.append((addr, fn))
+        for c in getattr(self, "cpus", []):
+            c.add_code_hook(addr, fn)
+
+    def trace_delivery(self, cpu: VCpu, vector: int) -> None:
+        for fn in self.delivery_listeners:
+            fn(cpu, vector)
+
+    # ---- memory ------------------------------------------------------------
+    def _cr3(self) -> int:
+        """A CR3 that maps the kernel: a started CPU's, else the loader's."""
+        for c in self.cpus:
+            if c.state != STOPPED:
+                return c.regs.read(UC_X86_REG_CR3)
+        return L.BOOT_PML4_PA
+
+    def read(self, addr: int, n: int) -> bytes:
+        """Read guest virtual memory (kernel mappings)."""
+        try:
+            return self.walker.read(self._cr3(), addr, n)
+        except PageFault as e:
+            raise EmuError(f"read of unmapped guest address 0x{e.va:x}") from None
+
+    def write(self, addr: int, data: bytes) -> None:
+        """Write guest virtual memory and drop any translated code of that range."""
+        try:
+            self.walker.write(self._cr3(), addr, bytes(data))
+        except PageFault as e:
+            raise EmuError(f"write to unmapped guest address 0x{e.va:x}") from None
+        self.invalidate_code(addr, len(data))
+
+    def invalidate_code(self, addr: int, n: int) -> None:
+        """Make every vCPU retranslate code in [addr, addr+n) (host writes are not seen)."""
+        for c in self.cpus:
+            if c.state == STOPPED or c.cpl() == 3:
+                c.uc.ctl_flush_tb()       # remove_cache is ignored for kernel pages at CPL3
+            else:
+                c.uc.ctl_remove_cache(addr, addr + n)
+
+    def read_u64(self, addr: int) -> int:
+        return struct.unpack("<Q", self.read(addr, 8))[0]
+
+    # ---- symbols -----------------------------------------------------------
+    def symbol_address(self, name: str) -> int:
+        """Address of a kernel symbol; EmuError if there is none."""
+        try:
+            return self.image.symbol(name).addr
+        except KeyError:
+            raise EmuError(f"no kernel symbol named {name!r}") from None
+
+    def lookup(self, addr: int) -> str:
+        """``name+0xoff/0xsize``, as the kernel's %pS prints an address."""
+        return self.image.lookup(addr)
+
+    def backtrace(self, cpu: VCpu, rip: int, rbp: int, limit: int = 32) -> list[str]:
+        """Frame-pointer backtrace, innermost first."""
+        frames = [self.lookup(rip)]
+        cr3 = cpu.cr3()
+        for _ in range(limit):
+            if rbp == 0 or rbp & 7:
+                break
+            try:
+                nxt, ret = struct.unpack("<QQ", self.walker.read(cr3, rbp, 16))
+            except PageFault:
+                break
+            if ret == 0:
+                break
+            frames.append(self.lookup(ret))
+            if nxt <= rbp:
+                break
+            rbp = nxt
+        return frames
+
+    def descriptor_flags(self, cpu: VCpu, buf, sel: int) -> int:
+        """The hidden 'flags' word (descriptor high dword) for selector ``sel`` of the current GDT."""
+        gdt = struct.unpack_from("<Q", buf, ucx.CTX_GDT_BASE)[0]
+        key = (gdt, sel & ~7)
+        flags = self._gdt_flags.get(key)
+        if flags is None:
+            if gdt == L.BOOT_GDT_PA:
+                raw = bytes(self.ram[gdt + (sel & ~7):gdt + (sel & ~7) + 8])
+            else:
+                raw = self.walker.read(cpu.cr3(), gdt + (sel & ~7), 8)
+            flags = self._gdt_flags[key] = struct.unpack("<II", raw)[1]
+        return flags
+
+    # ---- devices -----------------------------------------------------------
+    @property
+    def console(self) -> str:
+        """All text the guest has printed on the serial console."""
+        return self.serial.text()
+
+    def _power_off(self, code: int) -> None:
+        self.exit_code = code
+        for c in self.cpus:
+            c.request_stop()
+
+    def nmi(self, cpu: int | None = None) -> None:
+        """Raise an NMI on one CPU, or on every CPU."""
+        for c in self.cpus if cpu is None else [self.cpus[cpu]]:
+            c.apic.nmi_pending = True
+
+    def start_ap(self, cpu: VCpu) -> None:
+        """INIT + STARTUP: restart ``cpu`` at boot_params.ap_entry."""
+        bp = L.BOOT_PARAMS_PA
+        entry, stack, cr3 = struct.unpack_from("<QQQ", self.ram, bp + L.BP_AP_ENTRY)
+        cpu.uc.context_restore(self._reset_ctx[cpu.index])
+        cpu.uc.reg_write(UC_X86_REG_CR3, cr3)
+        cpu.regs.write(UC_X86_REG_RIP, entry)
+        cpu.regs.write(UC_X86_REG_RSP, stack)
+        cpu.regs.write(UC_X86_REG_RDI, cpu.index)
+        cpu.uc.ctl_flush_tb()
+        cpu.apic.reset()
+        cpu.state = RUNNING
+
+    # ---- running -----------------------------------------------------------
+    def _check_exit(self) -> None:
+        if self.exit_code is None:
+            return
+        if self.exit_code == L.EXIT_PANIC:
+            cpu = self._exit_cpu or self.cpus[0]
+            msg = next((ln for ln in reversed(self.console.splitlines()) if ln.startswith("panic:")),
+                       "panic")
+            raise cpu.fatal(GuestPanic, f"guest {msg}")
+
+    def _slice_length(self, limit_ns: int) -> int:
+        q = self.quantum if self._rng is None else self._rng.randint(max(1, self.quantum // 8), self.quantum)
+        return max(1, min(q, limit_ns // L.NS_PER_INSN))
+
+    def _run(self, until_ns: int, stop_when: Callable[[], bool] | None = None) -> None:
+        cpus = self.cpus
+        while True:
+            self._check_exit()
+            if self.exit_code is not None:
+                return
+            if stop_when is not None and stop_when():
+                return
+            now = self.now
+            if now >= until_ns:
+                return
+            if now >= self._next_nmi:
+                self.nmi()
+                self._next_nmi += self.nmi_period
+            for c in cpus:
+                c.apic.expire(now)
+            next_event = min(min(c.apic.deadline for c in cpus), self._next_nmi, until_ns)
+            count = self._slice_length(next_event - now)
+            ran = False
+            for c in cpus:
+                c.deliver_pending()
+                if c.state == RUNNING:
+                    c.run_slice(now, count)
+                    ran = True
+                    if self.exit_code is not None:
+                        break
+            if ran:
+                self.now = now + count * L.NS_PER_INSN
+            elif next_event >= NEVER:
+                raise EmuError("every CPU is idle and no timer is armed: the guest hangs")
+            else:
+                self.now = max(now + L.NS_PER_INSN, next_event)
+
+    def run(self, ms: float) -> None:
+        """Run for ``ms`` milliseconds of virtual time."""
+        self._run(self.now + int(ms * 1e6))
+
+    def run_until(self, stop_when: Callable[[], bool], budget_ms: float) -> None:
+        """Run until ``stop_when()`` is true; BudgetExceeded after ``budget_ms`` of virtual time."""
+        deadline = self.now + int(budget_ms * 1e6)
+        self._run(deadline, stop_when)
+        if not stop_when() and self.exit_code is None:
+            cpu = next((c for c in self.cpus if c.state == RUNNING), self.cpus[0])
+            raise cpu.fatal(BudgetExceeded, f"still not done after {budget_ms:g} ms of virtual time")
+
+    def boot(self, budget_ms: float = 5000) -> None:
+        """Run until the in-kernel tests passed and init is up in user mode."""
+        self.run_until(lambda: INIT_UP in self.serial.lines_seen, budget_ms)
+        if self.exit_code is not None:
+            raise EmuError(f"the guest powered off during boot (exit code {self.exit_code})")
+        if TESTS_PASSED not in self.serial.lines_seen:
+            raise EmuError("init came up but the in-kernel tests did not print ALL TESTS PASSED")
+
+    def call(self, func: str | int, *args: int, cpu: int = 0, max_insns: int = 50_000_000) -> int:
+        """Run guest function ``func(*args)`` to completion on ``cpu`` in kernel context with
+        interrupts off, and return its rax. Works from inside hooks too (nested)."""
+        if len(args) > len(ARG_REGS):
+            raise ValueError("at most six arguments")
+        addr = func if isinstance(func, int) else self.symbol_address(func)
+        c = self.cpus[cpu]
+        if c.state == STOPPED:
+            raise EmuError(f"CPU {cpu} is not running: cannot call {self.lookup(addr)} there")
+        saved = c.uc.context_save()
+        counters = c.save_counters()
+        in_slice, slice_start = c.in_slice, c.slice_start
+        try:
+            self._enter_call(c, addr, args)
+            c.slice_start, c.in_slice = c.now(), True
+            try:
+                c.uc.emu_start(addr, self.call_return_va, count=max_insns)
+            except UcError as e:
+                raise c.fatal(EmuError, f"unicorn stopped in call to {self.lookup(addr)}: {e}") from None
+            self._check_exit()
+            if c.rip() != self.call_return_va:
+                raise c.fatal(BudgetExceeded, f"{self.lookup(addr)} did not return within {max_insns} instructions")
+            return c.regs.read(UC_X86_REG_RAX)
+        finally:
+            c.uc.context_restore(saved)
+            c.restore_counters(counters)
+            c.in_slice, c.slice_start = in_slice, slice_start
+
+    def _enter_call(self, c: VCpu, addr: int, args: tuple[int, ...]) -> None:
+        """Set up a call frame (kernel mode, kernel stack, IF=0) returning to the stub."""
+        c.uc.context_update(c.ctx)
+        buf = c.ctx_buf
+        cpl = struct.unpack_from("<I", buf, ucx.CTX_HFLAGS)[0] & ucx.HF_CPL_MASK
+        rsp = struct.unpack_from("<Q", buf, ucx.CTX_REGS + 8 * 4)[0] - 256
+        if cpl == 3:
+            tss = struct.unpack_from("<Q", buf, ucx.CTX_TR_BASE)[0]
+            rsp = struct.unpack("<Q", self.walker.read(c.cr3(), tss + 4, 8))[0]
+            c.load_cs_ss(buf, L.KERNEL_CS, 0, 0)
+        rsp = (rsp & ~0xF) - 8
+        struct.pack_into("<Q", buf, ucx.CTX_REGS + 8 * 4, rsp)
+        eflags = struct.unpack_from("<Q", buf, ucx.CTX_EFLAGS)[0]
+        struct.pack_into("<Q", buf, ucx.CTX_EFLAGS, eflags & ~RFLAGS_IF)
+        c.uc.context_restore(c.ctx)
+        if cpl == 3:
+            gs, kgs = c.uc.msr_read(MSR_GS_BASE), c.uc.msr_read(MSR_KERNEL_GS_BASE)
+            c.uc.msr_write(MSR_GS_BASE, kgs)
+            c.uc.msr_write(MSR_KERNEL_GS_BASE, gs)
+        self.walker.write(c.cr3(), rsp, struct.pack("<Q", self.call_return_va))
+        for reg, value in zip(ARG_REGS, args):
+            c.regs.write(reg, value)
+        c.regs.write(UC_X86_REG_RIP, addr)
+
+    # ---- hotplug -----------------------------------------------------------
+    def _hotplug(self, cpu: int, up: int, budget_ms: float) -> None:
+        ret = self.call("hotplug_request", cpu, up)
+        if ret:
+            err = (-ret) & 0xFFFFFFFF if ret & (1 << 63) else ret
+            raise EmuError(f"hotplug_request(cpu {cpu}, {'up' if up else 'down'}) failed: {err}")
+        pending = self.symbol_address("hotplug_pending")
+        self.run_until(lambda: struct.unpack("<i", self.read(pending, 4))[0] == 0, budget_ms)
+
+    def cpu_down(self, cpu: int, budget_ms: float = 1000) -> None:
+        """Take ``cpu`` offline the way the kernel's hotplug thread does, and wait for it."""
+        self._hotplug(cpu, 0, budget_ms)
+
+    def cpu_up(self, cpu: int, budget_ms: float = 1000) -> None:
+        """Bring ``cpu`` back online and wait for it."""
+        self._hotplug(cpu, 1, budget_ms)
+
+    def online_cpus(self) -> list[int]:
+        mask = self.read_u64(self.symbol_address("cpu_online_mask"))
+        return [i for i in range(len(self.cpus)) if mask >> i & 1]
+
+    # ---- statistics and snapshots ------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counts per CPU (kernel kstat + host instruction counts) and their totals."""
+        base = self.symbol_address("kstat")
+        raw = self.read(base, 8 * L.NCPU * L.KSTAT_NR)
+        per_cpu = []
+        for c in self.cpus:
+            row = struct.unpack_from(f"<{L.KSTAT_NR}Q", raw, 8 * L.KSTAT_NR * c.index)
+            d = dict(zip(KSTAT_FIELDS, row))
+            d["instructions"] = c.instructions
+            per_cpu.append(d)
+        total = {k: sum(d[k] for d in per_cpu) for k in per_cpu[0]}
+        return {"virtual_ns": self.now, "cpus": per_cpu, "total": total}
+
+    def snapshot(self) -> Snapshot:
+        """Capture RAM, every CPU and the devices."""
+        cpus = [(c.uc.context_save(), c.state, c.apic.state(), c.startup_pending, c.instructions)
+                for c in self.cpus]
+        dev = {"serial": self.serial.state(), "execmem": self.execmem.state(),
+               "exit": self.exit_code, "nmi": self._next_nmi,
+               "rng": self._rng.getstate() if self._rng else None,
+               "participants": [p.snapshot_state() for p in self.snapshot_participants]}
+        return Snapshot(bytes(self.ram), cpus, self.now, dev)
+
+    def restore(self, snap: Snapshot) -> None:
+        """Continue from ``snap`` exactly as the machine would have from that moment."""
+        self.ram[:] = snap.ram
+        for c, (ctx, state, apic, startup, insns) in zip(self.cpus, snap.cpus):
+            c.uc.context_restore(ctx)
+            c.uc.ctl_flush_tb()
+            c.uc.ctl_flush_tlb()
+            c.state, c.startup_pending, c.instructions = state, startup, insns
+            c.apic.set_state(apic)
+        dev = snap.devices
+        self.serial.set_state(dev["serial"])
+        self.execmem.set_state(dev["execmem"])
+        self.exit_code, self._next_nmi = dev["exit"], dev["nmi"]
+        if self._rng is not None and dev["rng"] is not None:
+            self._rng.setstate(dev["rng"])
+        for p, st in zip(self.snapshot_participants, dev["participants"]):
+            p.restore_state(st)
+        self.walker.flush()
+        self._gdt_flags.clear()
+        self.now = snap.now

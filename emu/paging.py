@@ -1,0 +1,88 @@
+"""Host-side page walker: guest virtual -> physical through the guest's own 4-level tables.
+
+Unicorn's mem_read/mem_write take physical addresses and its vmem helpers check rights at the
+current CPL, so the host walks the tables itself, reading RAM directly. Translations of the
+kernel half are cached per CR3 (they do not change after boot); user addresses are walked
+every time.
+"""
+from __future__ import annotations
+
+import struct
+
+PTE_P, PTE_W, PTE_U, PTE_PS = 1, 2, 4, 0x80
+ADDR_MASK = 0x000FFFFFFFFFF000
+KERNEL_HALF = 0xFFFF800000000000
+_u64 = struct.Struct("<Q").unpack_from
+
+
+class PageFault(Exception):
+    """The address has no present mapping."""
+
+    def __init__(self, va: int) -> None:
+        super().__init__(f"no mapping for 0x{va:x}")
+        self.va = va
+
+
+class PageWalker:
+    """Translate virtual addresses over a RAM buffer (anything indexable as bytes)."""
+
+    def __init__(self, ram: memoryview) -> None:
+        self.ram = ram
+        self.size = len(ram)
+        self._cache: dict[tuple[int, int], int] = {}
+
+    def flush(self) -> None:
+        """Forget cached translations (after a restore or a page-table change)."""
+        self._cache.clear()
+
+    def translate(self, cr3: int, va: int) -> int:
+        """Physical address of ``va``; raises PageFault if it is not mapped."""
+        page = va & ~0xFFF
+        key = (cr3, page)
+        pa = self._cache.get(key)
+        if pa is None:
+            pa = self._walk(cr3 & ADDR_MASK, page)
+            if va >= KERNEL_HALF:
+                self._cache[key] = pa
+        return pa | (va & 0xFFF)
+
+    def _walk(self, table: int, va: int) -> int:
+        for shift in (39, 30, 21, 12):
+            off = table + ((va >> shift) & 511) * 8
+            if off + 8 > self.size:
+                raise PageFault(va)
+            e = _u64(self.ram, off)[0]
+            if not e & PTE_P:
+                raise PageFault(va)
+            if shift in (30, 21) and e & PTE_PS:
+                return (e & ADDR_MASK & ~((1 << shift) - 1)) | (va & ((1 << shift) - 1) & ~0xFFF)
+            table = e & ADDR_MASK
+        return table
+
+    def read(self, cr3: int, va: int, n: int) -> bytes:
+        """Read ``n`` bytes of guest virtual memory, page by page."""
+        out = bytearray()
+        while n:
+            chunk = min(n, 0x1000 - (va & 0xFFF))
+            pa = self.translate(cr3, va)
+            if pa + chunk > self.size:
+                raise PageFault(va)
+            out += self.ram[pa:pa + chunk]
+            va += chunk
+            n -= chunk
+        return bytes(out)
+
+    def write(self, cr3: int, va: int, data: bytes) -> list[tuple[int, int]]:
+        """Write guest virtual memory; returns the (pa, len) pieces written."""
+        pieces = []
+        pos = 0
+        while pos < len(data):
+            chunk = min(len(data) - pos, 0x1000 - (va & 0xFFF))
+            pa = self.translate(cr3, va)
+            if pa + chunk > self.size:
+                raise PageFault(va)
+            self.ram[pa:pa + chunk] = data[pos:pos + chunk]
+            pieces.append((pa, chunk))
+            va += chunk
+            pos += chunk
+        return pieces

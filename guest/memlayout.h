@@ -1,0 +1,154 @@
+// Machine memory map and hardware contract: the one source of truth shared by
+// the guest kernel (C, assembly) and the host (emu/memlayout.py parses the
+// "#define NAME value" lines below). Keep every value a plain number.
+#ifndef MEMLAYOUT_H
+#define MEMLAYOUT_H
+
+// ---- physical memory -------------------------------------------------------
+#define BOOT_PARAMS_PA      0x6000      // struct boot_params, written by the loader
+#define BOOT_GDT_PA         0x7000      // loader's temporary GDT
+#define BOOT_PML4_PA        0x8000      // loader's temporary page tables (4 pages)
+#define EXECMEM_PA          0x800000    // 2 MiB the kernel maps RWX at EXECMEM_VA and never allocates
+#define EXECMEM_SIZE        0x200000
+#define KERNEL_PA           0x1000000   // kernel image load address (16 MiB)
+#define LAPIC_PA            0xfee00000  // local APIC registers (one 4 KiB page per CPU, same address)
+
+// ---- virtual memory --------------------------------------------------------
+#define KERNEL_VA           0xffffffff81000000  // kernel image (linked here)
+#define KERNEL_VA_OFFSET    0xffffffff80000000  // KERNEL_VA - KERNEL_PA
+#define DIRECT_MAP_VA       0xffff888000000000  // all RAM: va = DIRECT_MAP_VA + pa
+#define EXECMEM_VA          0xffffffffa0000000  // module/execmem area -> EXECMEM_PA
+#define LAPIC_VA            0xffffffffff5fd000  // fixmap of LAPIC_PA (uncached)
+#define USER_CODE_VA        0x400000            // user programs are linked here
+#define USER_STACK_TOP      0x800000            // top of each user task's stack
+#define USER_STACK_PAGES    4
+
+// ---- boot protocol ---------------------------------------------------------
+// The loader enters the kernel ELF entry point in 64-bit mode, CPL0, paging on
+// (identity map of the first 1 GiB + KERNEL_VA_OFFSET -> 0), interrupts off,
+// RDI = BOOT_PARAMS_PA. Application processors are started by an INIT then a
+// STARTUP IPI: the CPU begins at boot_params.ap_entry with RSP = ap_stack,
+// CR3 = ap_cr3, RDI = its APIC id, on the loader's GDT.
+#define BOOT_MAGIC          0x46544d55          // "FTMU"
+#define BP_MAGIC            0x00    // u32
+#define BP_NCPUS            0x04    // u32: CPUs present (1..NCPU)
+#define BP_MEM_BYTES        0x08    // u64: RAM size
+#define BP_AP_ENTRY         0x10    // u64: written by the kernel before STARTUP
+#define BP_AP_STACK         0x18    // u64
+#define BP_AP_CR3           0x20    // u64
+#define BP_CMDLINE          0x100   // char[BP_CMDLINE_MAX], NUL-terminated
+#define BP_CMDLINE_MAX      256
+#define NCPU                8
+
+// ---- segments (Linux's GDT layout) -----------------------------------------
+#define KERNEL_CS           0x10
+#define KERNEL_DS           0x18
+#define USER32_CS           0x23
+#define USER_DS             0x2b
+#define USER_CS             0x33
+#define TSS_SEL             0x40
+
+// ---- stacks ----------------------------------------------------------------
+#define KSTACK_SIZE         0x4000      // per task kernel stack
+#define IST_STACK_SIZE      0x2000      // per CPU, per IST slot
+#define IST_DF              1           // IST slot for #DF
+#define IST_NMI             2           // IST slot for NMI (the host treats RSP in it as "in NMI")
+
+// ---- I/O ports -------------------------------------------------------------
+#define COM1_PORT           0x3f8       // 16550 UART
+#define EXIT_PORT           0xf4        // outl(code): power off with exit code (isa-debug-exit style)
+#define EXIT_PANIC          0xdead      // exit code the kernel uses after panic()
+
+// ---- local APIC (xAPIC register offsets) ------------------------------------
+#define APIC_ID             0x20        // bits 24..31: APIC id (= CPU number)
+#define APIC_EOI            0xb0
+#define APIC_SVR            0xf0
+#define APIC_ICR_LO         0x300       // write triggers the IPI
+#define APIC_ICR_HI         0x310       // bits 24..31: destination APIC id
+#define APIC_LVT_TIMER      0x320       // vector | masked(1<<16) | periodic(1<<17)
+#define APIC_TIMER_INIT     0x380       // count in ns of virtual time; 0 stops
+#define APIC_TIMER_CUR      0x390
+#define APIC_TIMER_DIV      0x3e0       // accepted, ignored (the timer counts ns)
+#define APIC_DM_FIXED       0x000
+#define APIC_DM_NMI         0x400
+#define APIC_DM_INIT        0x500
+#define APIC_DM_STARTUP     0x600
+#define APIC_DEST_SELF      0x40000
+#define APIC_DEST_ALL       0x80000
+#define APIC_DEST_OTHERS    0xc0000
+#define APIC_LVT_MASKED     0x10000
+#define APIC_TIMER_PERIODIC 0x20000
+
+// ---- time ------------------------------------------------------------------
+// Virtual time counts retired instructions: NS_PER_INSN ns each. rdtsc returns
+// the CPU's virtual time in ns (a 1 GHz TSC).
+#define NS_PER_INSN         10
+#define HZ                  1000
+
+// ---- interrupt vectors ------------------------------------------------------
+#define T_DE                0
+#define T_NMI               2
+#define T_BP                3
+#define T_UD                6
+#define T_DF                8
+#define T_GP                13
+#define T_PF                14
+#define LOCAL_TIMER_VECTOR  0xec
+#define CALL_FUNCTION_VECTOR 0xfc
+#define RESCHEDULE_VECTOR   0xfd
+#define SPURIOUS_VECTOR     0xff
+
+// ---- kernel statistics (u64 kstat[NCPU][KSTAT_NR], symbol "kstat") ---------
+#define KSTAT_TIMER_IRQS    0
+#define KSTAT_SOFTIRQS      1
+#define KSTAT_NMIS          2
+#define KSTAT_SYSCALLS      3
+#define KSTAT_CTX_SWITCHES  4
+#define KSTAT_IDLE_ENTRIES  5
+#define KSTAT_CPU_OFFLINE   6
+#define KSTAT_CPU_ONLINE    7
+#define KSTAT_PAGE_FAULTS   8
+#define KSTAT_IPIS          9
+#define KSTAT_NR            10
+
+// ---- system calls (Linux numbers where Linux has one) -----------------------
+#define SYS_write           1
+#define SYS_sched_yield     24
+#define SYS_nanosleep       35          // arg0: milliseconds
+#define SYS_getpid          39
+#define SYS_exit            60
+#define SYS_cmdline         400         // (buf, len): copy the kernel command line, via cmdline_proc_show
+#define SYS_cpu_down        401         // (cpu)
+#define SYS_cpu_up          402         // (cpu)
+#define SYS_sem_up          403         // (sem id)
+#define SYS_sem_down        404         // (sem id): sleep until the semaphore is > 0
+
+
+// ---- per-CPU area (GS base points at it in kernel mode) --------------------
+#define PCPU_SELF           0x00    // u64: address of this area
+#define PCPU_CPU            0x08    // u32: CPU number (= APIC id)
+#define PCPU_PREEMPT_COUNT  0x0c    // u32: Linux's layout, masks below
+#define PCPU_CURRENT        0x10    // struct task *: the running task
+#define PCPU_RCU_WATCHING   0x18    // u32: 1 while RCU watches this CPU, else 0
+#define PCPU_USER_RSP       0x20    // u64: scratch for the syscall entry
+#define PCPU_KSTACK_TOP     0x28    // u64: kernel stack top of the running task
+#define PCPU_SIZE           0x1000  // one page per CPU, symbol "percpu" (u8 percpu[NCPU][PCPU_SIZE])
+
+#define PREEMPT_MASK        0x000000ff
+#define SOFTIRQ_OFFSET      0x00000100
+#define SOFTIRQ_MASK        0x0000ff00
+#define HARDIRQ_OFFSET      0x00010000
+#define HARDIRQ_MASK        0x000f0000
+#define NMI_OFFSET          0x00100000
+#define NMI_MASK            0x00f00000
+
+// ---- struct task: the fields the host reads --------------------------------
+#define TASK_PID            0x00    // int
+#define TASK_STATE          0x04    // int
+#define TASK_TRACE_RECURSION 0x08   // u64: ftrace recursion bits (Linux's trace_recursion)
+#define TASK_COMM           0x10    // char[16]
+#define TASK_FLAGS          0x20    // u64: bit TIF_NEED_RESCHED
+#define TASK_KSTACK         0x28    // u64: base of the task's kernel stack (KSTACK_SIZE bytes)
+#define TIF_NEED_RESCHED    3
+
+#endif
