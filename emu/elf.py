@@ -61,16 +61,16 @@ class KernelImage:
         return name in self._by_name
 
     def containing(self, addr: int) -> Symbol | None:
-        """The symbol whose [addr, addr+size) holds ``addr`` (or the nearest one below with size 0)."""
+        """The symbol holding ``addr``. An unsized symbol (an assembly label) extends to the
+        next symbol, as kallsyms sizes them."""
         i = bisect.bisect_right(self._addrs, addr) - 1
-        while i >= 0:
-            s = self._sorted[i]
-            if addr < s.addr + max(s.size, 1):
-                return s
-            if s.size:
-                return None
-            i -= 1
-        return None
+        if i < 0:
+            return None
+        s = self._sorted[i]
+        if s.size:
+            return s if addr < s.addr + s.size else None
+        nxt = next((a for a in self._addrs[i + 1:] if a > s.addr), None)
+        return Symbol(s.name, s.addr, (nxt or addr + 1) - s.addr)
 
     def lookup(self, addr: int) -> str:
         """``name+0xoff/0xsize`` as the kernel's %pS prints it, or ``0x...`` if unknown."""

@@ -405,7 +405,7 @@ class Machine:
         for c, (ctx, state, apic, startup, insns) in zip(self.cpus, snap.cpus):
             c.uc.context_restore(ctx)
             c.uc.ctl_flush_tb()
-            c.uc.ctl_flush_tlb()
+            c.uc.reg_write(UC_X86_REG_CR3, c.uc.reg_read(UC_X86_REG_CR3))   # flushes the TLB
             c.state, c.startup_pending, c.instructions = state, startup, insns
             c.apic.set_state(apic)
         dev = snap.devices

@@ -54,6 +54,9 @@ def _deliver_once(cpu: "VCpu", vector: int, error: int | None, soft: bool) -> No
     ctx, buf = cpu.ctx, cpu.ctx_buf
     cpu.uc.context_update(ctx)
     idt = _u64.unpack_from(buf, ucx.CTX_IDT_BASE)[0]
+    idt_limit = struct.unpack_from("<I", buf, ucx.CTX_IDT_BASE + 8)[0]
+    if vector * 16 + 15 > idt_limit:
+        raise DeliveryFault(T_GP, vector * 8 + 2)
     cr3 = cpu.cr3()
     try:
         lo, sel, ist, attr, mid, hi, _ = _gate.unpack(cpu.machine.walker.read(cr3, idt + vector * 16, 16))

@@ -1,0 +1,47 @@
+"""Shared fixtures: the tiny purpose-built guest, and booted machines running the real kernel."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from emu import Machine
+from guest import SOURCE_DIR
+
+TINY = Path(__file__).parent / "tinyguest"
+
+
+@pytest.fixture(scope="session")
+def tiny_kernel(tmp_path_factory):
+    """Build tests/tinyguest/tiny.S, optionally with -D flags: ``tiny_kernel("SPIN")``."""
+    out = tmp_path_factory.mktemp("tiny")
+    built: dict[tuple[str, ...], Path] = {}
+
+    def build(*defines: str) -> Path:
+        if defines not in built:
+            name = "-".join(defines) or "plain"
+            obj, elf = out / f"{name}.o", out / f"{name}.elf"
+            subprocess.run(["gcc", "-c", f"-I{SOURCE_DIR}", *[f"-D{d}" for d in defines],
+                            str(TINY / "tiny.S"), "-o", str(obj)], check=True)
+            subprocess.run(["ld", "-T", str(TINY / "tiny.ld"), "--no-warn-rwx-segments",
+                            "-o", str(elf), str(obj)], check=True)
+            built[defines] = elf
+        return built[defines]
+    return build
+
+
+@pytest.fixture(scope="session")
+def booted_snapshots():
+    """One booted machine per CPU count, kept as a snapshot so each test starts from it fast."""
+    cache: dict[int, tuple[Machine, object]] = {}
+
+    def get(cpus: int) -> Machine:
+        if cpus not in cache:
+            m = Machine(cpus=cpus)
+            m.boot()
+            cache[cpus] = (m, m.snapshot())
+        m, snap = cache[cpus]
+        m.restore(snap)
+        return m
+    return get

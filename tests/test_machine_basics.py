@@ -1,0 +1,79 @@
+"""The machine as an emulator test suite sees it, on a tiny purpose-built guest
+(tests/tinyguest/tiny.S): delivery through the guest IDT, the APIC timer and hlt idle,
+ring 3 and syscall, power off, errors, determinism and snapshots."""
+from __future__ import annotations
+
+import pytest
+
+from emu import BudgetExceeded, EmuError, GuestPanic, Machine, TripleFault
+
+
+def counters(m: Machine) -> dict[str, int]:
+    return {n: m.read_u64(m.symbol_address(n)) for n in ("ticks", "bp_count", "last_cr2", "last_pf_err")}
+
+
+def test_full_tour_int3_pagefault_timer_ring3_syscall_and_exit(tiny_kernel):
+    m = Machine(kernel=tiny_kernel())
+    m.run(ms=50)
+    assert m.console == "tiny: hello\nhello from ring 3\n"
+    assert counters(m) == {"ticks": 5, "bp_count": 1, "last_cr2": 0x40000000, "last_pf_err": 0}
+    assert m.exit_code == 42 + 5          # the syscall returned 42, plus the tick count
+    # five 1 ms ticks waited in hlt: virtual time skipped ahead to just past the fifth
+    assert 5_000_000 <= m.now < 6_000_000
+
+
+def test_same_machine_twice_gives_the_same_run(tiny_kernel):
+    runs = []
+    for _ in range(2):
+        m = Machine(kernel=tiny_kernel())
+        m.run(ms=50)
+        runs.append((m.console, m.now, m.cpus[0].instructions, counters(m)))
+    assert runs[0] == runs[1]
+
+
+def test_snapshot_restore_continues_identically(tiny_kernel):
+    m = Machine(kernel=tiny_kernel())
+    m.run(ms=2)
+    snap = m.snapshot()
+    m.run(ms=50)
+    first = (m.console, m.now, m.exit_code, counters(m))
+    m.restore(snap)
+    assert m.exit_code is None and m.console == "tiny: hello\n"
+    m.run(ms=50)
+    assert (m.console, m.now, m.exit_code, counters(m)) == first
+
+
+def test_guest_panic_names_cpu_rip_and_backtrace(tiny_kernel):
+    m = Machine(kernel=tiny_kernel("BAD_OPCODE"))
+    with pytest.raises(GuestPanic) as e:
+        m.run(ms=10)
+    assert e.value.cpu == 0
+    assert e.value.rip.startswith("vec_default+")
+    assert "guest panic: unexpected vector" in str(e.value)
+
+
+def test_triple_fault_is_an_error_not_a_hang(tiny_kernel):
+    m = Machine(kernel=tiny_kernel("TRIPLE_FAULT"))
+    with pytest.raises(TripleFault) as e:
+        m.run(ms=10)
+    assert e.value.cpu == 0 and "triple fault" in str(e.value)
+
+
+def test_budget_exceeded_reports_where_the_guest_spins(tiny_kernel):
+    m = Machine(kernel=tiny_kernel("SPIN"))
+    with pytest.raises(BudgetExceeded) as e:
+        m.run_until(lambda: False, budget_ms=2)
+    assert e.value.rip.startswith("_start+")
+
+
+def test_memory_and_symbols(tiny_kernel):
+    m = Machine(kernel=tiny_kernel())
+    start = m.symbol_address("_start")
+    assert start == 0xffffffff81000000
+    assert m.lookup(start + 3).startswith("_start+0x3/")
+    m.write(m.symbol_address("ticks"), (7).to_bytes(8, "little"))
+    assert m.read_u64(m.symbol_address("ticks")) == 7
+    with pytest.raises(EmuError):
+        m.symbol_address("no_such_symbol")
+    with pytest.raises(EmuError):
+        m.read(0x40000000, 8)
