@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+import time
 from typing import TYPE_CHECKING
 
 from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
@@ -43,6 +44,7 @@ class VCpu:
         self.startup_pending = False
         self.in_slice = False
         self.slice_start = 0
+        self._host_start = 0
         self.instructions = 0
         self._stop_requested = False
         self._syscall_msrs: tuple[int, int, int] | None = None
@@ -117,10 +119,13 @@ class VCpu:
 
     # ---- state helpers -----------------------------------------------------
     def now(self) -> int:
-        """This CPU's virtual time in ns (exact to the instruction inside a slice)."""
-        if self.in_slice:
+        """This CPU's virtual time in ns: exact to the instruction inside a deterministic
+        slice, host-clock based in free-running mode."""
+        if not self.in_slice:
+            return self.machine.now
+        if self.machine.deterministic:
             return self.slice_start + max(self.counter.value - 1, 0) * L.NS_PER_INSN
-        return self.machine.now
+        return self.slice_start + time.perf_counter_ns() - self._host_start
 
     def rflags(self) -> int:
         return self.regs.read(UC_X86_REG_EFLAGS)
@@ -165,22 +170,42 @@ class VCpu:
 
     # ---- running -----------------------------------------------------------
     def run_slice(self, start_ns: int, count: int) -> int:
-        """Run up to ``count`` instructions from ``start_ns``; returns how many ran."""
+        """Run up to ``count`` instructions' worth of time from ``start_ns``.
+
+        Returns the virtual ns used: exactly count * NS_PER_INSN in deterministic mode (the
+        instructions themselves are counted), host ns in free-running mode."""
         self.slice_start = start_ns
         self._stop_requested = False
         self.in_slice = True
+        self._host_start = time.perf_counter_ns()
+        budget_ns = count * L.NS_PER_INSN
         try:
-            self.uc.emu_start(self.rip(), 0, count=count)
+            if self.machine.deterministic:
+                self.uc.emu_start(self.rip(), 0, count=count)
+            else:
+                self.uc.emu_start(self.rip(), 0, timeout=max(1, budget_ns // 1000))
         except UcError as e:
             raise self.fatal(EmuError, f"unicorn stopped: {e}") from None
         finally:
             self.in_slice = False
-        ran = min(self.counter.value, count)
-        self.instructions += ran
-        if ran < count and not self._stop_requested:
+        if self.machine.deterministic:
+            ran = min(self.counter.value, count)
+            self.instructions += ran
+            stopped_early = ran < count
+        else:
+            used = time.perf_counter_ns() - self._host_start
+            stopped_early = used < budget_ns * 3 // 4 and self._after_hlt()
+        if stopped_early and not self._stop_requested:
             # Nothing asked Unicorn to stop early, so it stopped at a hlt.
             self.state = HALTED if self.rflags() & RFLAGS_IF else PARKED
-        return ran
+        return budget_ns
+
+    def _after_hlt(self) -> bool:
+        """Free-running mode has no instruction count: look for the hlt just executed."""
+        try:
+            return self.machine.read(self.rip() - 1, 1) == b"\xf4"
+        except EmuError:
+            return False
 
     def in_nmi(self) -> bool:
         """True while RSP is inside this CPU's NMI IST stack (NMIs are then held)."""

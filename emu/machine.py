@@ -51,11 +51,13 @@ class Machine:
     ``kernel`` is an ELF path (default: the bundled guest, built on first use). ``quantum``
     is the slice length in instructions; ``slice_seed`` makes slice lengths pseudo-random
     (still deterministic for one seed). ``nmi_period_ms`` raises an NMI on every CPU
-    periodically, like a watchdog."""
+    periodically, like a watchdog. ``deterministic=False`` is the free-running mode: no
+    instruction counting (faster), virtual time follows the host clock, runs differ."""
 
     def __init__(self, cpus: int = 1, memory_mb: int = 32, kernel: str | Path | None = None,
                  cmdline: str = "console=ttyS0", *, quantum: int = 20000,
-                 slice_seed: int | None = None, nmi_period_ms: float | None = None) -> None:
+                 slice_seed: int | None = None, nmi_period_ms: float | None = None,
+                 deterministic: bool = True) -> None:
         if not 1 <= cpus <= L.NCPU:
             raise ValueError(f"cpus must be 1..{L.NCPU}, not {cpus}")
         if not 24 <= memory_mb <= 2048:
@@ -71,6 +73,7 @@ class Machine:
         self.execmem = ExecMem()
         self.now = 0
         self.quantum = quantum
+        self.deterministic = deterministic
         self._rng = None
         if slice_seed is not None:
             import random
@@ -267,16 +270,15 @@ class Machine:
                 c.apic.expire(now)
             next_event = min(min(c.apic.deadline for c in cpus), self._next_nmi, until_ns)
             count = self._slice_length(next_event - now)
-            ran = False
+            used = 0
             for c in cpus:
                 c.deliver_pending()
                 if c.state == RUNNING:
-                    c.run_slice(now, count)
-                    ran = True
+                    used = max(used, c.run_slice(now, count))
                     if self.exit_code is not None:
                         break
-            if ran:
-                self.now = now + count * L.NS_PER_INSN
+            if used:
+                self.now = now + used
             elif next_event >= NEVER:
                 raise EmuError("every CPU is idle and no timer is armed: the guest hangs")
             else:

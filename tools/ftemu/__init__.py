@@ -1,0 +1,1 @@
+"""The ftemu command line (installed as the ``ftemu`` command)."""
