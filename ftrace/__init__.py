@@ -1,0 +1,30 @@
+"""Generic, architecture-independent ftrace (the kernel's kernel/trace/ftrace.c).
+
+Public API: FtraceOps and its FTRACE_OPS_FL_* flags, the Ftrace state machine (core.Ftrace)
+and FtraceError, whose errno is the kernel's.
+"""
+
+from __future__ import annotations
+
+from ftrace.core import Ftrace
+from ftrace.errors import FtraceError, FtracePatchError
+from ftrace.flags import (
+    FTRACE_OPS_FL_ADDING, FTRACE_OPS_FL_ALLOC_TRAMP, FTRACE_OPS_FL_DELETED,
+    FTRACE_OPS_FL_DIRECT, FTRACE_OPS_FL_DYNAMIC, FTRACE_OPS_FL_ENABLED, FTRACE_OPS_FL_GRAPH,
+    FTRACE_OPS_FL_INITIALIZED, FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_MODIFYING,
+    FTRACE_OPS_FL_PERMANENT, FTRACE_OPS_FL_PID, FTRACE_OPS_FL_RCU, FTRACE_OPS_FL_RECURSION,
+    FTRACE_OPS_FL_REMOVING, FTRACE_OPS_FL_SAVE_REGS, FTRACE_OPS_FL_SAVE_REGS_IF_SUPPORTED,
+    FTRACE_OPS_FL_STUB, FTRACE_OPS_FL_SUBOP, FTRACE_OPS_FL_TRACE_ARRAY, FtraceOpsFlags,
+)
+from ftrace.ops import FtraceOps
+
+__all__ = [
+    "FTRACE_OPS_FL_ADDING", "FTRACE_OPS_FL_ALLOC_TRAMP", "FTRACE_OPS_FL_DELETED",
+    "FTRACE_OPS_FL_DIRECT", "FTRACE_OPS_FL_DYNAMIC", "FTRACE_OPS_FL_ENABLED",
+    "FTRACE_OPS_FL_GRAPH", "FTRACE_OPS_FL_INITIALIZED", "FTRACE_OPS_FL_IPMODIFY",
+    "FTRACE_OPS_FL_MODIFYING", "FTRACE_OPS_FL_PERMANENT", "FTRACE_OPS_FL_PID",
+    "FTRACE_OPS_FL_RCU", "FTRACE_OPS_FL_RECURSION", "FTRACE_OPS_FL_REMOVING",
+    "FTRACE_OPS_FL_SAVE_REGS", "FTRACE_OPS_FL_SAVE_REGS_IF_SUPPORTED", "FTRACE_OPS_FL_STUB",
+    "FTRACE_OPS_FL_SUBOP", "FTRACE_OPS_FL_TRACE_ARRAY",
+    "Ftrace", "FtraceError", "FtraceOps", "FtraceOpsFlags", "FtracePatchError",
+]

@@ -1,0 +1,60 @@
+"""The seam between generic ftrace (core.py) and the machine (arch/x86): what core calls.
+
+Modelled on the kernel's arch hooks (Documentation/trace/ftrace-design.rst). The arch writes
+guest text and owns trampolines; core decides what to write and keeps all bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, Union
+
+from ftrace.ops import FtraceOps
+from ftrace.records import DynFtrace
+from ftrace.update import FtraceUpdate
+
+# What ftrace_call / ftrace_regs_call inside ftrace_caller / ftrace_regs_caller call:
+# an address (ftrace_stub, ftrace_ops_list_func), or an ops, meaning
+# ftrace_ops_get_func(ops) with function_trace_op = ops.
+FtraceCallTarget = Union[int, FtraceOps]
+
+
+class FtraceArch(Protocol):
+    """Arch hooks core relies on. Errors are FtraceError; patch errors FtracePatchError."""
+
+    ftrace_caller: int           # FTRACE_ADDR: the shared trampoline without full regs
+    ftrace_regs_caller: int      # FTRACE_REGS_ADDR: the shared trampoline with full pt_regs
+    ftrace_stub: int             # the do-nothing callback
+    ftrace_ops_list_func: int    # walks every ops (newest first), testing hashes, LIST bit lock
+    ftrace_ops_assist_func: int  # recursion/RCU guard around one ops' func
+    supports_regs: bool          # DYNAMIC_FTRACE_WITH_REGS: ftrace_regs_caller exists
+
+    def lookup(self, addr: int) -> tuple[str, int, int] | None:
+        """kallsyms: (name, offset of addr in it, symbol size), or None."""
+
+    def is_kernel_core_data(self, ops: FtraceOps) -> bool:
+        """True for an ops that lives forever (kernel core data): it is not made DYNAMIC."""
+
+    def ftrace_make_nop_init(self, rec: DynFtrace) -> None:
+        """Boot: verify `call __fentry__` at rec.ip and write the NOP directly (no int3).
+        FtracePatchError(EINVAL, actual, expected) on mismatch, EFAULT if unreadable."""
+
+    def arch_ftrace_update_trampoline(self, ops: FtraceOps) -> None:
+        """At every registration: allocate ops' private trampoline if it has none (set
+        ops.trampoline, ops.trampoline_size and ALLOC_TRAMP), else re-point its call at
+        ftrace_ops_get_func(ops). Leaving ops.trampoline 0 is allowed (the list is used)."""
+
+    def arch_ftrace_trampoline_free(self, ops: FtraceOps) -> None:
+        """Free a trampoline the arch allocated (ALLOC_TRAMP) and set ops.trampoline = 0."""
+
+    def ftrace_update_ftrace_func(self, func: FtraceCallTarget) -> None:
+        """Retarget ftrace_call and ftrace_regs_call (int3 protocol, one site at a time).
+        For an ops, also store function_trace_op = ops before the call is switched."""
+
+    def ftrace_replace_code(self, plan: Sequence[FtraceUpdate]) -> None:
+        """Verify every site of the plan first (NOP if old is None, else `call old`), and
+        only then write all of them (`call new`, or the NOP if new is None) as one int3 batch.
+        On a mismatch raise FtracePatchError with the record and write nothing."""
+
+    def synchronize_rcu_tasks(self) -> None:
+        """Return once no vCPU is inside a trampoline or an ftrace callback."""

@@ -1,0 +1,393 @@
+"""Generic ftrace (kernel/trace/ftrace.c): the ops list, registration, filters, code updates.
+
+Core decides; the arch (arch_api.FtraceArch) writes. Every public method follows the
+kernel's sequence and errno, and a failing call leaves the state as it found it.
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from collections.abc import Callable, Iterable
+
+from ftrace import views
+from ftrace.arch_api import FtraceArch, FtraceCallTarget
+from ftrace.errors import FtraceError, FtracePatchError
+from ftrace.flags import FTRACE_NOCLEAR_FLAGS, FtraceOpsFlags as FL
+from ftrace.hash import ftrace_match_addr, match_records, split_mod_command
+from ftrace.ops import EMPTY_HASH, FtraceOps
+from ftrace.records import DynFtrace, FtraceRecords
+from ftrace.update import (
+    BUG_TYPE_OF_ACTION, IGNORE, MAKE_CALL, MAKE_NOP, FtraceBugType, FtraceUpdate,
+    ftrace_get_addr_curr, ftrace_get_addr_new, ftrace_hash_rec_update, ftrace_test_record,
+    ftrace_update_record, hash_update_ipmodify,
+)
+
+ENTRIES_PER_PAGE = 4096 // 16  # PAGE_SIZE / sizeof(struct dyn_ftrace)
+MAX_PAGE_ORDER = 10
+
+
+class FtraceCommand(enum.IntFlag):
+    """FTRACE_UPDATE_CALLS & co: what ftrace_modify_all_code must do."""
+
+    FTRACE_UPDATE_CALLS = 1 << 0
+    FTRACE_DISABLE_CALLS = 1 << 1
+    FTRACE_UPDATE_TRACE_FUNC = 1 << 2
+
+
+UPDATE_CALLS = FtraceCommand.FTRACE_UPDATE_CALLS
+DISABLE_CALLS = FtraceCommand.FTRACE_DISABLE_CALLS
+UPDATE_TRACE_FUNC = FtraceCommand.FTRACE_UPDATE_TRACE_FUNC
+
+
+class Ftrace:
+    """The generic ftrace state of one machine.
+
+    Fields (all guarded by the caller: one host thread drives every update):
+    records - the call sites; ops_list - registered ops, newest first;
+    ftrace_trace_function - the wanted global callback (§3.7); ftrace_call - what
+    ftrace_call/ftrace_regs_call call right now; ftrace_disabled - dead after a bug.
+    """
+
+    def __init__(self, arch: FtraceArch, call_sites: Iterable[int],
+                 log: Callable[[str], None] = print) -> None:
+        self.arch = arch
+        self.log = log
+        self.records = FtraceRecords(call_sites)
+        self.ops_list: list[FtraceOps] = []
+        self.ftrace_disabled = False
+        self.ftrace_start_up = 0
+        self.ftrace_trace_function: FtraceCallTarget = arch.ftrace_stub
+        self.ftrace_call: FtraceCallTarget = arch.ftrace_stub
+        self.removed_ops: FtraceOps | None = None
+        self._ftrace_enabled = 0
+        self._last_ftrace_enabled = False
+        self._saved_ftrace_func: FtraceCallTarget | None = None
+
+    # -- boot -------------------------------------------------------------------------------
+
+    def ftrace_init(self) -> None:
+        """ftrace_init(): NOP every site, disable invalid weak sites, set ftrace_enabled = 1."""
+        count = len(self.records)
+        if not count:
+            self.log("ftrace: No functions to be traced?")
+            self.ftrace_disabled = True
+            return
+        for rec in self.records:
+            if self.ftrace_disabled:
+                break  # as ftrace_update_code: stop converting, but boot goes on
+            try:
+                self.arch.ftrace_make_nop_init(rec)
+            except FtracePatchError as e:
+                self._ftrace_bug_from(e, FtraceBugType.FTRACE_BUG_INIT)
+        pages, groups = ftrace_pages_and_groups(count)
+        self.log(f"ftrace: allocating {count} entries in {pages} pages")
+        self.log(f"ftrace: allocated {pages} pages with {groups} groups")
+        self.records.mark_invalid(self.arch.lookup)
+        self._ftrace_enabled = 1
+        self._last_ftrace_enabled = True
+
+    # -- registration -----------------------------------------------------------------------
+
+    def register_ftrace_function(self, ops: FtraceOps) -> None:
+        """Start calling ops.func at the functions its hashes select (ftrace_startup)."""
+        if self.ftrace_disabled:
+            raise FtraceError(errno.ENODEV, "ftrace is disabled")
+        orig_flags = ops.flags
+        self._register_ftrace_function(ops)
+        self.ftrace_start_up += 1
+        ops.flags |= FL.ENABLED | FL.ADDING
+        try:
+            hash_update_ipmodify(self.records, ops, EMPTY_HASH, ops.filter_hash or None)
+        except FtraceError:
+            self._unregister_ftrace_function(ops)
+            self.ftrace_start_up -= 1
+            if ops.flags & FL.DYNAMIC:
+                self.arch.arch_ftrace_trampoline_free(ops)
+            ops.flags = orig_flags | (ops.flags & FL.ALLOC_TRAMP)  # the arch's bit stays
+            raise
+        command = UPDATE_CALLS if ftrace_hash_rec_update(self.records, ops, True,
+                                                          self.ops_list) else 0
+        self._ftrace_startup_enable(FtraceCommand(command))
+        if self.ftrace_disabled:
+            self._unregister_ftrace_function(ops)
+            raise FtraceError(errno.ENODEV, "ftrace died while enabling the ops")
+        ops.flags &= ~FL.ADDING
+
+    def _register_ftrace_function(self, ops: FtraceOps) -> None:
+        """__register_ftrace_function: check the flags, then push the ops at the list head.
+
+        Seed API rather than the kernel, in two places: SAVE_REGS_IF_SUPPORTED alone asks for
+        regs where the machine has them (the kernel needs SAVE_REGS too on x86-64) and is
+        dropped where it has none; IPMODIFY requires SAVE_REGS (the kernel does not check).
+        """
+        flags = ops.flags
+        if flags & FL.DELETED:
+            raise FtraceError(errno.EINVAL, "ops was deleted")
+        if flags & FL.ENABLED:
+            raise FtraceError(errno.EBUSY, "ops is already registered")
+        if flags & FL.SAVE_REGS_IF_SUPPORTED:
+            flags = flags | FL.SAVE_REGS if self.arch.supports_regs else flags & ~FL.SAVE_REGS
+        elif flags & FL.SAVE_REGS and not self.arch.supports_regs:
+            raise FtraceError(errno.EINVAL, "SAVE_REGS is not supported by this machine")
+        if flags & FL.IPMODIFY and not flags & FL.SAVE_REGS:
+            raise FtraceError(errno.EINVAL, "IPMODIFY requires SAVE_REGS")
+        if not self._ftrace_enabled and flags & FL.PERMANENT:
+            raise FtraceError(errno.EBUSY, "PERMANENT ops while ftrace_enabled=0")
+        if not self.arch.is_kernel_core_data(ops):
+            flags |= FL.DYNAMIC
+        ops.flags = flags
+        self.ops_list.insert(0, ops)
+        ops.saved_func = ops.func
+        self.arch.arch_ftrace_update_trampoline(ops)
+        if self._ftrace_enabled:
+            self._update_ftrace_function()
+
+    def unregister_ftrace_function(self, ops: FtraceOps) -> None:
+        """Stop calling ops.func; on return no vCPU is inside it or its trampoline.
+
+        Seed API rather than the kernel: the rcu_tasks wait happens for every ops (the
+        kernel skips it for ops in core kernel data); only DYNAMIC ops lose their trampoline.
+        """
+        if self.ftrace_disabled:
+            raise FtraceError(errno.ENODEV, "ftrace is disabled")
+        self._unregister_ftrace_function(ops)
+        self.ftrace_start_up -= 1
+        if ops.filter_hash:  # disabling IPMODIFY never fails
+            hash_update_ipmodify(self.records, ops, ops.filter_hash, EMPTY_HASH)
+        command = UPDATE_CALLS if ftrace_hash_rec_update(self.records, ops, False,
+                                                          self.ops_list) else 0
+        ops.flags &= ~FL.ENABLED
+        if self._saved_ftrace_func != self.ftrace_trace_function:
+            self._saved_ftrace_func = self.ftrace_trace_function
+            command |= UPDATE_TRACE_FUNC
+        if command and self._ftrace_enabled:
+            self._run_removing(ops, FtraceCommand(command))
+        self.arch.synchronize_rcu_tasks()
+        if ops.flags & FL.DYNAMIC:
+            self.arch.arch_ftrace_trampoline_free(ops)
+
+    def _unregister_ftrace_function(self, ops: FtraceOps) -> None:
+        if not ops.flags & FL.ENABLED:
+            raise FtraceError(errno.EBUSY, "ops is not registered")
+        self.ops_list.remove(ops)
+        if self._ftrace_enabled:
+            self._update_ftrace_function()
+        ops.func = ops.saved_func
+
+    def _run_removing(self, ops: FtraceOps, command: FtraceCommand) -> None:
+        """Patch with `ops` gone, its old hashes still finding its trampoline."""
+        ops.flags |= FL.REMOVING
+        self.removed_ops = ops
+        ops.old_filter_hash, ops.old_notrace_hash = ops.filter_hash, ops.notrace_hash
+        self._run_update_code(command)
+        if not self.ops_list:
+            leftovers = [rec for rec in self.records if rec.flags & ~FTRACE_NOCLEAR_FLAGS]
+            for rec in leftovers:
+                self.log(f"  {views.sprint_symbol(self, rec.ip)} flags:{rec.flags:x}")
+            if leftovers:
+                self.ftrace_kill()
+        ops.old_filter_hash = ops.old_notrace_hash = EMPTY_HASH
+        self.removed_ops = None
+        ops.flags &= ~FL.REMOVING
+
+    # -- filters ----------------------------------------------------------------------------
+
+    def ftrace_set_filter(self, ops: FtraceOps, buf: str | None, reset: bool) -> None:
+        """Trace the functions matching `buf` (one pattern); reset first if `reset`."""
+        self._set_regex(ops, buf, reset, enable=True)
+
+    def ftrace_set_notrace(self, ops: FtraceOps, buf: str | None, reset: bool) -> None:
+        """Never trace the functions matching `buf` (notrace wins over the filter)."""
+        self._set_regex(ops, buf, reset, enable=False)
+
+    def ftrace_set_filter_ip(self, ops: FtraceOps, ip: int, remove: bool, reset: bool) -> None:
+        """Add (or remove) one call site, given as the site or as sym+0, to the filter."""
+        self.ftrace_set_filter_ips(ops, [ip], remove, reset)
+
+    def ftrace_set_filter_ips(self, ops: FtraceOps, ips: list[int], remove: bool,
+                              reset: bool) -> None:
+        """ftrace_set_filter_ip for several sites at once; all or nothing."""
+        self._set_hash(ops, None, ips, remove, reset, enable=True)
+
+    def _set_regex(self, ops: FtraceOps, buf: str | None, reset: bool, enable: bool) -> None:
+        func = split_mod_command(ops, buf) if buf is not None else None
+        self._set_hash(ops, func, None, False, reset, enable)
+
+    def _set_hash(self, ops: FtraceOps, buf: str | None, ips: list[int] | None, remove: bool,
+                  reset: bool, enable: bool) -> None:
+        """ftrace_set_hash: build the new hash aside, then swap it in with one update."""
+        if self.ftrace_disabled:
+            raise FtraceError(errno.ENODEV, "ftrace is disabled")
+        new = EMPTY_HASH if reset else (ops.filter_hash if enable else ops.notrace_hash)
+        if buf is not None:
+            new, _, found = match_records(self.records, self.arch.lookup, new, buf)
+            if not found:
+                raise FtraceError(errno.EINVAL, f"{buf!r} matches no traceable function")
+        if ips is not None:
+            new = ftrace_match_addr(self.records, self.arch.lookup, new, ips, remove)
+        self._hash_move_and_update_ops(ops, new, enable)
+
+    def _hash_move_and_update_ops(self, ops: FtraceOps, new: frozenset[int],
+                                  enable: bool) -> None:
+        """Drop the old references, publish the new hash, add references, patch once."""
+        if ops.flags & FL.IPMODIFY and not enable:
+            raise FtraceError(errno.EINVAL, "an IPMODIFY ops cannot have a notrace hash")
+        if enable:
+            hash_update_ipmodify(self.records, ops, ops.filter_hash or None, new or None)
+        old_filter, old_notrace = ops.filter_hash, ops.notrace_hash
+        ftrace_hash_rec_update(self.records, ops, False, self.ops_list)
+        if enable:
+            ops.filter_hash = new
+        else:
+            ops.notrace_hash = new
+        ftrace_hash_rec_update(self.records, ops, True, self.ops_list)
+        if self._ftrace_enabled and ops.flags & FL.ENABLED:
+            ops.flags |= FL.MODIFYING
+            ops.old_filter_hash, ops.old_notrace_hash = old_filter, old_notrace
+            self._run_update_code(UPDATE_CALLS)
+            ops.old_filter_hash = ops.old_notrace_hash = EMPTY_HASH
+            ops.flags &= ~FL.MODIFYING
+
+    # -- kernel.ftrace_enabled --------------------------------------------------------------
+
+    @property
+    def ftrace_enabled(self) -> int:
+        """/proc/sys/kernel/ftrace_enabled."""
+        return self._ftrace_enabled
+
+    @ftrace_enabled.setter
+    def ftrace_enabled(self, value: int) -> None:
+        """0 NOPs every site but unregisters nothing (EBUSY while a PERMANENT ops is
+        registered; the value stays 1); 1 re-patches every site that has users."""
+        if self.ftrace_disabled:
+            raise FtraceError(errno.ENODEV, "ftrace is disabled")
+        self._ftrace_enabled = value
+        if bool(value) == self._last_ftrace_enabled:
+            return
+        if value:
+            if self.ops_list:
+                self._update_ftrace_function()
+            self._saved_ftrace_func = None  # force UPDATE_TRACE_FUNC
+            if self.ftrace_start_up:
+                self._ftrace_startup_enable(UPDATE_CALLS)
+        else:
+            if any(op.flags & FL.PERMANENT for op in self.ops_list):
+                self._ftrace_enabled = 1
+                raise FtraceError(errno.EBUSY, "a PERMANENT ops is registered")
+            self.ftrace_trace_function = self.arch.ftrace_stub
+            if self.ftrace_start_up:
+                self._run_update_code(DISABLE_CALLS)
+        self._last_ftrace_enabled = bool(self._ftrace_enabled)
+
+    # -- code updates -----------------------------------------------------------------------
+
+    def _update_ftrace_function(self) -> None:
+        """update_ftrace_function: the stub for no ops; for one ops the ops itself unless it
+        is DYNAMIC or RCU; otherwise ftrace_ops_list_func."""
+        if not self.ops_list:
+            self.ftrace_trace_function = self.arch.ftrace_stub
+        elif len(self.ops_list) == 1 and not self.ops_list[0].flags & (FL.DYNAMIC | FL.RCU):
+            self.ftrace_trace_function = self.ops_list[0]
+        else:
+            self.ftrace_trace_function = self.arch.ftrace_ops_list_func
+
+    def _ftrace_startup_enable(self, command: FtraceCommand) -> None:
+        if self._saved_ftrace_func != self.ftrace_trace_function:
+            self._saved_ftrace_func = self.ftrace_trace_function
+            command |= UPDATE_TRACE_FUNC
+        if command and self._ftrace_enabled:
+            self._run_update_code(command)
+
+    def _run_update_code(self, command: FtraceCommand) -> None:
+        """ftrace_modify_all_code: list function first, then the sites, then the final func."""
+        list_func = self.arch.ftrace_ops_list_func
+        update = command & UPDATE_TRACE_FUNC
+        if update and not self._update_ftrace_call(list_func):
+            return
+        if command & UPDATE_CALLS:
+            self._ftrace_replace_code(True)
+        elif command & DISABLE_CALLS:
+            self._ftrace_replace_code(False)
+        if update and self.ftrace_trace_function != list_func:
+            self._update_ftrace_call(self.ftrace_trace_function)
+
+    def _update_ftrace_call(self, func: FtraceCallTarget) -> bool:
+        try:
+            self.arch.ftrace_update_ftrace_func(func)
+        except FtraceError as e:
+            self.log(f"ftrace: failed to update ftrace_call: {e.strerror}")
+            self.ftrace_kill()
+            return False
+        self.ftrace_call = func
+        return True
+
+    def ftrace_plan(self, enable: bool) -> list[FtraceUpdate]:
+        """Every site whose code must change, with the address it calls now and must call."""
+        plan = []
+        for rec in self.records:
+            action = ftrace_test_record(rec, enable)
+            if action == IGNORE:
+                continue
+            old = None if action == MAKE_CALL else self._addr(rec, curr=True)
+            new = None if action == MAKE_NOP else self._addr(rec, curr=False)
+            plan.append(FtraceUpdate(rec, action, old, new))
+        return plan
+
+    def _addr(self, rec: DynFtrace, curr: bool) -> int:
+        """ftrace_get_addr_curr/new; bad trampoline accounting warns and kills ftrace."""
+        if curr:
+            addr = ftrace_get_addr_curr(rec, self.ops_list, self.removed_ops, self.arch)
+        else:
+            addr = ftrace_get_addr_new(rec, self.ops_list, self.arch)
+        if addr is None:
+            tail = "" if curr else f" ({rec.flags:x})"
+            self.log(f"Bad trampoline accounting at: {rec.ip:016x} "
+                     f"({views.sprint_symbol(self, rec.ip)}){tail}")
+            self.ftrace_kill()
+            return self.arch.ftrace_caller
+        return addr
+
+    def _ftrace_replace_code(self, enable: bool) -> None:
+        plan = self.ftrace_plan(enable)
+        if not plan:
+            return
+        try:
+            self.arch.ftrace_replace_code(plan)
+        except FtracePatchError as e:
+            action = next(step.action for step in plan if step.rec is e.rec)
+            self._ftrace_bug_from(e, BUG_TYPE_OF_ACTION[action])
+            return
+        for step in plan:
+            ftrace_update_record(step.rec, enable)
+
+    # -- death ------------------------------------------------------------------------------
+
+    def ftrace_bug(self, err: int, rec: DynFtrace | None, actual: bytes | None = None,
+                   expected: bytes | None = None,
+                   bug_type: FtraceBugType = FtraceBugType.FTRACE_BUG_UNKNOWN) -> None:
+        """Log the kernel's `[ ftrace bug ]` report, then kill ftrace (FTRACE_WARN_ON_ONCE)."""
+        for line in views.ftrace_bug_lines(self, err, rec, actual, expected, bug_type):
+            self.log(line)
+        self.ftrace_kill()
+
+    def _ftrace_bug_from(self, e: FtracePatchError, bug_type: FtraceBugType) -> None:
+        self.ftrace_bug(e.errno, e.rec, e.actual, e.expected, bug_type)
+
+    def ftrace_kill(self) -> None:
+        """Irreversible: no more registrations (ENODEV), ftrace_enabled = 0, stub callback.
+        Sites are left as they are, as in the kernel."""
+        self.ftrace_disabled = True
+        self._ftrace_enabled = 0
+        self.ftrace_trace_function = self.arch.ftrace_stub
+
+
+def ftrace_pages_and_groups(count: int) -> tuple[int, int]:
+    """ftrace_allocate_pages: groups of 2^order pages, order = fls(pages needed) - 1."""
+    pages = groups = 0
+    while count > 0:
+        order = min((-(-count // ENTRIES_PER_PAGE)).bit_length() - 1, MAX_PAGE_ORDER)
+        pages += 1 << order
+        groups += 1
+        count -= ENTRIES_PER_PAGE << order
+    return pages, groups

@@ -1,0 +1,94 @@
+"""Building a new filter/notrace hash from a pattern or from ips (ftrace.c match_records & co)."""
+
+from __future__ import annotations
+
+import errno
+
+from ftrace.errors import FtraceError
+from ftrace.flags import FTRACE_FL_DISABLED, FtraceOpsFlags
+from ftrace.ops import FtraceOps
+from ftrace.records import FTRACE_MCOUNT_MAX_OFFSET, FtraceRecords, SymbolLookup
+from ftrace.regex import FtraceGlob, MatchType, ftrace_match, filter_parse_regex
+
+
+def simple_strtoul(text: str) -> int:
+    """simple_strtoul(text, NULL, 0): 0x: hex, leading 0: octal, else decimal; stops at junk."""
+    base, digits = 10, text
+    if text.startswith("0"):
+        if text[1:2] in ("x", "X") and text[2:3] and text[2] in "0123456789abcdefABCDEF":
+            base, digits = 16, text[2:]
+        else:
+            base = 8
+    value = 0
+    for c in digits:
+        d = int(c, 16) if c in "0123456789abcdefABCDEF" else base
+        if d >= base:
+            break
+        value = value * base + d
+    return value
+
+
+def match_records(records: FtraceRecords, lookup: SymbolLookup, hash_: frozenset[int],
+                  pattern: str) -> tuple[frozenset[int], bool, bool]:
+    """Apply one pattern to `hash_`: returns (new hash, remove flag, found).
+
+    Matching records are added (or removed after `!`); adding a present ip or removing an
+    absent one is a no-op but still counts as found. DISABLED records and invalid sites
+    never match by name; an index (1-based line of available_filter_functions) counts them.
+    """
+    g = filter_parse_regex(pattern)
+    if g.type == MatchType.MATCH_INDEX:
+        index = simple_strtoul(g.search) - 1
+        if not 0 <= index < len(records):
+            return hash_, g.remove, False
+        hits = {records[index].ip}
+    else:
+        hits = {rec.ip for rec in records if _match_record(rec.ip, rec.flags, lookup, g)}
+    new = hash_ - hits if g.remove else hash_ | hits
+    return frozenset(new), g.remove, bool(hits)
+
+
+def _match_record(ip: int, flags: int, lookup: SymbolLookup, g: FtraceGlob) -> bool:
+    if flags & FTRACE_FL_DISABLED:
+        return False
+    sym = lookup(ip)
+    return sym is not None and sym[1] <= FTRACE_MCOUNT_MAX_OFFSET and ftrace_match(sym[0], g)
+
+
+def split_mod_command(ops: FtraceOps, buf: str) -> str:
+    """ftrace_set_regex's `func:mod:module` split; returns the function part.
+
+    Only `mod` is accepted, and only for an ops whose `private` is a trace_array (we take the
+    TRACE_ARRAY flag as the proof; the kernel trusts any non-NULL private). ftemu has no
+    modules, so no `:mod:` pattern can match or be cached: it fails with EINVAL.
+    """
+    func, sep, rest = buf.partition(":")
+    if not sep:
+        return func
+    if not (ops.flags & FtraceOpsFlags.TRACE_ARRAY and ops.private is not None):
+        raise FtraceError(errno.EINVAL, f"{buf!r}: ':' needs an ops whose private is a trace_array")
+    command, _, module = rest.partition(":")
+    if command != "mod":
+        raise FtraceError(errno.EINVAL, f"{buf!r}: the only command of this API is 'mod'")
+    raise FtraceError(errno.EINVAL,
+                      f"{buf!r}: no module {module!r} is loaded (ftemu has no modules)")
+
+
+def ftrace_match_addr(records: FtraceRecords, lookup: SymbolLookup, hash_: frozenset[int],
+                      ips: list[int], remove: bool) -> frozenset[int]:
+    """ftrace_match_addr: map each ip with ftrace_location and add or remove it.
+
+    EINVAL if an ip is not a site (nor sym+0 of one); ENOENT when removing an absent ip.
+    """
+    new = set(hash_)
+    for ip in ips:
+        loc = records.ftrace_location(ip, lookup)
+        if not loc:
+            raise FtraceError(errno.EINVAL, f"{ip:#x} is not an ftrace call site")
+        if remove:
+            if loc not in new:
+                raise FtraceError(errno.ENOENT, f"{loc:#x} is not in the filter")
+            new.discard(loc)
+        else:
+            new.add(loc)
+    return frozenset(new)

@@ -1,0 +1,70 @@
+"""struct ftrace_ops: a callback, its flags and its two hashes (filter, notrace)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from ftrace.flags import FtraceOpsFlags
+
+# A callback is a Python callable func(ip, parent_ip, op, regs) or the address of a guest function.
+FtraceFuncT = Union[Callable[[int, int, "FtraceOps", Any], None], int]
+
+EMPTY_HASH: frozenset[int] = frozenset()
+
+
+@dataclass(slots=True, eq=False)
+class FtraceOps:
+    """One ftrace user. Set `func`, optionally `flags` and `private`; ftrace owns the rest.
+
+    Seed API (ftrace-uses.rst) rather than the kernel: the callback's fourth argument is
+    `regs`, a pt_regs view when the ops gets saved registers (SAVE_REGS, or
+    SAVE_REGS_IF_SUPPORTED on a machine with regs support) and None otherwise; the kernel
+    passes an always non-NULL `struct ftrace_regs *` instead.
+    """
+
+    func: FtraceFuncT
+    flags: FtraceOpsFlags = FtraceOpsFlags(0)
+    private: Any = None
+    # Call-site ips; empty = EMPTY_HASH. Replaced whole, never mutated (RCU publish).
+    filter_hash: frozenset[int] = field(default=EMPTY_HASH, init=False)
+    notrace_hash: frozenset[int] = field(default=EMPTY_HASH, init=False)
+    # Hashes in force before the update running now (ops.old_hash), for trampoline lookups.
+    old_filter_hash: frozenset[int] = field(default=EMPTY_HASH, init=False)
+    old_notrace_hash: frozenset[int] = field(default=EMPTY_HASH, init=False)
+    saved_func: FtraceFuncT | None = field(default=None, init=False)
+    trampoline: int = field(default=0, init=False)
+    trampoline_size: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.flags = FtraceOpsFlags(self.flags)
+
+
+def hash_contains_ip(ip: int, filter_hash: frozenset[int], notrace_hash: frozenset[int]) -> bool:
+    """Traced iff (filter empty or ip in filter) and ip not in notrace: notrace wins."""
+    return (not filter_hash or ip in filter_hash) and ip not in notrace_hash
+
+
+def ops_traces_ip(ops: FtraceOps, ip: int) -> bool:
+    """hash_contains_ip() on the ops' current hashes."""
+    return hash_contains_ip(ip, ops.filter_hash, ops.notrace_hash)
+
+
+def ops_traced_ip_old(ops: FtraceOps, ip: int) -> bool:
+    """hash_contains_ip() on the ops' old hashes (valid while MODIFYING or REMOVING)."""
+    return hash_contains_ip(ip, ops.old_filter_hash, ops.old_notrace_hash)
+
+
+def ftrace_ops_test(ops: FtraceOps, ip: int, have_regs: bool) -> bool:
+    """Should the list function call `ops` at `ip`? A SAVE_REGS ops never runs without regs."""
+    if not have_regs and ops.flags & FtraceOpsFlags.SAVE_REGS:
+        return False
+    return ops_traces_ip(ops, ip)
+
+
+def ftrace_ops_get_func(ops: FtraceOps, assist_func: int) -> FtraceFuncT:
+    """What a trampoline calls for `ops`: the assist function if RECURSION or RCU, else func."""
+    if ops.flags & (FtraceOpsFlags.RECURSION | FtraceOpsFlags.RCU):
+        return assist_func
+    return ops.func

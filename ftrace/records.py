@@ -1,0 +1,76 @@
+"""dyn_ftrace records: one per `call __fentry__` site, sorted by ip, found by binary search."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from ftrace.flags import FTRACE_FL_DISABLED, FTRACE_REF_MAX, MCOUNT_INSN_SIZE
+
+# kallsyms lookup: addr -> (name, offset, size), or None when no symbol covers addr.
+SymbolLookup = Callable[[int], "tuple[str, int, int] | None"]
+
+# ENDBR_INSN_SIZE: a site further than this into its symbol belongs to a discarded weak function.
+FTRACE_MCOUNT_MAX_OFFSET = 4
+
+
+@dataclass(slots=True, eq=False)
+class DynFtrace:
+    """struct dyn_ftrace: the site's ip and flags; the low 19 bits of flags count attached ops."""
+
+    ip: int
+    flags: int = 0
+
+    @property
+    def count(self) -> int:
+        """ftrace_rec_count()."""
+        return self.flags & FTRACE_REF_MAX
+
+
+class FtraceRecords:
+    """All records in ip order (the kernel's ftrace_pages, flattened into one list)."""
+
+    def __init__(self, call_sites: Iterable[int]) -> None:
+        # ftrace_process_locs: sort, and skip zeroed (discarded) entries.
+        self.recs = [DynFtrace(ip) for ip in sorted(set(call_sites)) if ip]
+        self._ips = [rec.ip for rec in self.recs]
+
+    def __iter__(self) -> Iterator[DynFtrace]:
+        return iter(self.recs)
+
+    def __len__(self) -> int:
+        return len(self.recs)
+
+    def __getitem__(self, index: int) -> DynFtrace:
+        return self.recs[index]
+
+    def lookup_rec(self, start: int, end: int) -> DynFtrace | None:
+        """The first record whose 5-byte call overlaps [start, end]."""
+        i = bisect.bisect_right(self._ips, start - MCOUNT_INSN_SIZE)
+        if i < len(self.recs) and self.recs[i].ip <= end:
+            return self.recs[i]
+        return None
+
+    def ftrace_location(self, addr: int, lookup: SymbolLookup) -> int:
+        """The site ip for `addr`, or 0. As the kernel: any byte of a site's call maps to the
+        site, and `sym+0` maps to the first site inside [sym, sym+size) (skipping an endbr64)."""
+        rec = self.lookup_rec(addr, addr)
+        if rec is None:
+            sym = lookup(addr)
+            if sym is None or sym[1] != 0:
+                return 0
+            rec = self.lookup_rec(addr, addr + sym[2] - 1)
+        return rec.ip if rec else 0
+
+    def mark_invalid(self, lookup: SymbolLookup) -> None:
+        """test_for_valid_rec: sites of discarded weak functions are DISABLED for good."""
+        for rec in self.recs:
+            if not valid_site(rec.ip, lookup):
+                rec.flags |= FTRACE_FL_DISABLED
+
+
+def valid_site(ip: int, lookup: SymbolLookup) -> bool:
+    """A site is a function entry: its symbol offset is at most FTRACE_MCOUNT_MAX_OFFSET."""
+    sym = lookup(ip)
+    return sym is not None and sym[1] <= FTRACE_MCOUNT_MAX_OFFSET
