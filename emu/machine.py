@@ -36,6 +36,18 @@ RFLAGS_IF = 1 << 9
 MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000101, 0xC0000102
 
 
+def _extensions() -> list:
+    """Installed ``ftemu.extensions`` entry points (read once)."""
+    global _EXTENSIONS
+    if _EXTENSIONS is None:
+        from importlib.metadata import entry_points
+        _EXTENSIONS = sorted(entry_points(group="ftemu.extensions"), key=lambda ep: ep.name)
+    return _EXTENSIONS
+
+
+_EXTENSIONS: list | None = None
+
+
 @dataclass
 class Snapshot:
     """Everything needed to continue a machine exactly from one moment."""
@@ -51,13 +63,14 @@ class Machine:
     ``kernel`` is an ELF path (default: the bundled guest, built on first use). ``quantum``
     is the slice length in instructions; ``slice_seed`` makes slice lengths pseudo-random
     (still deterministic for one seed). ``nmi_period_ms`` raises an NMI on every CPU
-    periodically, like a watchdog. ``deterministic=False`` is the free-running mode: no
+    periodically, like a watchdog. Other keyword ``options`` go to the extensions
+    (``ftemu.extensions`` entry points, e.g. ftrace's ``ftrace_regs``). ``deterministic=False`` is the free-running mode: no
     instruction counting (faster), virtual time follows the host clock, runs differ."""
 
     def __init__(self, cpus: int = 1, memory_mb: int = 32, kernel: str | Path | None = None,
                  cmdline: str = "console=ttyS0", *, quantum: int = 20000,
                  slice_seed: int | None = None, nmi_period_ms: float | None = None,
-                 deterministic: bool = True) -> None:
+                 deterministic: bool = True, **options: Any) -> None:
         if not 1 <= cpus <= L.NCPU:
             raise ValueError(f"cpus must be 1..{L.NCPU}, not {cpus}")
         if not 24 <= memory_mb <= 2048:
@@ -90,6 +103,7 @@ class Machine:
         self.code_hooks: list[tuple[int, Callable[[VCpu], None]]] = []
         self.delivery_listeners: list[Callable[[VCpu, int], None]] = []
         self.snapshot_participants: list[Any] = []
+        self._deferred: list[Callable[[], None]] = []
         self._gdt_flags: dict[tuple[int, int], int] = {}
         for port in self.serial.ports():
             self.add_port(port, lambda cpu, p, v: self.serial.write(p, v), lambda cpu, p: self.serial.read(p))
@@ -108,6 +122,14 @@ class Machine:
         boot.regs.write(UC_X86_REG_RIP, self.image.entry)
         boot.regs.write(UC_X86_REG_RDI, L.BOOT_PARAMS_PA)
         boot.state = RUNNING
+        self._attach_extensions(dict(options))
+
+    def _attach_extensions(self, options: dict[str, Any]) -> None:
+        """Instantiate every installed extension as an attribute (``machine.ftrace``)."""
+        for ep in _extensions():
+            setattr(self, ep.name, ep.load()(self, options))
+        if options:
+            raise ValueError(f"unknown machine option(s): {', '.join(sorted(options))}")
 
     # ---- extension points (used by ftrace) ----------------------------------
     def add_port(self, port: int, out_fn: Callable | None = None, in_fn: Callable | None = None) -> None:
@@ -127,12 +149,29 @@ class Machine:
         for c in getattr(self, "cpus", []):
             c.add_code_hook(addr, fn)
 
+    def defer(self, fn: Callable[[], None]) -> None:
+        """Run ``fn()`` at the next point where no vCPU is executing (between rounds)."""
+        self._deferred.append(fn)
+
+    def in_guest(self) -> bool:
+        """True while called from a hook, i.e. some vCPU is in the middle of an instruction."""
+        return any(c.in_slice for c in self.cpus)
+
+    def sync_cores(self, burst: int = 64) -> None:
+        """Serialize every other vCPU, as the kernel's sync_core IPI does; since vCPUs really
+        run concurrently, each running one first executes a short burst of instructions
+        (jittered by ``slice_seed``), so it may meet text that is half-way through a change."""
+        for c in self.cpus:
+            if c.state == RUNNING and not c.in_slice:
+                n = burst if self._rng is None else self._rng.randint(1, 2 * burst)
+                c.run_slice(c.now(), n)
+
     def trace_delivery(self, cpu: VCpu, vector: int) -> None:
         for fn in self.delivery_listeners:
             fn(cpu, vector)
 
     # ---- memory ------------------------------------------------------------
-    def _cr3(self) -> int:
+    def kernel_cr3(self) -> int:
         """A CR3 that maps the kernel: a started CPU's, else the loader's."""
         for c in self.cpus:
             if c.state != STOPPED:
@@ -142,14 +181,14 @@ class Machine:
     def read(self, addr: int, n: int) -> bytes:
         """Read guest virtual memory (kernel mappings)."""
         try:
-            return self.walker.read(self._cr3(), addr, n)
+            return self.walker.read(self.kernel_cr3(), addr, n)
         except PageFault as e:
             raise EmuError(f"read of unmapped guest address 0x{e.va:x}") from None
 
     def write(self, addr: int, data: bytes) -> None:
         """Write guest virtual memory and drop any translated code of that range."""
         try:
-            self.walker.write(self._cr3(), addr, bytes(data))
+            self.walker.write(self.kernel_cr3(), addr, bytes(data))
         except PageFault as e:
             raise EmuError(f"write to unmapped guest address 0x{e.va:x}") from None
         self.invalidate_code(addr, len(data))
@@ -255,6 +294,8 @@ class Machine:
     def _run(self, until_ns: int, stop_when: Callable[[], bool] | None = None) -> None:
         cpus = self.cpus
         while True:
+            while self._deferred:
+                self._deferred.pop(0)()
             self._check_exit()
             if self.exit_code is not None:
                 return

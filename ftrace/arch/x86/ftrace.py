@@ -1,0 +1,344 @@
+"""x86-64 ftrace on the emulated machine: the FtraceArch the generic core calls
+(the kernel's arch/x86/kernel/ftrace.c), plus the host end of Python callbacks.
+
+The shared code (ftrace_caller, ftrace_regs_caller, the list and assist functions) and each
+ops' private trampoline are guest code in the machine's execmem area. Each registered ops has
+a guest copy (func, flags, private, list link, sorted filter and notrace arrays) that the
+guest code reads; a Python callback is reached through a small guest stub that makes one
+``out`` hypercall, after which the host reads the arguments and the pt_regs frame with one
+read each and writes back only the fields the callback changed.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+import traceback
+from typing import TYPE_CHECKING, Callable
+
+from emu import EmuError, memlayout as L
+from emu.paging import PageFault
+
+from ...errors import FtraceError, FtracePatchError
+from ...flags import FtraceOpsFlags as FL
+from ...ops import FtraceOps, ftrace_ops_get_func
+from ...recursion import RecursionRecorder
+from .asm import CodeBuilder
+from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, OPS_FILTER, OPS_FLAGS,
+                        OPS_FUNC, OPS_ID, OPS_NEXT, OPS_PRIVATE, OPS_SIZE, emit_caller,
+                        emit_helpers, emit_python_stub)
+from .insn import MCOUNT_INSN_SIZE, X86_NOP5, call_insn, site_insn
+from .ptregs import FRAME_SIZE, PT_REGS_OFFSET, PtRegs
+from .text_poke import TextPoker
+
+if TYPE_CHECKING:
+    from emu import Machine
+    from emu.cpu import VCpu
+
+    from ...core import Ftrace
+
+SHARED_CODE_SIZE = 0x1000
+TRAMP_SIZE = 0x200
+_q = struct.Struct("<Q")
+_args = struct.Struct("<4Q")
+
+
+class GuestOps:
+    """Where one ops lives in the guest: its copy, its Python stub, its hash arrays."""
+
+    __slots__ = ("ops_id", "copy", "stub", "arrays", "hashes")
+
+    def __init__(self, ops_id: int, copy: int, stub: int) -> None:
+        self.ops_id, self.copy, self.stub = ops_id, copy, stub
+        self.arrays: list[int] = []
+        self.hashes: tuple[frozenset[int], frozenset[int]] | None = None
+
+
+class X86Ftrace:
+    """FtraceArch for the emulated x86-64 machine (see ftrace/arch_api.py)."""
+
+    def __init__(self, machine: "Machine", supports_regs: bool = True,
+                 log: Callable[[str], None] = print) -> None:
+        self.machine = machine
+        self.supports_regs = supports_regs
+        self.log = log
+        self.core: "Ftrace | None" = None
+        self.poker = TextPoker(machine)
+        self.recursion = RecursionRecorder()
+        self.callback_errors: list[tuple[FtraceOps, BaseException]] = []
+        self.current_cpu: "VCpu | None" = None
+        self.symbols: dict[int, tuple[str, int]] = {}
+        self._guest: dict[int, GuestOps] = {}            # id(ops) -> where it lives
+        self._by_ops_id: dict[int, FtraceOps] = {}
+        self._dead: set[int] = set()
+        self._next_id = 1
+        self._to_free: list[int] = []
+        self.fentry = machine.symbol_address("__fentry__") if machine.image.has_symbol("__fentry__") else 0
+        self._build_shared_code()
+        machine.add_port(HCALL_CALLBACK_PORT, self._on_callback)
+        machine.add_port(HCALL_RECURSION_PORT, self._on_recursion)
+
+    # ---- guest code ----------------------------------------------------------
+    def _build_shared_code(self) -> None:
+        m = self.machine
+        self.data = m.execmem.alloc(16)
+        self.function_trace_op, self.ftrace_ops_list_head = self.data, self.data + 8
+        base = m.execmem.alloc(SHARED_CODE_SIZE)
+        b = CodeBuilder(base)
+        emit_helpers(b, self.ftrace_ops_list_head)
+        stub = b.labels["ftrace_stub"]
+        load_op = f"mov rdx, {self.function_trace_op}\nmov rdx, qword ptr [rdx]"
+        emit_caller(b, "ftrace_caller", False, load_op, stub)
+        if self.supports_regs:
+            emit_caller(b, "ftrace_regs_caller", True, load_op, stub)
+        if len(b.code) > SHARED_CODE_SIZE:
+            raise RuntimeError("ftrace shared code outgrew its block")
+        self._write(base, bytes(b.code) + bytes(SHARED_CODE_SIZE - len(b.code)))
+        self._write(self.data, bytes(16))
+        lab = b.labels
+        self.ftrace_stub = lab["ftrace_stub"]
+        self.ftrace_ops_list_func = lab["ftrace_ops_list_func"]
+        self.ftrace_ops_assist_func = lab["ftrace_ops_assist_func"]
+        self.ftrace_caller = lab["ftrace_caller"]
+        self.ftrace_regs_caller = lab.get("ftrace_regs_caller", 0)
+        self.ftrace_call = lab["ftrace_caller_call"]
+        self.ftrace_regs_call = lab.get("ftrace_regs_caller_call", 0)
+        self.code_ranges = [(base, base + SHARED_CODE_SIZE)]
+        names = sorted(lab.items(), key=lambda kv: kv[1])
+        for (name, addr), nxt in zip(names, [a for _, a in names[1:]] + [base + len(b.code)]):
+            if not name.endswith(("_call", "_end")):
+                self.symbols[addr] = (name, max(nxt - addr, 1))
+
+    def _write(self, va: int, data: bytes) -> None:
+        pa = va - L.EXECMEM_VA + L.EXECMEM_PA
+        self.machine.ram[pa:pa + len(data)] = data
+        self.machine.invalidate_code(va, len(data))
+
+    def _read(self, va: int, n: int) -> bytes:
+        return self.machine.read(va, n)
+
+    # ---- FtraceArch: symbols and identity --------------------------------------
+    def lookup(self, addr: int) -> tuple[str, int, int] | None:
+        for start, (name, size) in self.symbols.items():
+            if start <= addr < start + size:
+                return name, addr - start, size
+        s = self.machine.image.containing(addr)
+        return None if s is None else (s.name, addr - s.addr, s.size)
+
+    def is_kernel_core_data(self, ops: FtraceOps) -> bool:
+        """Every ops comes from Python, so none lives in kernel core data: all are DYNAMIC."""
+        return False
+
+    # ---- FtraceArch: boot ----------------------------------------------------
+    def ftrace_make_nop_init(self, rec) -> None:
+        """Verify ``call __fentry__`` at the site and write the NOP directly."""
+        expected = call_insn(rec.ip, self.fentry)
+        try:
+            actual = self._read(rec.ip, MCOUNT_INSN_SIZE)
+        except EmuError:
+            raise FtracePatchError(errno.EFAULT, "cannot read call site", rec) from None
+        if actual != expected:
+            raise FtracePatchError(errno.EINVAL, "call site mismatch", rec, actual, expected)
+        self.poker.text_poke_early(rec.ip, X86_NOP5)
+
+    # ---- FtraceArch: ops in the guest -----------------------------------------
+    def _guest_ops(self, ops: FtraceOps) -> GuestOps:
+        g = self._guest.get(id(ops))
+        if g is None:
+            ops_id = self._next_id
+            self._next_id += 1
+            copy = self.machine.execmem.alloc(OPS_SIZE)
+            b = CodeBuilder(self.machine.execmem.alloc(64))
+            emit_python_stub(b, ops_id)
+            self._write(b.base, bytes(b.code))
+            self.symbols[b.base] = ("ftrace_ops_stub", len(b.code))
+            g = self._guest[id(ops)] = GuestOps(ops_id, copy, b.base)
+            self._by_ops_id[ops_id] = ops
+            self.code_ranges.append((b.base, b.base + 64))
+        return g
+
+    def guest_func(self, func) -> int:
+        """The guest address a trampoline calls for ``func`` (a Python callable -> its stub)."""
+        if isinstance(func, int):
+            return func
+        for ops_key, g in self._guest.items():
+            if self._by_ops_id[g.ops_id].saved_func is func or self._by_ops_id[g.ops_id].func is func:
+                return g.stub
+        raise FtraceError(errno.EINVAL, f"no guest stub for {func!r}")
+
+    def _ops_target(self, ops: FtraceOps) -> int:
+        """ftrace_ops_get_func(ops) as a guest address."""
+        f = ftrace_ops_get_func(ops, self.ftrace_ops_assist_func)
+        return f if isinstance(f, int) else self._guest_ops(ops).stub
+
+    def sync_guest_ops(self) -> None:
+        """Publish every registered ops (flags, func, private, hashes, list order) to the guest.
+        Host writes happen between guest instructions, so each publish is atomic for vCPUs."""
+        assert self.core is not None
+        ordered = self.core.ops_list
+        for i, ops in enumerate(ordered):
+            g = self._guest_ops(ops)
+            func = ops.func if isinstance(ops.func, int) else g.stub
+            private = ops.private if isinstance(ops.private, int) else 0
+            nxt = self._guest_ops(ordered[i + 1]).copy if i + 1 < len(ordered) else 0
+            hashes = (ops.filter_hash, ops.notrace_hash)
+            if g.hashes != hashes:
+                self._to_free += g.arrays
+                g.arrays = [self._array(h) for h in hashes]
+                g.hashes = hashes
+            fields = struct.pack("<8Q", func, int(ops.flags), private & 0xFFFFFFFFFFFFFFFF, nxt,
+                                 g.arrays[0], len(hashes[0]), g.arrays[1], len(hashes[1]))
+            self._write(g.copy, fields + _q.pack(g.ops_id))
+        head = self._guest_ops(ordered[0]).copy if ordered else 0
+        self._write(self.ftrace_ops_list_head, _q.pack(head))
+
+    def _array(self, ips: frozenset[int]) -> int:
+        if not ips:
+            return 0
+        va = self.machine.execmem.alloc(8 * len(ips))
+        self._write(va, b"".join(_q.pack(ip) for ip in sorted(ips)))
+        return va
+
+    # ---- FtraceArch: trampolines ---------------------------------------------
+    def arch_ftrace_update_trampoline(self, ops: FtraceOps) -> None:
+        """Give ``ops`` a private trampoline (a copy of ftrace_caller or ftrace_regs_caller that
+        loads this ops and calls its function directly), or re-point the one it has."""
+        g = self._guest_ops(ops)
+        self.sync_guest_ops()
+        target = self._ops_target(ops)
+        if ops.trampoline:
+            call_site = ops.trampoline + self._tramp_call_offset(ops)
+            if self._read(call_site, MCOUNT_INSN_SIZE) != call_insn(call_site, target):
+                self.poker.text_poke_bp(call_site, call_insn(call_site, target))
+            return
+        regs = bool(ops.flags & FL.SAVE_REGS) and self.supports_regs
+        base = self.machine.execmem.alloc(TRAMP_SIZE)
+        b = CodeBuilder(base)
+        emit_caller(b, "ftrace_trampoline", regs, f"mov rdx, {g.copy}", target)
+        self._write(base, bytes(b.code))
+        ops.trampoline, ops.trampoline_size = base, b.labels["ftrace_trampoline_end"] - base
+        ops.flags |= FL.ALLOC_TRAMP
+        self.symbols[base] = ("ftrace_trampoline", ops.trampoline_size)
+        self.code_ranges.append((base, base + TRAMP_SIZE))
+        self._tramp_call = getattr(self, "_tramp_call", {})
+        self._tramp_call[base] = b.labels["ftrace_trampoline_call"] - base
+
+    def _tramp_call_offset(self, ops: FtraceOps) -> int:
+        return self._tramp_call[ops.trampoline]
+
+    def arch_ftrace_trampoline_free(self, ops: FtraceOps) -> None:
+        """Free the private trampoline, the guest copy and stub (after synchronize_rcu_tasks)."""
+        if ops.trampoline and ops.flags & FL.ALLOC_TRAMP:
+            self.symbols.pop(ops.trampoline, None)
+            self.code_ranges.remove((ops.trampoline, ops.trampoline + TRAMP_SIZE))
+            self.machine.execmem.free(ops.trampoline)
+        ops.trampoline = ops.trampoline_size = 0
+        ops.flags &= ~FL.ALLOC_TRAMP
+        g = self._guest.pop(id(ops), None)
+        if g is not None:
+            self._dead.add(g.ops_id)
+            self._by_ops_id.pop(g.ops_id, None)
+            self.symbols.pop(g.stub, None)
+            self.code_ranges.remove((g.stub, g.stub + 64))
+            for va in (g.copy, g.stub, *g.arrays, *self._to_free):
+                if va:
+                    self.machine.execmem.free(va)
+            self._to_free = []
+
+    # ---- FtraceArch: code updates ---------------------------------------------
+    def ftrace_update_ftrace_func(self, func) -> None:
+        """Point ftrace_call and ftrace_regs_call at ``func`` (an address, or an ops whose
+        function becomes the target after function_trace_op is set to it)."""
+        self.sync_guest_ops()
+        if isinstance(func, FtraceOps):
+            self._write(self.function_trace_op, _q.pack(self._guest_ops(func).copy))
+            target = self._ops_target(func)
+        else:
+            target = func
+        for site in (self.ftrace_call, self.ftrace_regs_call):
+            if site and self._read(site, MCOUNT_INSN_SIZE) != call_insn(site, target):
+                self.poker.text_poke_bp(site, call_insn(site, target))
+
+    def ftrace_replace_code(self, plan) -> None:
+        """Verify every site first, then write them all as one int3 batch."""
+        self.sync_guest_ops()
+        batch = {}
+        for rec, _action, old, new in plan:
+            expected = site_insn(rec.ip, old)
+            try:
+                actual = self._read(rec.ip, MCOUNT_INSN_SIZE)
+            except EmuError:
+                raise FtracePatchError(errno.EFAULT, "cannot read call site", rec) from None
+            if actual != expected:
+                raise FtracePatchError(errno.EINVAL, "call site mismatch", rec, actual, expected)
+            batch[rec.ip] = site_insn(rec.ip, new)
+        self.poker.text_poke_bp_batch(batch)
+
+    def synchronize_rcu_tasks(self, budget_ms: float = 200) -> None:
+        """Let the vCPUs run until none is inside ftrace code or a callback it called
+        (its RIP or any return address on its frame-pointer chain in our code)."""
+        if self.machine.in_guest():
+            return          # called from a callback: the caller's own frame is inside
+        if any(self._inside(c) for c in self.machine.cpus):
+            self.machine.run_until(lambda: not any(self._inside(c) for c in self.machine.cpus),
+                                   budget_ms)
+
+    def _inside(self, cpu: "VCpu") -> bool:
+        from emu.cpu import STOPPED
+        if cpu.state == STOPPED:
+            return False
+        from unicorn.x86_const import UC_X86_REG_RBP
+        addrs = [cpu.rip()]
+        rbp = cpu.regs.read(UC_X86_REG_RBP)
+        cr3 = cpu.cr3()
+        for _ in range(64):
+            if not rbp or rbp & 7:
+                break
+            try:
+                nxt, ret = struct.unpack("<QQ", self.machine.walker.read(cr3, rbp, 16))
+            except PageFault:
+                break
+            addrs.append(ret)
+            if nxt <= rbp:
+                break
+            rbp = nxt
+        return any(lo <= a < hi for a in addrs for lo, hi in self.code_ranges)
+
+    # ---- hypercalls ------------------------------------------------------------
+    def _on_callback(self, cpu: "VCpu", port: int, ops_id: int) -> None:
+        ops = self._by_ops_id.get(ops_id)
+        if ops is None or ops_id in self._dead:
+            return
+        walker, cr3 = self.machine.walker, cpu.cr3()
+        ip, parent_ip, _op, fregs = _args.unpack(walker.read(cr3, cpu.stack_pointer(), 32))
+        regs = None
+        if ops.flags & FL.SAVE_REGS and fregs:
+            raw = walker.read(cr3, fregs, FRAME_SIZE)
+            if _q.unpack_from(raw, PT_REGS_OFFSET["cs"])[0]:
+                regs = PtRegs(raw, fregs)
+        outer, self.current_cpu = self.current_cpu, cpu
+        try:
+            ops.saved_func(ip, parent_ip, ops, regs)
+        except Exception as e:       # the guest must not suffer: retire the ops cleanly
+            self._retire(ops, ops_id, e)
+            return
+        finally:
+            self.current_cpu = outer
+        if regs is not None:
+            for addr, data in regs.changes():
+                walker.write(cr3, addr, data)
+
+    def _retire(self, ops: FtraceOps, ops_id: int, e: Exception) -> None:
+        self.callback_errors.append((ops, e))
+        name = getattr(ops.saved_func, "__qualname__", repr(ops.saved_func))
+        self.log(f"ftrace: callback {name} raised {type(e).__name__}: {e}; ops unregistered")
+        self.log("".join(traceback.format_exception_only(type(e), e)).rstrip())
+        self._dead.add(ops_id)
+
+        def unregister() -> None:
+            if ops.flags & FL.ENABLED and self.core is not None:
+                self.core.unregister_ftrace_function(ops)
+        self.machine.defer(unregister)
+
+    def _on_recursion(self, cpu: "VCpu", port: int, value: int) -> None:
+        ip, parent_ip = struct.unpack("<QQ", self.machine.walker.read(cpu.cr3(), cpu.stack_pointer(), 16))
+        self.recursion.ftrace_record_recursion(ip, parent_ip)

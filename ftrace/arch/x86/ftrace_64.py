@@ -1,0 +1,271 @@
+"""The guest code of ftrace, generated at run time (the kernel's arch/x86/kernel/ftrace_64.S).
+
+Register contracts, as comments above each entry point in the kernel:
+- ``ftrace_caller``: entered by the ``call`` at a site ([rsp] = site+5, [rsp+8] = parent
+  return). Saves the argument registers, rax and rbp in a pt_regs frame (cs = 0: "no full
+  regs"), calls ``func(ip, parent_ip, op, fregs)`` at ``ftrace_call``, copies the ip slot back
+  into the return slot (a changed ip redirects the traced call), restores and returns.
+- ``ftrace_regs_caller``: ``pushfq`` first, then a full pt_regs (cs = KERNEL_CS, ss =
+  KERNEL_DS, flags); restores everything but r11, and flags through popfq.
+- ``ftrace_ops_list_func(ip, parent_ip, op, fregs)``: LIST-bit recursion lock, then every ops
+  newest first: skip STUB, skip RCU ops while RCU is not watching, skip SAVE_REGS ops without
+  regs, test filter/notrace, call.
+- ``ftrace_ops_assist_func(ip, parent_ip, op, fregs)``: LIST-bit lock, RCU test, call op->func.
+- ``ftrace_rec_lock(start, ip, parent_ip) -> bit | -1`` and ``ftrace_rec_unlock(bit)``: the
+  kernel's trace_test_and_set_recursion on current->trace_recursion with preempt_count
+  raised while held; a refused re-entry is reported to the host (recursed_functions).
+Both callers build two frame-pointer frames first, so guest backtraces pass through them.
+"""
+from __future__ import annotations
+
+from emu import memlayout as L
+
+from ...flags import FtraceOpsFlags as FL
+from .asm import CodeBuilder
+from .ptregs import PT_REGS_OFFSET as R
+
+HCALL_CALLBACK_PORT = 0xE0      # out 0xe0, eax=ops id: run a Python callback (args at rsp)
+HCALL_RECURSION_PORT = 0xE1     # out 0xe1: a recursion was refused (ip, parent_ip at rsp)
+TRACE_FTRACE_START, TRACE_LIST_START = 0, 5
+MCOUNT_FRAME_SIZE = 40          # the saved rbp and two fake frames
+FRAME_SIZE = 168
+
+# The guest copy of an ftrace_ops (what trampolines and the list function read).
+OPS_FUNC, OPS_FLAGS, OPS_PRIVATE, OPS_NEXT = 0x00, 0x08, 0x10, 0x18
+OPS_FILTER, OPS_FILTER_N, OPS_NOTRACE, OPS_NOTRACE_N, OPS_ID = 0x20, 0x28, 0x30, 0x38, 0x40
+OPS_SIZE = 0x48
+
+_NMI, _HARD = L.NMI_MASK, L.NMI_MASK | L.HARDIRQ_MASK
+_SOFT = _HARD | L.SOFTIRQ_OFFSET
+
+
+def emit_helpers(b: CodeBuilder, ops_list_head: int) -> None:
+    """ftrace_stub, the recursion lock pair, the hash lookup, the assist and list functions."""
+    b.label("ftrace_stub")
+    b.emit("ret")
+    b.align()
+    b.label("ftrace_rec_lock")
+    b.emit(f"""
+        mov ecx, dword ptr gs:[{L.PCPU_PREEMPT_COUNT}]
+        xor eax, eax
+        test ecx, {_NMI}
+        setnz al
+        xor r8d, r8d
+        test ecx, {_HARD}
+        setnz r8b
+        add eax, r8d
+        xor r8d, r8d
+        test ecx, {_SOFT}
+        setnz r8b
+        add eax, r8d
+        mov r9d, edi
+        add r9d, 3
+        sub r9d, eax
+        mov r8, qword ptr gs:[{L.PCPU_CURRENT}]
+        test r8, r8
+        jz 2f
+        mov rax, qword ptr [r8 + {L.TASK_TRACE_RECURSION}]
+        bt rax, r9
+        jnc 1f
+        lea r9d, [edi + 4]
+        bt rax, r9
+        jc 3f
+    1:  bts rax, r9
+        mov qword ptr [r8 + {L.TASK_TRACE_RECURSION}], rax
+        inc dword ptr gs:[{L.PCPU_PREEMPT_COUNT}]
+        mov eax, r9d
+        ret
+    3:  push rdx
+        push rsi
+        out {HCALL_RECURSION_PORT}, eax
+        add rsp, 16
+    2:  mov eax, -1
+        ret""")
+    b.align()
+    b.label("ftrace_rec_unlock")
+    b.emit(f"""
+        dec dword ptr gs:[{L.PCPU_PREEMPT_COUNT}]
+        mov r8, qword ptr gs:[{L.PCPU_CURRENT}]
+        mov rax, qword ptr [r8 + {L.TASK_TRACE_RECURSION}]
+        btr rax, rdi
+        mov qword ptr [r8 + {L.TASK_TRACE_RECURSION}], rax
+        ret""")
+    b.align()
+    b.label("ftrace_hash_lookup")          # (ip, sorted u64 array, n) -> eax = found
+    b.emit("""
+        xor ecx, ecx
+    1:  cmp rcx, rdx
+        jae 3f
+        lea rax, [rcx + rdx]
+        shr rax, 1
+        mov r8, qword ptr [rsi + rax*8]
+        cmp r8, rdi
+        je 2f
+        jb 4f
+        mov rdx, rax
+        jmp 1b
+    4:  lea rcx, [rax + 1]
+        jmp 1b
+    2:  mov eax, 1
+        ret
+    3:  xor eax, eax
+        ret""")
+    b.align()
+    lock, unlock, lookup = b.labels["ftrace_rec_lock"], b.labels["ftrace_rec_unlock"], b.labels["ftrace_hash_lookup"]
+    prologue = """
+        push rbp
+        mov rbp, rsp
+        push rbx
+        push r12
+        push r13
+        push r14
+        push r15
+        sub rsp, 8
+        mov r12, rdi
+        mov r13, rsi
+        mov rbx, rdx
+        mov r14, rcx"""
+    epilogue = """
+        add rsp, 8
+        pop r15
+        pop r14
+        pop r13
+        pop r12
+        pop rbx
+        pop rbp
+        ret"""
+    take_lock = f"""
+        mov edi, {TRACE_LIST_START}
+        mov rsi, r12
+        mov rdx, r13
+        call {lock}
+        test eax, eax
+        js 9f
+        mov r15d, eax"""
+    call_op = f"""
+        mov rdi, r12
+        mov rsi, r13
+        mov rdx, rbx
+        mov rcx, r14
+        call qword ptr [rbx + {OPS_FUNC}]"""
+    b.label("ftrace_ops_assist_func")
+    b.emit(prologue + take_lock + f"""
+        test qword ptr [rbx + {OPS_FLAGS}], {int(FL.RCU)}
+        jz 1f
+        cmp dword ptr gs:[{L.PCPU_RCU_WATCHING}], 0
+        je 2f
+    1:""" + call_op + f"""
+    2:  mov edi, r15d
+        call {unlock}
+    9:""" + epilogue)
+    b.align()
+    b.label("ftrace_ops_list_func")
+    b.emit(prologue + take_lock + f"""
+        mov rbx, {ops_list_head}
+        mov rbx, qword ptr [rbx]
+    1:  test rbx, rbx
+        jz 8f
+        mov rax, qword ptr [rbx + {OPS_FLAGS}]
+        test eax, {int(FL.STUB)}
+        jnz 7f
+        test eax, {int(FL.RCU)}
+        jz 2f
+        cmp dword ptr gs:[{L.PCPU_RCU_WATCHING}], 0
+        je 7f
+    2:  test eax, {int(FL.SAVE_REGS)}
+        jz 3f
+        test r14, r14
+        jz 7f
+        cmp qword ptr [r14 + {R['cs']}], 0
+        je 7f
+    3:  mov rdx, qword ptr [rbx + {OPS_FILTER_N}]
+        test rdx, rdx
+        jz 4f
+        mov rdi, r12
+        mov rsi, qword ptr [rbx + {OPS_FILTER}]
+        call {lookup}
+        test eax, eax
+        jz 7f
+    4:  mov rdx, qword ptr [rbx + {OPS_NOTRACE_N}]
+        test rdx, rdx
+        jz 5f
+        mov rdi, r12
+        mov rsi, qword ptr [rbx + {OPS_NOTRACE}]
+        call {lookup}
+        test eax, eax
+        jnz 7f
+    5:""" + call_op + f"""
+    7:  mov rbx, qword ptr [rbx + {OPS_NEXT}]
+        jmp 1b
+    8:  mov edi, r15d
+        call {unlock}
+    9:""" + epilogue)
+    b.align()
+
+
+def emit_caller(b: CodeBuilder, name: str, regs: bool, op_load: str, target: int) -> None:
+    """ftrace_caller / ftrace_regs_caller (or a private copy): ``name`` and ``name``-call
+    labels; ``op_load`` puts the ops pointer in rdx; ``target`` is what the call calls."""
+    extra = 8 if regs else 0              # the pushfq slot
+    top = FRAME_SIZE + MCOUNT_FRAME_SIZE  # from the frame to the return slot
+    b.label(name)
+    save = ["pushfq"] if regs else []
+    save += ["push rbp",
+             f"push qword ptr [rsp + {16 + extra}]",   # parent return address
+             "push rbp", "mov rbp, rsp",
+             f"push qword ptr [rsp + {24 + extra}]",   # site + 5
+             "push rbp", "mov rbp, rsp",
+             f"sub rsp, {FRAME_SIZE}"]
+    regs_saved = ["ax", "cx", "dx", "si", "di", "r8", "r9"]
+    if regs:
+        regs_saved += ["r15", "r14", "r13", "r12", "bx", "r11", "r10"]
+    save += [f"mov qword ptr [rsp + {R[n]}], {reg64(n)}" for n in regs_saved]
+    save += [f"mov qword ptr [rsp + {R['orig_ax']}], 0",
+             f"mov rdx, qword ptr [rsp + {top - 8}]", f"mov qword ptr [rsp + {R['bp']}], rdx"]
+    if regs:
+        save += [f"mov rdx, qword ptr [rsp + {top}]", f"mov qword ptr [rsp + {R['flags']}], rdx",
+                 f"mov qword ptr [rsp + {R['cs']}], {L.KERNEL_CS}",
+                 f"mov qword ptr [rsp + {R['ss']}], {L.KERNEL_DS}"]
+    else:
+        save += [f"mov qword ptr [rsp + {R['cs']}], 0"]
+    save += [f"mov rdi, qword ptr [rsp + {top + extra}]", f"mov qword ptr [rsp + {R['ip']}], rdi",
+             "sub rdi, 5",
+             f"mov rsi, qword ptr [rsp + {top + extra + 8}]",
+             f"lea rdx, [rsp + {top + extra + 8}]", f"mov qword ptr [rsp + {R['sp']}], rdx",
+             op_load, "mov rcx, rsp"]
+    b.emit("\n".join(save))
+    b.label(name + "_call")
+    b.emit(f"call {target}")
+    restore = [f"mov rax, qword ptr [rsp + {R['ip']}]", f"mov qword ptr [rsp + {top + extra}], rax"]
+    if regs:
+        restore += [f"mov rax, qword ptr [rsp + {R['flags']}]", f"mov qword ptr [rsp + {top}], rax"]
+        restore += [f"mov {reg64(n)}, qword ptr [rsp + {R[n]}]" for n in ("r15", "r14", "r13", "r12", "r10", "bx")]
+    restore += [f"mov {reg64(n)}, qword ptr [rsp + {R[n]}]" for n in ("bp", "r9", "r8", "di", "si", "dx", "cx", "ax")]
+    restore += [f"add rsp, {top}"]
+    restore += ["popfq"] if regs else []
+    restore += ["ret"]
+    b.emit("\n".join(restore))
+    b.label(name + "_end")
+    b.align()
+
+
+def emit_python_stub(b: CodeBuilder, ops_id: int) -> None:
+    """A guest function that hands (ip, parent_ip, op, fregs) to the host's Python callback."""
+    b.emit(f"""
+        push rbp
+        mov rbp, rsp
+        push rcx
+        push rdx
+        push rsi
+        push rdi
+        mov eax, {ops_id}
+        out {HCALL_CALLBACK_PORT}, eax
+        add rsp, 32
+        pop rbp
+        ret""")
+    b.align()
+
+
+def reg64(name: str) -> str:
+    """pt_regs field name -> 64-bit register name."""
+    return name if name.startswith("r") and name[1:].isdigit() else "r" + name

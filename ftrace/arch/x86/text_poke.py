@@ -1,0 +1,83 @@
+"""Changing kernel text while vCPUs run: the kernel's int3 batch protocol (text_poke_bp_batch,
+now smp_text_poke_batch_finish).
+
+1. write int3 on the first byte of every site, sync every vCPU;
+2. write bytes 1..4, sync;  3. write the new first byte, sync.
+Between steps the other vCPUs really run (``Machine.sync_cores``), so one can reach a site
+mid-change: it then traps on the int3, and ``poke_int3_handler`` emulates the *new*
+instruction (a call pushes the return address and jumps; the NOP continues after the site),
+so the vCPU behaves as if the new instruction were already there.
+"""
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from .insn import CALL_INSN_OPCODE, INT3_INSN_OPCODE, MCOUNT_INSN_SIZE, call_target
+
+if TYPE_CHECKING:
+    from emu import Machine
+    from emu.cpu import VCpu
+
+from unicorn.x86_const import UC_X86_REG_RIP, UC_X86_REG_RSP
+
+BATCH_FLUSH_ALL = 32      # above this many sites one full translation flush beats per-site removal
+
+
+class TextPoker:
+    """Writes guest text through the int3 protocol; installs the breakpoint handler."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.batch: dict[int, bytes] = {}
+        self.int3_hits = 0
+        machine.add_trap_hook(3, self.poke_int3_handler)
+
+    def text_poke_early(self, ip: int, insn: bytes) -> None:
+        """Write text directly: only while nothing can run it (boot)."""
+        self.machine.write(ip, insn)
+
+    def text_poke_bp(self, ip: int, insn: bytes) -> None:
+        """smp_text_poke_single: one site through the whole protocol."""
+        self.text_poke_bp_batch({ip: insn})
+
+    def text_poke_bp_batch(self, batch: dict[int, bytes]) -> None:
+        """Apply every ``ip -> new bytes`` of ``batch`` with the three int3 steps."""
+        if not batch:
+            return
+        self.batch = dict(batch)
+        try:
+            self._step({ip: bytes([INT3_INSN_OPCODE]) for ip in batch}, 0)
+            self._step({ip: insn[1:] for ip, insn in batch.items()}, 1)
+            self._step({ip: insn[:1] for ip, insn in batch.items() if insn[0] != INT3_INSN_OPCODE}, 0)
+        finally:
+            self.batch = {}
+
+    def _step(self, writes: dict[int, bytes], offset: int) -> None:
+        m = self.machine
+        for ip, data in writes.items():
+            m.walker.write(m.kernel_cr3(), ip + offset, data)
+        if len(writes) > BATCH_FLUSH_ALL:
+            for c in m.cpus:
+                c.uc.ctl_flush_tb()
+        else:
+            for ip in writes:
+                m.invalidate_code(ip, MCOUNT_INSN_SIZE)
+        m.sync_cores()
+
+    def poke_int3_handler(self, cpu: "VCpu") -> bool:
+        """A vCPU hit one of our int3s: emulate the instruction being written there."""
+        ip = cpu.rip() - 1
+        insn = self.batch.get(ip)
+        if insn is None:
+            return False
+        self.int3_hits += 1
+        after = ip + MCOUNT_INSN_SIZE
+        if insn[0] == CALL_INSN_OPCODE:
+            rsp = cpu.regs.read(UC_X86_REG_RSP) - 8
+            self.machine.walker.write(cpu.cr3(), rsp, struct.pack("<Q", after))
+            cpu.regs.write(UC_X86_REG_RSP, rsp)
+            cpu.regs.write(UC_X86_REG_RIP, call_target(ip, insn))
+        else:
+            cpu.regs.write(UC_X86_REG_RIP, after)
+        return True

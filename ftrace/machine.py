@@ -1,0 +1,137 @@
+"""ftrace on a Machine: ``machine.ftrace``, the kernel's API plus the views a user reads.
+
+Attached to every Machine at creation (the ``ftemu.extensions`` entry point), so every call
+site is checked and turned into the NOP before the guest runs its first instruction, as
+ftrace_init does at boot. Machine option ``ftrace_regs=False`` removes regs support
+(no ftrace_regs_caller), as on architectures without DYNAMIC_FTRACE_WITH_REGS.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING, Any
+
+from emu import memlayout as L
+
+from . import views
+from .arch.x86.ftrace import X86Ftrace
+from .core import Ftrace
+from .errors import FtraceError
+from .recursion import TRACE_FTRACE_START, trace_clear_recursion, trace_test_and_set_recursion
+
+if TYPE_CHECKING:
+    from emu import Machine
+    from emu.cpu import VCpu
+
+_u32, _u64 = struct.Struct("<I"), struct.Struct("<Q")
+
+
+class MachineFtrace(Ftrace):
+    """The Ftrace of one machine (register_ftrace_function, filters, ftrace_enabled, ...)
+    with the guest-state helpers callbacks use and the tracefs-style views."""
+
+    def __init__(self, machine: "Machine", supports_regs: bool = True) -> None:
+        self.machine = machine
+        self.log_lines: list[str] = []
+        arch = X86Ftrace(machine, supports_regs, log=self.log_lines.append)
+        sites = machine.image.u64_array("__mcount_loc") if "__mcount_loc" in machine.image.sections else []
+        super().__init__(arch, sites, log=self.log_lines.append)
+        arch.core = self
+        self.x86 = arch
+        self.ftrace_init()
+        self._percpu = (machine.symbol_address("percpu")
+                        if machine.image.has_symbol("percpu") else None)
+
+    # ---- where a callback runs -----------------------------------------------
+    def _cpu(self, cpu: int | None) -> "VCpu":
+        if cpu is not None:
+            return self.machine.cpus[cpu]
+        return self.x86.current_cpu or self.machine.cpus[0]
+
+    def _pcpu(self, cpu: "VCpu", field: int) -> int:
+        if self._percpu is None:
+            raise FtraceError(errno.ENODEV, "this kernel has no per-CPU area")
+        return self._percpu + cpu.index * L.PCPU_SIZE + field
+
+    def preempt_count(self, cpu: int | None = None) -> int:
+        """preempt_count of the CPU the callback runs on (or of ``cpu``)."""
+        c = self._cpu(cpu)
+        return _u32.unpack(self.machine.read(self._pcpu(c, L.PCPU_PREEMPT_COUNT), 4))[0]
+
+    def rcu_is_watching(self, cpu: int | None = None) -> bool:
+        """Is RCU watching the CPU the callback runs on? False in idle, user mode, offline."""
+        c = self._cpu(cpu)
+        return bool(_u32.unpack(self.machine.read(self._pcpu(c, L.PCPU_RCU_WATCHING), 4))[0])
+
+    def current_context(self, cpu: int | None = None) -> str:
+        """"nmi", "irq", "softirq" or "normal", from preempt_count as in_nmi() & co. read it."""
+        pc = self.preempt_count(cpu)
+        if pc & L.NMI_MASK:
+            return "nmi"
+        if pc & L.HARDIRQ_MASK:
+            return "irq"
+        if pc & L.SOFTIRQ_OFFSET:
+            return "softirq"
+        return "normal"
+
+    def _current_task(self, c: "VCpu") -> int:
+        return _u64.unpack(self.machine.read(self._pcpu(c, L.PCPU_CURRENT), 8))[0]
+
+    def ftrace_test_recursion_trylock(self, ip: int, parent_ip: int) -> int:
+        """The kernel's helper on the current task's trace_recursion: a bit >= 0 (preemption
+        now disabled in the guest) or -1 when this context is already inside (recorded)."""
+        c = self._cpu(None)
+        task = self._current_task(c)
+        if not task:
+            return -1
+        word = _u64.unpack(self.machine.read(task + L.TASK_TRACE_RECURSION, 8))[0]
+        new, bit = trace_test_and_set_recursion(word, self.preempt_count(c.index), TRACE_FTRACE_START)
+        if bit < 0:
+            self.x86.recursion.ftrace_record_recursion(ip, parent_ip)
+            return -1
+        self.machine.write(task + L.TASK_TRACE_RECURSION, _u64.pack(new))
+        self._add_preempt(c, 1)
+        return bit
+
+    def ftrace_test_recursion_unlock(self, bit: int) -> None:
+        """Release ``bit`` and enable preemption again."""
+        c = self._cpu(None)
+        task = self._current_task(c)
+        word = _u64.unpack(self.machine.read(task + L.TASK_TRACE_RECURSION, 8))[0]
+        self._add_preempt(c, -1)
+        self.machine.write(task + L.TASK_TRACE_RECURSION, _u64.pack(trace_clear_recursion(word, bit)))
+
+    def _add_preempt(self, c: "VCpu", delta: int) -> None:
+        addr = self._pcpu(c, L.PCPU_PREEMPT_COUNT)
+        self.machine.write(addr, _u32.pack((self.preempt_count(c.index) + delta) & 0xFFFFFFFF))
+
+    # ---- views -----------------------------------------------------------------
+    @property
+    def available_filter_functions(self) -> str:
+        return views.available_filter_functions(self)
+
+    @property
+    def enabled_functions(self) -> str:
+        return views.enabled_functions(self)
+
+    @property
+    def touched_functions(self) -> str:
+        return views.touched_functions(self)
+
+    @property
+    def recursed_functions(self) -> str:
+        return self.x86.recursion.show(lambda a: views.sprint_symbol(self, a))
+
+    @property
+    def callback_errors(self) -> list:
+        """(ops, exception) for every Python callback that raised (its ops was retired)."""
+        return self.x86.callback_errors
+
+    def function_address(self, name: str) -> int:
+        """The call-site ip of function ``name`` (what callbacks get as ``ip``)."""
+        return self.records.ftrace_location(self.machine.symbol_address(name), self.arch.lookup)
+
+
+def attach(machine: "Machine", options: dict[str, Any]) -> MachineFtrace:
+    """The ``ftemu.extensions`` entry point: ftrace for a new machine."""
+    return MachineFtrace(machine, supports_regs=bool(options.pop("ftrace_regs", True)))
