@@ -109,7 +109,9 @@ class Machine:
             self.add_port(port, lambda cpu, p, v: self.serial.write(p, v), lambda cpu, p: self.serial.read(p))
         exit_port = ExitPort(self._power_off)
         self.add_port(L.EXIT_PORT, lambda cpu, p, v: (setattr(self, "_exit_cpu", cpu), exit_port.write(p, v)))
-        self.call_return_va = self.execmem.alloc(16)
+        # Not page-aligned: Unicorn raises a spurious #PF for an ``until`` address at the
+        # start of a page that follows an unmapped one.
+        self.call_return_va = self.execmem.alloc(32) + 16
         self.ram[ExecMem.to_phys(self.call_return_va)] = 0xCC
         self.cpus = [VCpu(self, i) for i in range(cpus)]
         loader.load_image(self.ram, self.image)

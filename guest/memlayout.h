@@ -122,6 +122,7 @@
 #define SYS_cpu_up          402         // (cpu)
 #define SYS_sem_up          403         // (sem id)
 #define SYS_sem_down        404         // (sem id): sleep until the semaphore is > 0
+#define SYS_spawn           405         // (name): start the embedded user program "name"; returns its pid
 
 
 // ---- per-CPU area (GS base points at it in kernel mode) --------------------
