@@ -70,7 +70,9 @@ class KernelImage:
         if s.size:
             return s if addr < s.addr + s.size else None
         nxt = next((a for a in self._addrs[i + 1:] if a > s.addr), None)
-        return Symbol(s.name, s.addr, (nxt or addr + 1) - s.addr)
+        if nxt is None:
+            return None          # past the last symbol (_end): not part of the image
+        return Symbol(s.name, s.addr, nxt - s.addr)
 
     def lookup(self, addr: int) -> str:
         """``name+0xoff/0xsize`` as the kernel's %pS prints it, or ``0x...`` if unknown."""

@@ -36,6 +36,20 @@ RFLAGS_IF = 1 << 9
 MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000101, 0xC0000102
 
 
+class CodeHook:
+    """A code hook on every vCPU; ``remove()`` takes it off all of them."""
+
+    def __init__(self, machine: "Machine", entry: tuple, handles: list) -> None:
+        self._machine, self._entry, self._handles = machine, entry, handles
+
+    def remove(self) -> None:
+        if self._entry in self._machine.code_hooks:
+            self._machine.code_hooks.remove(self._entry)
+        for cpu, h in self._handles:
+            cpu.uc.hook_del(h)
+        self._handles = []
+
+
 def _extensions() -> list:
     """Installed ``ftemu.extensions`` entry points (read once)."""
     global _EXTENSIONS
@@ -145,11 +159,12 @@ class Machine:
         """Let ``fn(cpu)`` see exception ``vector`` first; it returns True if it handled it."""
         self.trap_hooks.setdefault(vector, []).append(fn)
 
-    def add_code_hook(self, addr: int, fn: Callable[[VCpu], None]) -> None:
-        """Call ``fn(cpu)`` whenever any vCPU is about to execute ``addr``."""
-        self.code_hooks.append((addr, fn))
-        for c in getattr(self, "cpus", []):
-            c.add_code_hook(addr, fn)
+    def add_code_hook(self, addr: int, fn: Callable[[VCpu], None]) -> "CodeHook":
+        """Call ``fn(cpu)`` whenever any vCPU is about to execute ``addr``; ``.remove()`` it."""
+        entry = (addr, fn)
+        self.code_hooks.append(entry)
+        handles = [(c, c.add_code_hook(addr, fn)) for c in getattr(self, "cpus", [])]
+        return CodeHook(self, entry, handles)
 
     def defer(self, fn: Callable[[], None]) -> None:
         """Run ``fn()`` at the next point where no vCPU is executing (between rounds)."""

@@ -7,6 +7,7 @@ ftrace_init does at boot. Machine option ``ftrace_regs=False`` removes regs supp
 """
 from __future__ import annotations
 
+import copy
 import errno
 import struct
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from . import views
 from .arch.x86.ftrace import X86Ftrace
 from .core import Ftrace
 from .errors import FtraceError
+from .flags import FtraceOpsFlags as FL
 from .recursion import TRACE_FTRACE_START, trace_clear_recursion, trace_test_and_set_recursion
 
 if TYPE_CHECKING:
@@ -24,6 +26,8 @@ if TYPE_CHECKING:
     from emu.cpu import VCpu
 
 _u32, _u64 = struct.Struct("<I"), struct.Struct("<Q")
+FL_USER = (FL.SAVE_REGS | FL.SAVE_REGS_IF_SUPPORTED | FL.RECURSION | FL.IPMODIFY | FL.RCU
+           | FL.PERMANENT)
 
 
 class MachineFtrace(Ftrace):
@@ -41,6 +45,37 @@ class MachineFtrace(Ftrace):
         self.ftrace_init()
         self._percpu = (machine.symbol_address("percpu")
                         if machine.image.has_symbol("percpu") else None)
+        machine.snapshot_participants.append(self)
+
+    # ---- snapshots: the host half of ftrace's state follows the guest's ----------
+    _CORE_FIELDS = ("ops_list", "ftrace_disabled", "ftrace_start_up", "ftrace_trace_function",
+                    "ftrace_call", "removed_ops", "_ftrace_enabled", "_last_ftrace_enabled",
+                    "_saved_ftrace_func")
+    _OPS_FIELDS = ("flags", "filter_hash", "notrace_hash", "old_filter_hash", "old_notrace_hash",
+                   "func", "saved_func", "trampoline", "trampoline_size")
+
+    def snapshot_state(self) -> tuple:
+        known = {id(o): o for o in self.x86.known_ops()}
+        return ({f: copy.copy(getattr(self, f)) for f in self._CORE_FIELDS},
+                [rec.flags for rec in self.records],
+                {k: (o, {f: getattr(o, f) for f in self._OPS_FIELDS}) for k, o in known.items()},
+                self.x86.snapshot_state(), list(self.log_lines))
+
+    def restore_state(self, st: tuple) -> None:
+        core, rec_flags, ops_state, arch, log = st
+        for f, v in core.items():
+            setattr(self, f, copy.copy(v))
+        for rec, flags in zip(self.records, rec_flags):
+            rec.flags = flags
+        for o in self.x86.known_ops():
+            if id(o) not in ops_state:      # registered after the snapshot: as if never
+                o.flags &= FL_USER
+                o.trampoline = o.trampoline_size = 0
+        for o, fields in ops_state.values():
+            for f, v in fields.items():
+                setattr(o, f, v)
+        self.x86.restore_state(arch)
+        self.log_lines[:] = log
 
     # ---- where a callback runs -----------------------------------------------
     def _cpu(self, cpu: int | None) -> "VCpu":

@@ -10,9 +10,9 @@ read each and writes back only the fields the callback changed.
 """
 from __future__ import annotations
 
+import copy
 import errno
 import struct
-import traceback
 from typing import TYPE_CHECKING, Callable
 
 from emu import EmuError, memlayout as L
@@ -72,6 +72,7 @@ class X86Ftrace:
         self._dead: set[int] = set()
         self._next_id = 1
         self._to_free: list[int] = []
+        self._tramp_call: dict[int, int] = {}
         self.fentry = machine.symbol_address("__fentry__") if machine.image.has_symbol("__fentry__") else 0
         self._build_shared_code()
         machine.add_port(HCALL_CALLBACK_PORT, self._on_callback)
@@ -115,6 +116,28 @@ class X86Ftrace:
 
     def _read(self, va: int, n: int) -> bytes:
         return self.machine.read(va, n)
+
+    # ---- snapshots ----------------------------------------------------------------
+    _STATE = ("symbols", "_guest", "_by_ops_id", "_dead", "_next_id", "_to_free", "code_ranges",
+              "_tramp_call", "callback_errors", "recursion")
+
+    def known_ops(self) -> list[FtraceOps]:
+        """Every ops that has a guest copy now."""
+        return list(self._by_ops_id.values())
+
+    def snapshot_state(self) -> tuple:
+        ops = self.known_ops()
+        return self._copy_state(ops), ops
+
+    def restore_state(self, st: tuple) -> None:
+        fields, ops = st
+        self.__dict__.update(self._copy_state(ops, fields))
+
+    def _copy_state(self, ops: list[FtraceOps], src: dict | None = None) -> dict:
+        """A deep copy of the host state (ops objects themselves are shared, not copied)."""
+        memo = {id(o): o for o in ops}
+        src = src if src is not None else {f: getattr(self, f) for f in self._STATE}
+        return copy.deepcopy(src, memo)
 
     # ---- FtraceArch: symbols and identity --------------------------------------
     def lookup(self, addr: int) -> tuple[str, int, int] | None:
@@ -219,7 +242,6 @@ class X86Ftrace:
         ops.flags |= FL.ALLOC_TRAMP
         self.symbols[base] = ("ftrace_trampoline", ops.trampoline_size)
         self.code_ranges.append((base, base + TRAMP_SIZE))
-        self._tramp_call = getattr(self, "_tramp_call", {})
         self._tramp_call[base] = b.labels["ftrace_trampoline_call"] - base
 
     def _tramp_call_offset(self, ops: FtraceOps) -> int:
@@ -331,7 +353,6 @@ class X86Ftrace:
         self.callback_errors.append((ops, e))
         name = getattr(ops.saved_func, "__qualname__", repr(ops.saved_func))
         self.log(f"ftrace: callback {name} raised {type(e).__name__}: {e}; ops unregistered")
-        self.log("".join(traceback.format_exception_only(type(e), e)).rstrip())
         self._dead.add(ops_id)
 
         def unregister() -> None:

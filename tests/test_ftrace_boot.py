@@ -1,0 +1,107 @@
+"""ftrace_init at boot, the generated trampolines, and what happens to a site that is not
+what ftrace expects (ftrace_bug)."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+
+from ftrace import FtraceError, FtraceOps
+from ftrace.arch.x86.insn import X86_NOP5, call_insn
+from ftrace.machine import MachineFtrace
+
+NOP5 = bytes.fromhex("0f1f440000")
+
+
+def disasm(m, start, end):
+    md = Cs(CS_ARCH_X86, CS_MODE_64)
+    return [f"{i.mnemonic} {i.op_str}".strip() for i in md.disasm(m.read(start, end - start), start)]
+
+
+def test_every_mcount_site_is_a_checked_nop_after_boot(booted_snapshots):
+    m = booted_snapshots(1)
+    ft = m.ftrace
+    sites = m.image.u64_array("__mcount_loc")
+    assert len(ft.records) == len(sites) > 100
+    assert [r.ip for r in ft.records] == sorted(sites)
+    assert all(m.read(ip, 5) == NOP5 for ip in sites)
+    assert X86_NOP5 == NOP5
+    assert ft.log_lines[:2] == [f"ftrace: allocating {len(sites)} entries in 1 pages",
+                                "ftrace: allocated 1 pages with 1 groups"]
+    # the site is the first instruction of its function (-mfentry, no endbr)
+    sched = m.symbol_address("schedule")
+    assert ft.function_address("schedule") == sched and sched in sites
+
+
+def test_available_filter_functions_lists_sites_in_address_order(booted_snapshots):
+    m = booted_snapshots(1)
+    names = m.ftrace.available_filter_functions.splitlines()
+    assert names == [m.image.containing(r.ip).name for r in m.ftrace.records]
+    assert "schedule" in names and "trace_selftest_dynamic_test_func" in names
+    assert "__fentry__" not in names and "rcu_is_watching" not in names   # notrace
+
+
+def test_ftrace_caller_saves_pt_regs_in_the_kernels_layout(booted_snapshots):
+    m = booted_snapshots(1)
+    x86 = m.ftrace.x86
+    code = disasm(m, x86.ftrace_caller, x86.ftrace_call + 5)
+    assert code[:7] == ["push rbp", "push qword ptr [rsp + 0x10]", "push rbp", "mov rbp, rsp",
+                        "push qword ptr [rsp + 0x18]", "push rbp", "mov rbp, rsp"]
+    assert code[7] == "sub rsp, 0xa8"                               # sizeof(struct pt_regs)
+    stores = {line.split("[rsp + ")[1].split("]")[0]: line.split(", ")[1]
+              for line in code if line.startswith("mov qword ptr [rsp +") and ", r" in line}
+    assert stores == {"0x50": "rax", "0x58": "rcx", "0x60": "rdx", "0x68": "rsi", "0x70": "rdi",
+                      "0x48": "r8", "0x40": "r9", "0x20": "rdx", "0x80": "rdi", "0x98": "rdx"}
+    assert "mov qword ptr [rsp + 0x88], 0" in code                   # cs = 0: no full regs
+    assert code[-1] == f"call 0x{x86.ftrace_stub:x}"
+
+
+def test_ftrace_regs_caller_starts_with_pushfq_and_saves_every_register(booted_snapshots):
+    m = booted_snapshots(1)
+    x86 = m.ftrace.x86
+    code = disasm(m, x86.ftrace_regs_caller, x86.ftrace_regs_call + 5)
+    assert code[0] == "pushfq"
+    saved = {line.split(", ")[1] for line in code if line.startswith("mov qword ptr [rsp")}
+    assert {"r15", "r14", "r13", "r12", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+            "rsi", "rdi"} <= saved
+    assert "mov qword ptr [rsp + 0x88], 0x10" in code                # cs = __KERNEL_CS
+    assert "mov qword ptr [rsp + 0xa0], 0x18" in code                # ss = __KERNEL_DS
+    tail = disasm(m, x86.ftrace_regs_call + 5, x86.ftrace_regs_call + 0x80)
+    assert "popfq" in tail and "mov r11, qword ptr [rsp + 0x30]" not in tail   # r11 not restored
+
+
+def test_a_site_with_unexpected_bytes_is_reported_like_ftrace_bug_and_ftrace_dies(booted_snapshots):
+    m = booted_snapshots(1)
+    ft = m.ftrace
+    site = ft.function_address("trace_selftest_dynamic_test_func")
+    m.write(site, b"\x90\x90\x90\x90\x90")                 # someone else changed the text
+    before = {r.ip: m.read(r.ip, 5) for r in ft.records}
+    ops = FtraceOps(lambda *a: None)
+    ft.ftrace_set_filter(ops, "trace_selftest_dynamic_test_func*", True)   # func and func2
+    with pytest.raises(FtraceError) as died:
+        ft.register_ftrace_function(ops)
+    assert died.value.errno == errno.ENODEV                 # ftrace died while patching
+    bug = ft.log_lines[ft.log_lines.index("------------[ ftrace bug ]------------"):]
+    assert " actual:   90:90:90:90:90" in bug and " expected: 0f:1f:44:00:00" in bug
+    assert "Setting ftrace call site to call ftrace function" in bug
+    # read, compare, then write: nothing was written, not even the good site of func2
+    assert {r.ip: m.read(r.ip, 5) for r in ft.records} == before
+    with pytest.raises(FtraceError) as e:
+        ft.register_ftrace_function(FtraceOps(lambda *a: None))
+    assert e.value.errno == errno.ENODEV
+    m.run(ms=20)                                           # the machine keeps running
+
+
+def test_ftrace_init_checks_for_call_fentry(booted_snapshots):
+    m = booted_snapshots(1)
+    fentry = m.symbol_address("__fentry__")
+    sites = [r.ip for r in m.ftrace.records]
+    for ip in sites:                                       # back to the image as built
+        m.write(ip, call_insn(ip, fentry))
+    bad = sites[3]
+    m.write(bad, NOP5)
+    ft = MachineFtrace(m)
+    assert "------------[ ftrace bug ]------------" in ft.log_lines
+    assert "Initializing ftrace call sites" in ft.log_lines
+    assert ft.ftrace_disabled
