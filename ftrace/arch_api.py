@@ -56,5 +56,9 @@ class FtraceArch(Protocol):
         only then write all of them (`call new`, or the NOP if new is None) as one int3 batch.
         On a mismatch raise FtracePatchError with the record and write nothing."""
 
+    def ftrace_ops_publish_hashes(self, ops: FtraceOps) -> None:
+        """Make a registered ops' new filter/notrace hashes the ones the list function tests
+        (the kernel's rcu_assign_pointer of ops->func_hash), before any site changes."""
+
     def synchronize_rcu_tasks(self) -> None:
         """Return once no vCPU is inside a trampoline or an ftrace callback."""

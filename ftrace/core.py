@@ -241,6 +241,8 @@ class Ftrace:
             ops.filter_hash = new
         else:
             ops.notrace_hash = new
+        if ops.flags & FL.ENABLED:
+            self.arch.ftrace_ops_publish_hashes(ops)
         ftrace_hash_rec_update(self.records, ops, True, self.ops_list)
         if self._ftrace_enabled and ops.flags & FL.ENABLED:
             ops.flags |= FL.MODIFYING

@@ -7,6 +7,7 @@ import errno
 import pytest
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
+from emu import Machine
 from ftrace import FtraceError, FtraceOps
 from ftrace.arch.x86.insn import X86_NOP5, call_insn
 from ftrace.machine import MachineFtrace
@@ -93,8 +94,8 @@ def test_a_site_with_unexpected_bytes_is_reported_like_ftrace_bug_and_ftrace_die
     m.run(ms=20)                                           # the machine keeps running
 
 
-def test_ftrace_init_checks_for_call_fentry(booted_snapshots):
-    m = booted_snapshots(1)
+def test_ftrace_init_checks_for_call_fentry():
+    m = Machine()
     fentry = m.symbol_address("__fentry__")
     sites = [r.ip for r in m.ftrace.records]
     for ip in sites:                                       # back to the image as built

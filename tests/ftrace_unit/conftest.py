@@ -111,6 +111,9 @@ class FakeArch:
             self.text[step.rec.ip] = step.new
         self.plans.append(list(plan))
 
+    def ftrace_ops_publish_hashes(self, ops: FtraceOps) -> None:
+        self.events.append(("publish_hashes", ops))
+
     def synchronize_rcu_tasks(self) -> None:
         self.events.append(("synchronize_rcu_tasks",))
 

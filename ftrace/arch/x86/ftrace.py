@@ -214,6 +214,10 @@ class X86Ftrace:
         head = self._guest_ops(ordered[0]).copy if ordered else 0
         self._write(self.ftrace_ops_list_head, _q.pack(head))
 
+    def ftrace_ops_publish_hashes(self, ops: FtraceOps) -> None:
+        """The list function reads hashes from the guest copies: publish them now."""
+        self.sync_guest_ops()
+
     def _array(self, ips: frozenset[int]) -> int:
         if not ips:
             return 0
