@@ -1,0 +1,134 @@
+"""Changing text while vCPUs run: the int3 protocol under load, unregister's guarantee with a
+vCPU paused inside the trampoline, and the ftrace_enabled sysctl."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from emu import Machine
+from ftrace import FTRACE_OPS_FL_PERMANENT, FtraceError, FtraceOps
+
+NOP5 = bytes.fromhex("0f1f440000")
+
+
+def kstat_total(m: Machine) -> int:
+    t = m.stats()["total"]
+    return sum(v for k, v in t.items() if k != "instructions")
+
+
+def inside(m: Machine, cpu, start: int, end: int) -> bool:
+    """Is ``cpu`` executing in [start, end), or in something that will return there?"""
+    from unicorn.x86_const import UC_X86_REG_RBP
+    name = m.image.containing(start).name
+    frames = m.backtrace(cpu, cpu.rip(), cpu.regs.read(UC_X86_REG_RBP))
+    return any(f.startswith(name + "+") for f in frames)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_patching_every_site_while_four_vcpus_run_loses_and_invents_nothing(seed):
+    m = Machine(cpus=4, slice_seed=seed, quantum=2000)
+    m.boot()
+    ft = m.ftrace
+    kstat = m.symbol_address("kstat_inc")
+    ksize = m.image.symbol("kstat_inc").size
+    sites = {r.ip for r in ft.records}
+    calls: list[int] = []
+    int3_hits = 0
+    for _ in range(3):
+        ops = FtraceOps(lambda ip, pip, op, regs: calls.append(ip))
+        ft.register_ftrace_function(ops)                 # every site: the biggest batch
+        quiet = lambda: not any(inside(m, c, kstat, kstat + ksize) for c in m.cpus)  # noqa: E731
+        m.run_until(quiet, 50)
+        base_calls, base_k = calls.count(kstat), kstat_total(m)
+        m.run(ms=3)
+        m.run_until(quiet, 50)
+        assert calls.count(kstat) - base_calls == kstat_total(m) - base_k   # none lost
+        ft.unregister_ftrace_function(ops)
+        n = len(calls)
+        m.run(ms=3)
+        assert len(calls) == n                            # none after unregister returned
+        int3_hits = ft.x86.poker.int3_hits
+    assert set(calls) <= sites                            # none invented
+    assert all(m.read(ip, 5) == NOP5 for ip in sites)
+    assert int3_hits > 0                                  # vCPUs did meet half-patched sites
+    assert "ALL TESTS PASSED" in m.console
+
+
+def test_no_callback_after_unregister_even_with_a_vcpu_paused_in_the_trampoline(booted_snapshots):
+    m = booted_snapshots(2)
+    ft = m.ftrace
+    seen = []
+    ops = FtraceOps(lambda ip, pip, op, regs: seen.append(ip))
+    ft.ftrace_set_filter(ops, "kstat_inc", True)
+    ft.register_ftrace_function(ops)
+    paused = []
+
+    def pause(cpu):
+        if not paused:
+            paused.append(cpu.index)
+            cpu.request_stop()
+    hook = m.add_code_hook(ops.trampoline + 1, pause)     # inside, before the callback ran
+    m.run_until(lambda: bool(paused), 100)
+    hook.remove()
+    cpu = m.cpus[paused[0]]
+    assert ops.trampoline <= cpu.rip() < ops.trampoline + ops.trampoline_size
+    n = len(seen)
+    ft.unregister_ftrace_function(ops)                    # waits for the paused vCPU to leave
+    assert len(seen) == n + 1                             # its pending callback was not lost
+    assert not any(ft.x86._inside(c) for c in m.cpus)
+    m.run(ms=20)
+    assert len(seen) == n + 1
+
+
+def test_ftrace_enabled_0_nops_every_site_and_keeps_ops_registered(booted_snapshots):
+    m = booted_snapshots(1)
+    ft = m.ftrace
+    seen = []
+    ops = FtraceOps(lambda *a: seen.append(1))
+    ft.ftrace_set_filter(ops, "schedule", True)
+    ft.register_ftrace_function(ops)
+    site = ft.function_address("schedule")
+    assert m.read(site, 1) == b"\xe8"
+    ft.ftrace_enabled = 0
+    assert m.read(site, 5) == NOP5 and ft.ops_list == [ops]
+    n = len(seen)
+    m.run(ms=30)
+    assert len(seen) == n
+    ft.ftrace_enabled = 1
+    assert m.read(site, 1) == b"\xe8"
+    m.run(ms=30)
+    assert len(seen) > n
+    ft.unregister_ftrace_function(ops)
+
+
+def test_permanent_ops_block_ftrace_enabled_0_and_need_it_on(booted_snapshots):
+    m = booted_snapshots(1)
+    ft = m.ftrace
+    perm = FtraceOps(lambda *a: None, FTRACE_OPS_FL_PERMANENT)
+    ft.ftrace_set_filter(perm, "schedule", True)
+    ft.register_ftrace_function(perm)
+    with pytest.raises(FtraceError) as e:
+        ft.ftrace_enabled = 0
+    assert e.value.errno == errno.EBUSY and ft.ftrace_enabled == 1
+    ft.unregister_ftrace_function(perm)
+    ft.ftrace_enabled = 0
+    other = FtraceOps(lambda *a: None, FTRACE_OPS_FL_PERMANENT)
+    with pytest.raises(FtraceError) as e:
+        ft.register_ftrace_function(other)
+    assert e.value.errno == errno.EBUSY
+    ft.ftrace_enabled = 1
+
+
+def test_filter_reset_swaps_atomically_never_tracing_everything(booted_snapshots):
+    m = booted_snapshots(2)
+    ft = m.ftrace
+    seen = set()
+    ops = FtraceOps(lambda ip, *a: seen.add(m.image.containing(ip).name))
+    ft.ftrace_set_filter(ops, "schedule", True)
+    ft.register_ftrace_function(ops)
+    m.run(ms=20)
+    ft.ftrace_set_filter(ops, "try_to_wake_up", True)    # other vCPUs run during the swap
+    m.run(ms=20)
+    ft.unregister_ftrace_function(ops)
+    assert seen == {"schedule", "try_to_wake_up"}
