@@ -154,7 +154,6 @@ void scheduler_tick(void);
 void run_rebalance_domains(void);
 void resched_cpu(int cpu);
 void sched_yield(void);
-void sched_cpu_dying(int cpu);
 u64 nr_context_switches(void);
 
 // task.c
@@ -166,7 +165,6 @@ int user_spawn(const char *name);
 void __noreturn user_exec(const char *name);
 void __noreturn do_exit(int code);
 void task_free(struct task *t);
-struct task *find_task_by_pid(int pid);
 
 // programs.S / uprog.c
 const u8 *uprog_find(const char *name, u64 *size);
@@ -175,7 +173,6 @@ const u8 *uprog_find(const char *name, u64 *size);
 void __noreturn cpu_startup_entry(void);
 void do_idle(void);
 void default_idle(void);
-u64 nr_idle_entries(void);
 
 // sem.c
 struct sem_waiter;

@@ -82,10 +82,24 @@ FUNC _start
 
 // ---- secondary CPUs -----------------------------------------------------------
 // Started by INIT + STARTUP: RSP = its idle stack top, CR3 = kernel_pml4, RDI = APIC id.
+// First our GDT, TSS, GS base and IDT (prepared by cpu_up), so that an NMI can be
+// taken as early as possible: until the lidt, one would be fatal.
 FUNC secondary_startup_64
 	cli
-	xorl %ebp, %ebp
 	movl %edi, %r12d
+	lgdt ap_gdt_descr(%rip)
+	movl $TSS_SEL, %eax
+	ltr %ax
+	movl %r12d, %eax
+	imulq $PCPU_SIZE, %rax
+	leaq percpu(%rip), %rdx
+	addq %rdx, %rax
+	movq %rax, %rdx
+	shrq $32, %rdx
+	movl $MSR_GS_BASE, %ecx
+	wrmsr
+	lidt idt_descr(%rip)
+	xorl %ebp, %ebp
 	call secondary_percpu_early     // GS base, current = swapper/N, RCU not watching
 	movl %r12d, %edi
 	call start_secondary

@@ -129,8 +129,11 @@ static int requests_queued(void)
 	return 0;
 }
 
-static void serve_requests(void)
+// Returns the number of requests served.
+static int serve_requests(void)
 {
+	int served = 0;
+
 	for (int cpu = 0; cpu < NCPU; cpu++) {
 		int want = __atomic_exchange_n(&hp_want[cpu], 0, __ATOMIC_SEQ_CST);
 		if (!want)
@@ -140,11 +143,14 @@ static void serve_requests(void)
 		else
 			cpu_down(cpu);
 		__atomic_fetch_sub(&hotplug_pending, 1, __ATOMIC_SEQ_CST);
+		served++;
 	}
+	return served;
 }
 
 // hotplugd: serve requests; every hotplug_cycle= ms (default 50, 0 = never) take
-// the highest CPU down and up again.
+// the highest CPU down and up again. A request postpones the next cycle, so what
+// the requester asked for holds for at least a cycle.
 int hotplug_thread(void *arg)
 {
 	long cycle = cmdline_get_int("hotplug_cycle", 50);
@@ -152,7 +158,8 @@ int hotplug_thread(void *arg)
 
 	hotplug_task = current;
 	for (;;) {
-		serve_requests();
+		if (serve_requests())
+			next = jiffies + cycle;
 		if (cycle > 0 && nr_cpus_present > 1 && jiffies >= next) {
 			int cpu = nr_cpus_present - 1;
 			if (cpu_online(cpu)) {

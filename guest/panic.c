@@ -52,8 +52,12 @@ void __noreturn panic(const char *fmt, ...)
 
 	cli();
 	me = smp_processor_id();
-	if (__atomic_exchange_n(&panicking, 1, __ATOMIC_SEQ_CST) && panic_cpu != me)
-		play_dead();            // another CPU is already panicking
+	if (__atomic_exchange_n(&panicking, 1, __ATOMIC_SEQ_CST)) {
+		if (panic_cpu != me)
+			play_dead();    // another CPU is already panicking
+		console_write("panic: recursive panic\n", 23);
+		poweroff(EXIT_PANIC);
+	}
 	panic_cpu = me;
 	if (lapic_usable)
 		lapic_send_ipi_others(APIC_DM_NMI);     // default_do_nmi parks them

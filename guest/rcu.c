@@ -6,12 +6,12 @@
 #include "percpu.h"
 #include "preempt.h"
 
-void rcu_read_lock(void)
+noinline void rcu_read_lock(void)
 {
 	preempt_disable();
 }
 
-void rcu_read_unlock(void)
+noinline void rcu_read_unlock(void)
 {
 	preempt_enable();
 }

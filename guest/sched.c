@@ -172,7 +172,7 @@ static void wake_idle_cpu(void)
 }
 
 // Wake p if its state is in state: make it runnable and queue it.
-int try_to_wake_up(struct task *p, int state)
+noinline int try_to_wake_up(struct task *p, int state)
 {
 	u64 flags = spin_lock_irqsave(&rq_lock);
 	int queued = 0;

@@ -5,6 +5,9 @@
 #include "mmu.h"
 #include "percpu.h"
 
+// GDT of the CPU being started, loaded by secondary_startup_64 (cpu_up sets it).
+struct desc_ptr ap_gdt_descr;
+
 // IST stacks per CPU: [0] for #DF (IST_DF), [1] for NMI (IST_NMI).
 static u8 ist_stacks[NCPU][2][IST_STACK_SIZE] __aligned(16);
 
@@ -19,25 +22,26 @@ static void set_tss_desc(u64 *gdt, struct tss *tss)
 }
 
 // Fill cpu's GDT and TSS (before it runs: the boot CPU for itself, cpu_up for the
-// others), so an NMI finds its IST stack as soon as the TSS is loaded.
+// others), so an NMI finds its IST stack as soon as the TSS is loaded. Field by
+// field, never zeroed first: a parked CPU still takes NMIs through this TSS.
 void cpu_prepare(int cpu)
 {
 	struct cpu *c = cpu_of(cpu);
 	u64 *gdt = c->gdt;
 
-	memset(gdt, 0, sizeof(c->gdt));
 	gdt[GDT_ENTRY_KERNEL32_CS] = SEG_KERNEL32_CS;
 	gdt[GDT_ENTRY_KERNEL_CS] = SEG_KERNEL_CS;
 	gdt[GDT_ENTRY_KERNEL_DS] = SEG_KERNEL_DS;
 	gdt[GDT_ENTRY_USER32_CS] = SEG_USER32_CS;
 	gdt[GDT_ENTRY_USER_DS] = SEG_USER_DS;
 	gdt[GDT_ENTRY_USER_CS] = SEG_USER_CS;
-	memset(&c->tss, 0, sizeof(c->tss));
 	c->tss.rsp[0] = (u64)idle_stacks[cpu] + KSTACK_SIZE;
 	c->tss.ist[IST_DF - 1] = (u64)ist_stacks[cpu][0] + IST_STACK_SIZE;
 	c->tss.ist[IST_NMI - 1] = (u64)ist_stacks[cpu][1] + IST_STACK_SIZE;
 	c->tss.iomap_base = sizeof(struct tss);
 	set_tss_desc(gdt, &c->tss);
+	ap_gdt_descr.size = sizeof(c->gdt) - 1;
+	ap_gdt_descr.address = (u64)gdt;
 }
 
 // Load this CPU's GDT, reload CS (far return) and the data segments, load the TSS.

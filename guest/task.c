@@ -193,14 +193,6 @@ void __noreturn do_exit(int code)
 	panic("do_exit: dead task %d ran again", t->pid);
 }
 
-struct task *find_task_by_pid(int pid)
-{
-	for (int i = 0; i < NTASK; i++)
-		if (tasks[i].used && tasks[i].pid == pid)
-			return &tasks[i];
-	return NULL;
-}
-
 // The programs embedded by programs.S: (name, start, end) triples, NULL name ends.
 extern const u64 uprog_table[];
 

@@ -50,6 +50,8 @@ void idt_init(void)
 	set_gate(SPURIOUS_VECTOR, asm_sysvec_spurious, 0, 0);
 }
 
+struct desc_ptr idt_descr = { sizeof(idt) - 1, (u64)idt };    // secondary_startup_64
+
 void idt_load(void)
 {
 	lidt(idt, sizeof(idt));
