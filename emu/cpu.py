@@ -207,12 +207,15 @@ class VCpu:
         except EmuError:
             return False
 
-    def in_nmi(self) -> bool:
-        """True while RSP is inside this CPU's NMI IST stack (NMIs are then held)."""
+    def nmi_blocked(self) -> bool:
+        """NMIs are held while RSP is inside this CPU's NMI IST stack (as if until its iretq),
+        and while the CPU has no IDT yet (just started): a real CPU would triple-fault."""
         self.uc.context_update(self.ctx)
+        if not struct.unpack_from("<I", self.ctx_buf, ucx.CTX_IDT_BASE + 8)[0]:
+            return True
         tss = _u64.unpack_from(self.ctx_buf, ucx.CTX_TR_BASE)[0]
         if not tss:
-            return False
+            return True
         try:
             top = _u64.unpack(self.machine.walker.read(self.cr3(), tss + 0x24 + 8 * (L.IST_NMI - 1), 8))[0]
         except Exception:
@@ -227,7 +230,7 @@ class VCpu:
             self.machine.start_ap(self)
         if self.state == STOPPED:
             return
-        if apic.nmi_pending and not self.in_nmi():
+        if apic.nmi_pending and not self.nmi_blocked():
             apic.nmi_pending = False
             trap.deliver(self, T_NMI)
             self.state = RUNNING

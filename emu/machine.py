@@ -321,8 +321,10 @@ class Machine:
             now = self.now
             if now >= until_ns:
                 return
-            if now >= self._next_nmi:
-                self.nmi()
+            if now >= self._next_nmi:          # a watchdog: online CPUs only
+                for c in cpus:
+                    if c.state in (RUNNING, HALTED):
+                        c.apic.nmi_pending = True
                 self._next_nmi += self.nmi_period
             for c in cpus:
                 c.apic.expire(now)

@@ -24,6 +24,10 @@ void __noreturn play_dead(void);
 // switch.S
 struct task *switch_to(struct task *prev, struct task *next);
 
+// bench.c
+int bench_fib(int n);
+void bench_init(void);
+
 // main.c
 extern char saved_command_line[BP_CMDLINE_MAX];
 extern int nr_cpus_present;

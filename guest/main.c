@@ -63,6 +63,7 @@ static int kernel_init(void *arg)
 	kernel_thread(hotplug_thread, NULL, "hotplugd"); // CPU down/up cycling, requests
 	kernel_thread(rcu_demo_thread, NULL, "rcu_sync"); // synchronize_rcu now and then
 	kernel_thread(watchdog_thread, NULL, "watchdog"); // NMI IPIs
+	bench_init();                                   // busy threads if bench=N
 	printk("Run init as init process\n");
 	user_exec("init");                              // ring 3 from here on
 }

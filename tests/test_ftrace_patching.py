@@ -27,7 +27,7 @@ def inside(m: Machine, cpu, start: int, end: int) -> bool:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_patching_every_site_while_four_vcpus_run_loses_and_invents_nothing(seed):
-    m = Machine(cpus=4, slice_seed=seed, quantum=2000)
+    m = Machine(cpus=4, slice_seed=seed, quantum=2000, cmdline="console=ttyS0 bench=4")
     m.boot()
     ft = m.ftrace
     kstat = m.symbol_address("kstat_inc")
