@@ -183,7 +183,11 @@ class VCpu:
             if self.machine.deterministic:
                 self.uc.emu_start(self.rip(), 0, count=count)
             else:
-                self.uc.emu_start(self.rip(), 0, timeout=max(1, budget_ns // 1000))
+                self.machine.ticker.arm(self.uc, budget_ns)
+                try:
+                    self.uc.emu_start(self.rip(), 0)
+                finally:
+                    self.machine.ticker.disarm()
         except UcError as e:
             raise self.fatal(EmuError, f"unicorn stopped: {e}") from None
         finally:

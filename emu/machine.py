@@ -27,12 +27,14 @@ from .elf import KernelImage
 from .errors import BudgetExceeded, EmuError, GuestPanic
 from .execmem import ExecMem
 from .paging import PageFault, PageWalker
+from .ticker import SliceTicker
 
 KSTAT_FIELDS = ("timer_interrupts", "softirqs", "nmis", "syscalls", "context_switches",
                 "idle_entries", "cpu_offline", "cpu_online", "page_faults", "ipis")
 INIT_UP, TESTS_PASSED = "init: up", "ALL TESTS PASSED"
 ARG_REGS = (UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX, UC_X86_REG_R8, UC_X86_REG_R9)
 RFLAGS_IF = 1 << 9
+FREE_SLICE_MAX_NS = 2_000_000
 MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000101, 0xC0000102
 
 
@@ -101,6 +103,7 @@ class Machine:
         self.now = 0
         self.quantum = quantum
         self.deterministic = deterministic
+        self.ticker = None if deterministic else SliceTicker()
         self._rng = None
         if slice_seed is not None:
             import random
@@ -118,6 +121,7 @@ class Machine:
         self.delivery_listeners: list[Callable[[VCpu, int], None]] = []
         self.snapshot_participants: list[Any] = []
         self._deferred: list[Callable[[], None]] = []
+        self.last_call_instructions = 0
         self._gdt_flags: dict[tuple[int, int], int] = {}
         for port in self.serial.ports():
             self.add_port(port, lambda cpu, p, v: self.serial.write(p, v), lambda cpu, p: self.serial.read(p))
@@ -305,6 +309,11 @@ class Machine:
             raise cpu.fatal(GuestPanic, f"guest {msg}")
 
     def _slice_length(self, limit_ns: int) -> int:
+        """Instructions for the next round: the quantum (jittered with ``slice_seed``), cut at
+        the next event. Free-running slices go straight to the next event (Unicorn starts a
+        timer thread per slice, so fewer, longer slices are cheaper)."""
+        if not self.deterministic:
+            return max(1, min(limit_ns, FREE_SLICE_MAX_NS) // L.NS_PER_INSN)
         q = self.quantum if self._rng is None else self._rng.randint(max(1, self.quantum // 8), self.quantum)
         return max(1, min(q, limit_ns // L.NS_PER_INSN))
 
@@ -366,7 +375,8 @@ class Machine:
 
     def call(self, func: str | int, *args: int, cpu: int = 0, max_insns: int = 50_000_000) -> int:
         """Run guest function ``func(*args)`` to completion on ``cpu`` in kernel context with
-        interrupts off, and return its rax. Works from inside hooks too (nested)."""
+        interrupts off, and return its rax (``last_call_instructions`` says how many
+        instructions it took). Works from inside hooks too (nested)."""
         if len(args) > len(ARG_REGS):
             raise ValueError("at most six arguments")
         addr = func if isinstance(func, int) else self.symbol_address(func)
@@ -386,6 +396,7 @@ class Machine:
             self._check_exit()
             if c.rip() != self.call_return_va:
                 raise c.fatal(BudgetExceeded, f"{self.lookup(addr)} did not return within {max_insns} instructions")
+            self.last_call_instructions = c.counter.value
             return c.regs.read(UC_X86_REG_RAX)
         finally:
             c.uc.context_restore(saved)
