@@ -72,17 +72,18 @@ class PageWalker:
             n -= chunk
         return bytes(out)
 
-    def write(self, cr3: int, va: int, data: bytes) -> list[tuple[int, int]]:
-        """Write guest virtual memory; returns the (pa, len) pieces written."""
-        pieces = []
-        pos = 0
-        while pos < len(data):
-            chunk = min(len(data) - pos, 0x1000 - (va & 0xFFF))
+    def write(self, cr3: int, va: int, data: bytes) -> None:
+        """Write guest virtual memory, page by page."""
+        n = len(data)
+        if (va & 0xFFF) + n <= 0x1000:                       # the common case: one page
             pa = self.translate(cr3, va)
-            if pa + chunk > self.size:
+            if pa + n > self.size:
                 raise PageFault(va)
-            self.ram[pa:pa + chunk] = data[pos:pos + chunk]
-            pieces.append((pa, chunk))
+            self.ram[pa:pa + n] = data
+            return
+        pos = 0
+        while pos < n:
+            chunk = min(n - pos, 0x1000 - (va & 0xFFF))
+            self.write(cr3, va, data[pos:pos + chunk])
             va += chunk
             pos += chunk
-        return pieces

@@ -75,19 +75,21 @@ class FtraceRecFlags(enum.IntFlag):
     ENABLED = 1 << 31
 
 
-FTRACE_FL_MODIFIED = FtraceRecFlags.MODIFIED
-FTRACE_FL_TOUCHED = FtraceRecFlags.TOUCHED
-FTRACE_FL_CALL_OPS_EN = FtraceRecFlags.CALL_OPS_EN
-FTRACE_FL_CALL_OPS = FtraceRecFlags.CALL_OPS
-FTRACE_FL_DIRECT_EN = FtraceRecFlags.DIRECT_EN
-FTRACE_FL_DIRECT = FtraceRecFlags.DIRECT
-FTRACE_FL_DISABLED = FtraceRecFlags.DISABLED
-FTRACE_FL_IPMODIFY = FtraceRecFlags.IPMODIFY
-FTRACE_FL_TRAMP_EN = FtraceRecFlags.TRAMP_EN
-FTRACE_FL_TRAMP = FtraceRecFlags.TRAMP
-FTRACE_FL_REGS_EN = FtraceRecFlags.REGS_EN
-FTRACE_FL_REGS = FtraceRecFlags.REGS
-FTRACE_FL_ENABLED = FtraceRecFlags.ENABLED
+# Plain ints: record flags are tested per site on every update, and IntFlag arithmetic
+# costs about a microsecond per operation.
+FTRACE_FL_MODIFIED = int(FtraceRecFlags.MODIFIED)
+FTRACE_FL_TOUCHED = int(FtraceRecFlags.TOUCHED)
+FTRACE_FL_CALL_OPS_EN = int(FtraceRecFlags.CALL_OPS_EN)
+FTRACE_FL_CALL_OPS = int(FtraceRecFlags.CALL_OPS)
+FTRACE_FL_DIRECT_EN = int(FtraceRecFlags.DIRECT_EN)
+FTRACE_FL_DIRECT = int(FtraceRecFlags.DIRECT)
+FTRACE_FL_DISABLED = int(FtraceRecFlags.DISABLED)
+FTRACE_FL_IPMODIFY = int(FtraceRecFlags.IPMODIFY)
+FTRACE_FL_TRAMP_EN = int(FtraceRecFlags.TRAMP_EN)
+FTRACE_FL_TRAMP = int(FtraceRecFlags.TRAMP)
+FTRACE_FL_REGS_EN = int(FtraceRecFlags.REGS_EN)
+FTRACE_FL_REGS = int(FtraceRecFlags.REGS)
+FTRACE_FL_ENABLED = int(FtraceRecFlags.ENABLED)
 
 FTRACE_REF_MAX_SHIFT = 19
 FTRACE_REF_MAX = (1 << FTRACE_REF_MAX_SHIFT) - 1

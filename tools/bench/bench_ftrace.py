@@ -100,10 +100,16 @@ def main() -> None:
 
     sites = len(m.ftrace.records)
     everything = FtraceOps(native)
-    t_on = timed(lambda: (m.ftrace.register_ftrace_function(everything),
-                          m.ftrace.unregister_ftrace_function(everything)), 3)
-    row(f"enable + disable every site ({sites} sites)", f"{t_on / sites / 2 * 1e6:.2f} us/site",
-        verdict(t_on / sites / 2 <= 5e-6) + " target <= 5 us")
+    t_all = timed(lambda: (m.ftrace.register_ftrace_function(everything),
+                           m.ftrace.unregister_ftrace_function(everything)), 5)
+    single = only_fib(native)
+    t_one = timed(lambda: (m.ftrace.register_ftrace_function(single),
+                           m.ftrace.unregister_ftrace_function(single)), 5)
+    per_site = t_all / sites / 2
+    marginal = (t_all - t_one) / (sites - 1) / 2
+    row(f"enable + disable every site ({sites} sites), per site", f"{per_site * 1e6:.2f} us/site",
+        verdict(per_site <= 5e-6) + " target <= 5 us")
+    row("  the same without the fixed cost of one registration", f"{marginal * 1e6:.2f} us/site")
 
 
 if __name__ == "__main__":

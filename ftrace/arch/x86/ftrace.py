@@ -288,11 +288,12 @@ class X86Ftrace:
         """Verify every site first, then write them all as one int3 batch."""
         self.sync_guest_ops()
         batch = {}
+        walker, cr3 = self.machine.walker, self.machine.kernel_cr3()
         for rec, _action, old, new in plan:
             expected = site_insn(rec.ip, old)
             try:
-                actual = self._read(rec.ip, MCOUNT_INSN_SIZE)
-            except EmuError:
+                actual = walker.read(cr3, rec.ip, MCOUNT_INSN_SIZE)
+            except PageFault:
                 raise FtracePatchError(errno.EFAULT, "cannot read call site", rec) from None
             if actual != expected:
                 raise FtracePatchError(errno.EINVAL, "call site mismatch", rec, actual, expected)

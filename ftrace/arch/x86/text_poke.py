@@ -55,8 +55,9 @@ class TextPoker:
 
     def _step(self, writes: dict[int, bytes], offset: int) -> None:
         m = self.machine
+        cr3 = m.kernel_cr3()
         for ip, data in writes.items():
-            m.walker.write(m.kernel_cr3(), ip + offset, data)
+            m.walker.write(cr3, ip + offset, data)
         if len(writes) > BATCH_FLUSH_ALL:
             for c in m.cpus:
                 c.uc.ctl_flush_tb()
