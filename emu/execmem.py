@@ -17,16 +17,23 @@ class ExecMem:
         self.free_list: list[tuple[int, int]] = [(L.EXECMEM_VA, L.EXECMEM_SIZE)]
         self.used: dict[int, int] = {}
 
-    def alloc(self, size: int) -> int:
-        """Virtual address of ``size`` fresh bytes; MemoryError if the area is full."""
+    def alloc(self, size: int, align: int = ALIGN) -> int:
+        """Virtual address of ``size`` fresh bytes aligned to ``align``; MemoryError if full.
+
+        Data the guest writes often belongs in pages of its own (``align=4096`` and a size
+        rounded to pages): a write to a page holding translated code takes Unicorn's slow
+        self-modifying-code path."""
         size = (size + ALIGN - 1) & ~(ALIGN - 1)
         for i, (start, length) in enumerate(self.free_list):
-            if length >= size:
-                self.free_list[i] = (start + size, length - size)
-                if length == size:
-                    del self.free_list[i]
-                self.used[start] = size
-                return start
+            pad = -start % align
+            if length >= size + pad:
+                del self.free_list[i]
+                if length > size + pad:
+                    self.free_list.insert(i, (start + pad + size, length - size - pad))
+                if pad:
+                    self.free_list.insert(i, (start, pad))
+                self.used[start + pad] = size
+                return start + pad
         raise MemoryError("execmem area exhausted")
 
     def free(self, va: int) -> None:

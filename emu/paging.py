@@ -30,10 +30,12 @@ class PageWalker:
         self.ram = ram
         self.size = len(ram)
         self._cache: dict[tuple[int, int], int] = {}
+        self._kcache: dict[int, int] = {}
 
     def flush(self) -> None:
         """Forget cached translations (after a restore or a page-table change)."""
         self._cache.clear()
+        self._kcache.clear()
 
     def translate(self, cr3: int, va: int) -> int:
         """Physical address of ``va``; raises PageFault if it is not mapped."""
@@ -58,6 +60,16 @@ class PageWalker:
                 return (e & ADDR_MASK & ~((1 << shift) - 1)) | (va & ((1 << shift) - 1) & ~0xFFF)
             table = e & ADDR_MASK
         return table
+
+    def kernel_pa(self, va: int, cr3_fn) -> int:
+        """Physical address of a kernel-half ``va``: its mapping is the same under every
+        address space after boot, so it is cached by page alone and ``cr3_fn()`` (a register
+        read) is called only on a miss."""
+        page = va & ~0xFFF
+        pa = self._kcache.get(page)
+        if pa is None:
+            pa = self._kcache[page] = self._walk(cr3_fn() & ADDR_MASK, page)
+        return pa | (va & 0xFFF)
 
     def read(self, cr3: int, va: int, n: int) -> bytes:
         """Read ``n`` bytes of guest virtual memory, page by page."""

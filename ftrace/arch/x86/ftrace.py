@@ -23,9 +23,8 @@ from ...flags import FtraceOpsFlags as FL
 from ...ops import FtraceOps, ftrace_ops_get_func
 from ...recursion import RecursionRecorder
 from .asm import CodeBuilder
-from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, OPS_FILTER, OPS_FLAGS,
-                        OPS_FUNC, OPS_ID, OPS_NEXT, OPS_PRIVATE, OPS_SIZE, emit_caller,
-                        emit_helpers, emit_python_stub)
+from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, MAILBOX_SIZE, OPS_SIZE,
+                        emit_caller, emit_helpers, emit_python_stub)
 from .insn import MCOUNT_INSN_SIZE, X86_NOP5, call_insn, site_insn
 from .ptregs import FRAME_SIZE, PT_REGS_OFFSET, PtRegs
 from .text_poke import TextPoker
@@ -81,8 +80,11 @@ class X86Ftrace:
     # ---- guest code ----------------------------------------------------------
     def _build_shared_code(self) -> None:
         m = self.machine
-        self.data = m.execmem.alloc(16)
+        # A data page of its own: the guest writes the mailboxes on every Python callback.
+        self.data = m.execmem.alloc(4096, align=4096)
         self.function_trace_op, self.ftrace_ops_list_head = self.data, self.data + 8
+        self.mailboxes = self.data + 0x100
+        self.mailbox_pa = self.mailboxes - L.EXECMEM_VA + L.EXECMEM_PA
         base = m.execmem.alloc(SHARED_CODE_SIZE)
         b = CodeBuilder(base)
         emit_helpers(b, self.ftrace_ops_list_head)
@@ -94,7 +96,7 @@ class X86Ftrace:
         if len(b.code) > SHARED_CODE_SIZE:
             raise RuntimeError("ftrace shared code outgrew its block")
         self._write(base, bytes(b.code) + bytes(SHARED_CODE_SIZE - len(b.code)))
-        self._write(self.data, bytes(16))
+        self._write(self.data, bytes(4096))
         lab = b.labels
         self.ftrace_stub = lab["ftrace_stub"]
         self.ftrace_ops_list_func = lab["ftrace_ops_list_func"]
@@ -171,7 +173,7 @@ class X86Ftrace:
             self._next_id += 1
             copy = self.machine.execmem.alloc(OPS_SIZE)
             b = CodeBuilder(self.machine.execmem.alloc(64))
-            emit_python_stub(b, ops_id)
+            emit_python_stub(b, ops_id, self.mailboxes)
             self._write(b.base, bytes(b.code))
             self.symbols[b.base] = ("ftrace_ops_stub", len(b.code))
             g = self._guest[id(ops)] = GuestOps(ops_id, copy, b.base)
@@ -335,13 +337,11 @@ class X86Ftrace:
         ops = self._by_ops_id.get(ops_id)
         if ops is None or ops_id in self._dead:
             return
-        walker, cr3 = self.machine.walker, cpu.cr3()
-        ip, parent_ip, _op, fregs = _args.unpack(walker.read(cr3, cpu.stack_pointer(), 32))
+        ram = self.machine.ram
+        ip, parent_ip, _op, fregs = _args.unpack_from(ram, self.mailbox_pa + MAILBOX_SIZE * cpu.index)
         regs = None
         if ops.flags & FL.SAVE_REGS and fregs:
-            raw = walker.read(cr3, fregs, FRAME_SIZE)
-            if _q.unpack_from(raw, PT_REGS_OFFSET["cs"])[0]:
-                regs = PtRegs(raw, fregs)
+            regs = self._pt_regs(cpu, fregs)
         outer, self.current_cpu = self.current_cpu, cpu
         try:
             ops.saved_func(ip, parent_ip, ops, regs)
@@ -352,7 +352,18 @@ class X86Ftrace:
             self.current_cpu = outer
         if regs is not None:
             for addr, data in regs.changes():
-                walker.write(cr3, addr, data)
+                self.machine.walker.write(cpu.cr3(), addr, data)
+
+    def _pt_regs(self, cpu: "VCpu", fregs: int) -> PtRegs | None:
+        """The trampoline's frame as a PtRegs, or None for a frame without full regs."""
+        pa = self.machine.walker.kernel_pa(fregs, cpu.cr3)
+        if (fregs & 0xFFF) + FRAME_SIZE <= 0x1000:
+            raw = bytes(self.machine.ram[pa:pa + FRAME_SIZE])
+        else:
+            raw = self.machine.walker.read(cpu.cr3(), fregs, FRAME_SIZE)
+        if not _q.unpack_from(raw, PT_REGS_OFFSET["cs"])[0]:
+            return None
+        return PtRegs(raw, fregs)
 
     def _retire(self, ops: FtraceOps, ops_id: int, e: Exception) -> None:
         self.callback_errors.append((ops, e))

@@ -249,18 +249,25 @@ def emit_caller(b: CodeBuilder, name: str, regs: bool, op_load: str, target: int
     b.align()
 
 
-def emit_python_stub(b: CodeBuilder, ops_id: int) -> None:
-    """A guest function that hands (ip, parent_ip, op, fregs) to the host's Python callback."""
+MAILBOX_SIZE = 32               # per CPU: ip, parent_ip, op, fregs
+
+
+def emit_python_stub(b: CodeBuilder, ops_id: int, mailboxes: int) -> None:
+    """A guest function that hands (ip, parent_ip, op, fregs) to the host's Python callback:
+    it leaves them in this CPU's mailbox (read by the host straight from RAM) and makes one
+    ``out`` hypercall carrying the ops id."""
     b.emit(f"""
         push rbp
         mov rbp, rsp
-        push rcx
-        push rdx
-        push rsi
-        push rdi
+        mov eax, dword ptr gs:[{L.PCPU_CPU}]
+        shl eax, 5
+        add rax, {mailboxes}
+        mov qword ptr [rax], rdi
+        mov qword ptr [rax + 8], rsi
+        mov qword ptr [rax + 16], rdx
+        mov qword ptr [rax + 24], rcx
         mov eax, {ops_id}
         out {HCALL_CALLBACK_PORT}, eax
-        add rsp, 32
         pop rbp
         ret""")
     b.align()
