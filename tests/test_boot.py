@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from emu import BudgetExceeded, Machine
+from emu import BudgetExceeded, GuestPanic, Machine
 
 CONTEXT_COUNTERS = ("timer_interrupts", "softirqs", "syscalls", "context_switches", "idle_entries")
 
@@ -80,3 +80,15 @@ def test_a_hung_guest_ends_with_budget_exceeded(booted_snapshots):
     with pytest.raises(BudgetExceeded) as e:
         m.run_until(lambda: False, budget_ms=5)
     assert e.value.cpu == 0 and "+0x" in e.value.rip
+
+
+def test_a_kernel_panic_ends_the_run_with_cpu_rip_and_backtrace(booted_snapshots):
+    m = booted_snapshots(1)
+    target = m.symbol_address("do_syscall_64") + 5            # just after its ftrace site
+    m.write(target, b"\x0f\x0b")                              # ud2: the next syscall oopses
+    with pytest.raises(GuestPanic) as e:
+        m.run(ms=100)
+    err = e.value
+    assert err.cpu == 0 and err.rip.startswith("poweroff+")        # panic() powers off last
+    assert f"guest panic: invalid opcode at ip 0x{target:x}" in str(err)
+    assert any(f.startswith("do_invalid_op+") for f in err.backtrace)

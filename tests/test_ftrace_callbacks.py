@@ -164,3 +164,35 @@ def test_unregistered_means_no_more_callbacks(booted_snapshots):
     m.run(ms=20)
     assert n > 0 and len(seen) == n
     assert all(m.read(r.ip, 5) == bytes.fromhex("0f1f440000") for r in ft.records)
+
+
+def test_shared_sites_call_the_newest_registered_ops_first(booted_snapshots):
+    m = booted_snapshots(1)
+    ft = m.ftrace
+    order = []
+    first = FtraceOps(lambda *a: order.append("first"))
+    second = FtraceOps(lambda *a: order.append("second"))
+    for ops in (first, second):
+        ft.ftrace_set_filter(ops, F1, True)
+        ft.register_ftrace_function(ops)
+    m.call(F1)
+    assert order == ["second", "first"]
+    assert ft.enabled_functions.startswith(f"{F1} (2)            ->ftrace_ops_list_func+0x0/")
+    for ops in (first, second):
+        ft.unregister_ftrace_function(ops)
+
+
+def test_restoring_a_snapshot_restores_ftrace_too(booted_snapshots):
+    m = booted_snapshots(1)
+    ft = m.ftrace
+    snap = m.snapshot()
+    ops = FtraceOps(lambda *a: None)
+    ft.ftrace_set_filter(ops, "schedule", True)
+    ft.register_ftrace_function(ops)
+    site = ft.function_address("schedule")
+    assert m.read(site, 1) == b"\xe8" and ft.enabled_functions
+    m.restore(snap)
+    assert m.read(site, 5) == bytes.fromhex("0f1f440000")
+    assert ft.enabled_functions == "" and ft.ops_list == [] and not ops.flags & 1
+    ft.register_ftrace_function(ops)                # registering again works
+    ft.unregister_ftrace_function(ops)
