@@ -15,13 +15,13 @@ from typing import Any, Callable
 
 from unicorn import UcError
 from unicorn.x86_const import (UC_X86_REG_CR3, UC_X86_REG_R8, UC_X86_REG_R9, UC_X86_REG_RAX,
-                               UC_X86_REG_RBP, UC_X86_REG_RCX, UC_X86_REG_RDI, UC_X86_REG_RDX,
+                               UC_X86_REG_RCX, UC_X86_REG_RDI, UC_X86_REG_RDX,
                                UC_X86_REG_RSI, UC_X86_REG_RSP, UC_X86_REG_RIP)
 
 from . import kbuild, loader, ucx
 from . import memlayout as L
 from .apic import NEVER
-from .cpu import HALTED, PARKED, RUNNING, STOPPED, VCpu
+from .cpu import HALTED, RUNNING, STOPPED, VCpu
 from .devices import ExitPort, Serial16550
 from .elf import KernelImage
 from .errors import BudgetExceeded, EmuError, GuestPanic

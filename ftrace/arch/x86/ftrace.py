@@ -181,15 +181,6 @@ class X86Ftrace:
             self.code_ranges.append((b.base, b.base + 64))
         return g
 
-    def guest_func(self, func) -> int:
-        """The guest address a trampoline calls for ``func`` (a Python callable -> its stub)."""
-        if isinstance(func, int):
-            return func
-        for ops_key, g in self._guest.items():
-            if self._by_ops_id[g.ops_id].saved_func is func or self._by_ops_id[g.ops_id].func is func:
-                return g.stub
-        raise FtraceError(errno.EINVAL, f"no guest stub for {func!r}")
-
     def _ops_target(self, ops: FtraceOps) -> int:
         """ftrace_ops_get_func(ops) as a guest address."""
         f = ftrace_ops_get_func(ops, self.ftrace_ops_assist_func)

@@ -32,7 +32,7 @@ FRAME_SIZE = 168
 
 # The guest copy of an ftrace_ops (what trampolines and the list function read).
 OPS_FUNC, OPS_FLAGS, OPS_PRIVATE, OPS_NEXT = 0x00, 0x08, 0x10, 0x18
-OPS_FILTER, OPS_FILTER_N, OPS_NOTRACE, OPS_NOTRACE_N, OPS_ID = 0x20, 0x28, 0x30, 0x38, 0x40
+OPS_FILTER, OPS_FILTER_N, OPS_NOTRACE, OPS_NOTRACE_N, OPS_ID = 0x20, 0x28, 0x30, 0x38, 0x40  # n after array
 OPS_SIZE = 0x48
 
 _NMI, _HARD = L.NMI_MASK, L.NMI_MASK | L.HARDIRQ_MASK
@@ -178,22 +178,8 @@ def emit_helpers(b: CodeBuilder, ops_list_head: int) -> None:
         jz 7f
         cmp qword ptr [r14 + {R['cs']}], 0
         je 7f
-    3:  mov rdx, qword ptr [rbx + {OPS_FILTER_N}]
-        test rdx, rdx
-        jz 4f
-        mov rdi, r12
-        mov rsi, qword ptr [rbx + {OPS_FILTER}]
-        call {lookup}
-        test eax, eax
-        jz 7f
-    4:  mov rdx, qword ptr [rbx + {OPS_NOTRACE_N}]
-        test rdx, rdx
-        jz 5f
-        mov rdi, r12
-        mov rsi, qword ptr [rbx + {OPS_NOTRACE}]
-        call {lookup}
-        test eax, eax
-        jnz 7f
+    3:""" + hash_test(OPS_FILTER, "jz", lookup, "4f") + """
+    4:""" + hash_test(OPS_NOTRACE, "jnz", lookup, "5f") + """
     5:""" + call_op + f"""
     7:  mov rbx, qword ptr [rbx + {OPS_NEXT}]
         jmp 1b
@@ -201,6 +187,21 @@ def emit_helpers(b: CodeBuilder, ops_list_head: int) -> None:
         call {unlock}
     9:""" + epilogue)
     b.align()
+
+
+def hash_test(array: int, skip_if: str, lookup: int, next_test: str) -> str:
+    """One hash of ftrace_ops_test for the ops in rbx, ip in r12: skip the ops (to 7f) when
+    ``skip_if`` holds after the lookup (filter: ``jz``, ip absent; notrace: ``jnz``, ip
+    present); an empty hash goes straight on to ``next_test``."""
+    return f"""
+        mov rdx, qword ptr [rbx + {array + 8}]
+        test rdx, rdx
+        jz {next_test}
+        mov rdi, r12
+        mov rsi, qword ptr [rbx + {array}]
+        call {lookup}
+        test eax, eax
+        {skip_if} 7f"""
 
 
 def emit_caller(b: CodeBuilder, name: str, regs: bool, op_load: str, target: int) -> None:

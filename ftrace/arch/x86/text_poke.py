@@ -13,13 +13,13 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from unicorn.x86_const import UC_X86_REG_RIP, UC_X86_REG_RSP
+
 from .insn import CALL_INSN_OPCODE, INT3_INSN_OPCODE, MCOUNT_INSN_SIZE, call_target
 
 if TYPE_CHECKING:
     from emu import Machine
     from emu.cpu import VCpu
-
-from unicorn.x86_const import UC_X86_REG_RIP, UC_X86_REG_RSP
 
 BATCH_FLUSH_ALL = 32      # above this many sites one full translation flush beats per-site removal
 
