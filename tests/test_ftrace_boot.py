@@ -10,6 +10,7 @@ from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from emu import Machine
 from ftrace import FtraceError, FtraceOps
 from ftrace.arch.x86.insn import X86_NOP5, call_insn
+from ftrace.arch.x86.ptregs import PT_REGS_OFFSET
 from ftrace.machine import MachineFtrace
 
 NOP5 = bytes.fromhex("0f1f440000")
@@ -43,26 +44,34 @@ def test_available_filter_functions_lists_sites_in_address_order(booted_snapshot
     assert "__fentry__" not in names and "rcu_is_watching" not in names   # notrace
 
 
-def test_ftrace_caller_saves_pt_regs_in_the_kernels_layout(booted_snapshots):
+def test_ftrace_caller_saves_the_argument_registers_and_passes_null_regs(booted_snapshots):
     m = booted_snapshots(1)
     x86 = m.ftrace.x86
-    code = disasm(m, x86.ftrace_caller, x86.ftrace_call + 5)
-    assert code[:7] == ["push rbp", "push qword ptr [rsp + 0x10]", "push rbp", "mov rbp, rsp",
-                        "push qword ptr [rsp + 0x18]", "push rbp", "mov rbp, rsp"]
-    assert code[7] == "sub rsp, 0xa8"                               # sizeof(struct pt_regs)
-    stores = {line.split("[rsp + ")[1].split("]")[0]: line.split(", ")[1]
-              for line in code if line.startswith("mov qword ptr [rsp +") and ", r" in line}
-    assert stores == {"0x50": "rax", "0x58": "rcx", "0x60": "rdx", "0x68": "rsi", "0x70": "rdi",
-                      "0x48": "r8", "0x40": "r9", "0x20": "rdx", "0x80": "rdi", "0x98": "rdx"}
-    assert "mov qword ptr [rsp + 0x88], 0" in code                   # cs = 0: no full regs
-    assert code[-1] == f"call 0x{x86.ftrace_stub:x}"
+    assert disasm(m, x86.ftrace_caller, x86.ftrace_call + 5) == [
+        "push rbp", "mov rbp, rsp",
+        "push rax", "push rcx", "push rdx", "push rsi", "push rdi", "push r8", "push r9",
+        "mov rdi, qword ptr [rbp + 8]", "sub rdi, 5",           # ip = return address - 5
+        "mov rsi, qword ptr [rbp + 0x10]",                        # parent_ip
+        f"mov rdx, 0x{x86.function_trace_op:x}", "mov rdx, qword ptr [rdx]",
+        "xor ecx, ecx",                                           # regs = NULL
+        f"call 0x{x86.ftrace_stub:x}"]
+    assert disasm(m, x86.ftrace_call + 5, x86.ftrace_call + 16)[:9] == [
+        "pop r9", "pop r8", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax", "pop rbp", "ret"]
 
 
 def test_ftrace_regs_caller_starts_with_pushfq_and_saves_every_register(booted_snapshots):
     m = booted_snapshots(1)
     x86 = m.ftrace.x86
     code = disasm(m, x86.ftrace_regs_caller, x86.ftrace_regs_call + 5)
-    assert code[0] == "pushfq"
+    assert code[:9] == ["pushfq", "push rbp", "push qword ptr [rsp + 0x18]", "push rbp",
+                        "mov rbp, rsp", "push qword ptr [rsp + 0x20]", "push rbp", "mov rbp, rsp",
+                        "sub rsp, 0xa8"]                     # two frames, then sizeof(pt_regs)
+    for field, reg in (("r15", "r15"), ("r14", "r14"), ("r13", "r13"), ("r12", "r12"),
+                       ("bx", "rbx"), ("r11", "r11"), ("r10", "r10"), ("r9", "r9"), ("r8", "r8"),
+                       ("ax", "rax"), ("cx", "rcx"), ("dx", "rdx"), ("si", "rsi"), ("di", "rdi")):
+        off = PT_REGS_OFFSET[field]
+        slot = "[rsp]" if not off else f"[rsp + {off:#x}]" if off > 9 else f"[rsp + {off}]"
+        assert f"mov qword ptr {slot}, {reg}" in code, field
     saved = {line.split(", ")[1] for line in code if line.startswith("mov qword ptr [rsp")}
     assert {"r15", "r14", "r13", "r12", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
             "rsi", "rdi"} <= saved

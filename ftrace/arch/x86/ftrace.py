@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Callable
 from emu import EmuError, memlayout as L
 from emu.paging import PageFault
 
-from ...errors import FtraceError, FtracePatchError
+from ...errors import FtracePatchError
 from ...flags import FtraceOpsFlags as FL
 from ...ops import FtraceOps, ftrace_ops_get_func
 from ...recursion import RecursionRecorder

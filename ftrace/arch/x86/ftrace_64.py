@@ -2,11 +2,16 @@
 
 Register contracts, as comments above each entry point in the kernel:
 - ``ftrace_caller``: entered by the ``call`` at a site ([rsp] = site+5, [rsp+8] = parent
-  return). Saves the argument registers, rax and rbp in a pt_regs frame (cs = 0: "no full
-  regs"), calls ``func(ip, parent_ip, op, fregs)`` at ``ftrace_call``, copies the ip slot back
-  into the return slot (a changed ip redirects the traced call), restores and returns.
-- ``ftrace_regs_caller``: ``pushfq`` first, then a full pt_regs (cs = KERNEL_CS, ss =
-  KERNEL_DS, flags); restores everything but r11, and flags through popfq.
+  return). Saves only what a C callee may clobber of the traced function's entry state (the
+  argument registers and rax) under one frame-pointer frame, calls
+  ``func(ip, parent_ip, op, NULL)`` at ``ftrace_call``, restores and returns. The seed's
+  "regs is NULL without SAVE_REGS", and IPMODIFY needs SAVE_REGS, so no pt_regs is built
+  here (the kernel builds one with cs = 0); that halves the cost of a plain callback.
+- ``ftrace_regs_caller``: ``pushfq`` first, then two frame-pointer frames and a full pt_regs
+  in the kernel's layout (cs = KERNEL_CS, ss = KERNEL_DS, flags); calls
+  ``func(ip, parent_ip, op, regs)``, copies the ip slot into the return slot (a changed ip
+  redirects the traced call: live patching) and flags into the pushfq slot, restores
+  everything but r11, popfq, returns.
 - ``ftrace_ops_list_func(ip, parent_ip, op, fregs)``: LIST-bit recursion lock, then every ops
   newest first: skip STUB, skip RCU ops while RCU is not watching, skip SAVE_REGS ops without
   regs, test filter/notrace, call.
@@ -204,50 +209,58 @@ def hash_test(array: int, skip_if: str, lookup: int, next_test: str) -> str:
         {skip_if} 7f"""
 
 
+ARG_REGS = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9")
+
+
 def emit_caller(b: CodeBuilder, name: str, regs: bool, op_load: str, target: int) -> None:
-    """ftrace_caller / ftrace_regs_caller (or a private copy): ``name`` and ``name``-call
-    labels; ``op_load`` puts the ops pointer in rdx; ``target`` is what the call calls."""
-    extra = 8 if regs else 0              # the pushfq slot
-    top = FRAME_SIZE + MCOUNT_FRAME_SIZE  # from the frame to the return slot
+    """ftrace_caller / ftrace_regs_caller (or a private copy): labels ``name``,
+    ``name``_call and ``name``_end; ``op_load`` puts the ops pointer in rdx; ``target`` is
+    what the call calls."""
     b.label(name)
-    save = ["pushfq"] if regs else []
-    save += ["push rbp",
-             f"push qword ptr [rsp + {16 + extra}]",   # parent return address
-             "push rbp", "mov rbp, rsp",
-             f"push qword ptr [rsp + {24 + extra}]",   # site + 5
-             "push rbp", "mov rbp, rsp",
-             f"sub rsp, {FRAME_SIZE}"]
-    regs_saved = ["ax", "cx", "dx", "si", "di", "r8", "r9"]
     if regs:
-        regs_saved += ["r15", "r14", "r13", "r12", "bx", "r11", "r10"]
-    save += [f"mov qword ptr [rsp + {R[n]}], {reg64(n)}" for n in regs_saved]
-    save += [f"mov qword ptr [rsp + {R['orig_ax']}], 0",
-             f"mov rdx, qword ptr [rsp + {top - 8}]", f"mov qword ptr [rsp + {R['bp']}], rdx"]
-    if regs:
-        save += [f"mov rdx, qword ptr [rsp + {top}]", f"mov qword ptr [rsp + {R['flags']}], rdx",
-                 f"mov qword ptr [rsp + {R['cs']}], {L.KERNEL_CS}",
-                 f"mov qword ptr [rsp + {R['ss']}], {L.KERNEL_DS}"]
+        _emit_regs_body(b, name, op_load, target)
     else:
-        save += [f"mov qword ptr [rsp + {R['cs']}], 0"]
-    save += [f"mov rdi, qword ptr [rsp + {top + extra}]", f"mov qword ptr [rsp + {R['ip']}], rdi",
+        b.emit("\n".join(["push rbp", "mov rbp, rsp"] + [f"push {r}" for r in ARG_REGS] + [
+            "mov rdi, qword ptr [rbp + 8]", "sub rdi, 5",        # ip: the site
+            "mov rsi, qword ptr [rbp + 16]",                       # parent_ip
+            op_load, "xor ecx, ecx"]))                             # regs: NULL
+        b.label(name + "_call")
+        b.emit(f"call {target}")
+        b.emit("\n".join([f"pop {r}" for r in reversed(ARG_REGS)] + ["pop rbp", "ret"]))
+    b.label(name + "_end")
+    b.align()
+
+
+def _emit_regs_body(b: CodeBuilder, name: str, op_load: str, target: int) -> None:
+    """The ftrace_regs_caller body: the kernel's frame and pt_regs layout."""
+    top = FRAME_SIZE + MCOUNT_FRAME_SIZE  # from the frame to the pushfq slot
+    save = ["pushfq", "push rbp",
+            "push qword ptr [rsp + 24]",            # parent return address
+            "push rbp", "mov rbp, rsp",
+            "push qword ptr [rsp + 32]",            # site + 5
+            "push rbp", "mov rbp, rsp",
+            f"sub rsp, {FRAME_SIZE}"]
+    saved = ["ax", "cx", "dx", "si", "di", "r8", "r9", "r15", "r14", "r13", "r12", "bx", "r11", "r10"]
+    save += [f"mov qword ptr [rsp + {R[n]}], {reg64(n)}" for n in saved]
+    save += [f"mov qword ptr [rsp + {R['orig_ax']}], 0",
+             f"mov rdx, qword ptr [rsp + {top - 8}]", f"mov qword ptr [rsp + {R['bp']}], rdx",
+             f"mov rdx, qword ptr [rsp + {top}]", f"mov qword ptr [rsp + {R['flags']}], rdx",
+             f"mov qword ptr [rsp + {R['cs']}], {L.KERNEL_CS}",
+             f"mov qword ptr [rsp + {R['ss']}], {L.KERNEL_DS}",
+             f"mov rdi, qword ptr [rsp + {top + 8}]", f"mov qword ptr [rsp + {R['ip']}], rdi",
              "sub rdi, 5",
-             f"mov rsi, qword ptr [rsp + {top + extra + 8}]",
-             f"lea rdx, [rsp + {top + extra + 8}]", f"mov qword ptr [rsp + {R['sp']}], rdx",
+             f"mov rsi, qword ptr [rsp + {top + 16}]",
+             f"lea rdx, [rsp + {top + 16}]", f"mov qword ptr [rsp + {R['sp']}], rdx",
              op_load, "mov rcx, rsp"]
     b.emit("\n".join(save))
     b.label(name + "_call")
     b.emit(f"call {target}")
-    restore = [f"mov rax, qword ptr [rsp + {R['ip']}]", f"mov qword ptr [rsp + {top + extra}], rax"]
-    if regs:
-        restore += [f"mov rax, qword ptr [rsp + {R['flags']}]", f"mov qword ptr [rsp + {top}], rax"]
-        restore += [f"mov {reg64(n)}, qword ptr [rsp + {R[n]}]" for n in ("r15", "r14", "r13", "r12", "r10", "bx")]
-    restore += [f"mov {reg64(n)}, qword ptr [rsp + {R[n]}]" for n in ("bp", "r9", "r8", "di", "si", "dx", "cx", "ax")]
-    restore += [f"add rsp, {top}"]
-    restore += ["popfq"] if regs else []
-    restore += ["ret"]
+    restore = [f"mov rax, qword ptr [rsp + {R['ip']}]", f"mov qword ptr [rsp + {top + 8}], rax",
+               f"mov rax, qword ptr [rsp + {R['flags']}]", f"mov qword ptr [rsp + {top}], rax"]
+    restore += [f"mov {reg64(n)}, qword ptr [rsp + {R[n]}]"
+                for n in ("r15", "r14", "r13", "r12", "r10", "bx", "bp", "r9", "r8", "di", "si", "dx", "cx", "ax")]
+    restore += [f"add rsp, {top}", "popfq", "ret"]
     b.emit("\n".join(restore))
-    b.label(name + "_end")
-    b.align()
 
 
 MAILBOX_SIZE = 32               # per CPU: ip, parent_ip, op, fregs
