@@ -222,6 +222,16 @@ class Machine:
             else:
                 c.uc.ctl_remove_cache(addr, addr + n)
 
+    def text_pa(self, va: int) -> int:
+        """Physical address of kernel text or execmem at ``va`` (execmem is mapped by contract,
+        so it resolves even before the guest has built its page tables)."""
+        if L.EXECMEM_VA <= va < L.EXECMEM_VA + L.EXECMEM_SIZE:
+            return ExecMem.to_phys(va)
+        try:
+            return self.walker.kernel_pa(va, self.kernel_cr3)
+        except PageFault:
+            raise EmuError(f"no mapping for kernel text at 0x{va:x}") from None
+
     def read_u64(self, addr: int) -> int:
         return struct.unpack("<Q", self.read(addr, 8))[0]
 

@@ -68,7 +68,10 @@ class PageWalker:
         page = va & ~0xFFF
         pa = self._kcache.get(page)
         if pa is None:
-            pa = self._kcache[page] = self._walk(cr3_fn() & ADDR_MASK, page)
+            pa = self._walk(cr3_fn() & ADDR_MASK, page)
+            if pa + 0x1000 > self.size:
+                raise PageFault(va)
+            self._kcache[page] = pa
         return pa | (va & 0xFFF)
 
     def read(self, cr3: int, va: int, n: int) -> bytes:

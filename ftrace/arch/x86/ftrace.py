@@ -281,12 +281,13 @@ class X86Ftrace:
         """Verify every site first, then write them all as one int3 batch."""
         self.sync_guest_ops()
         batch = {}
-        walker, cr3 = self.machine.walker, self.machine.kernel_cr3()
+        ram, text_pa = self.machine.ram, self.machine.text_pa
         for rec, _action, old, new in plan:
             expected = site_insn(rec.ip, old)
             try:
-                actual = walker.read(cr3, rec.ip, MCOUNT_INSN_SIZE)
-            except PageFault:
+                pa = text_pa(rec.ip)
+                actual = bytes(ram[pa:pa + MCOUNT_INSN_SIZE])
+            except EmuError:
                 raise FtracePatchError(errno.EFAULT, "cannot read call site", rec) from None
             if actual != expected:
                 raise FtracePatchError(errno.EINVAL, "call site mismatch", rec, actual, expected)
