@@ -132,3 +132,29 @@ def test_filter_reset_swaps_atomically_never_tracing_everything(booted_snapshots
     m.run(ms=20)
     ft.unregister_ftrace_function(ops)
     assert seen == {"schedule", "try_to_wake_up"}
+
+
+def test_unregister_waits_for_a_vcpu_paused_in_a_leaf_guest_callback(booted_snapshots):
+    from ftrace.arch.x86.asm import assemble
+    m = booted_snapshots(2)
+    ft = m.ftrace
+    data = m.execmem.alloc(4096, align=4096)
+    func = m.execmem.alloc(32)
+    m.write(func, assemble(f"mov rax, {data}\nlock inc qword ptr [rax]\nret", func))  # no frame
+    ops = FtraceOps(func)
+    ft.ftrace_set_filter(ops, "kstat_inc", True)
+    ft.register_ftrace_function(ops)
+    paused = []
+
+    def pause(cpu):
+        if not paused:
+            paused.append(cpu)
+            cpu.request_stop()
+    hook = m.add_code_hook(func + 7, pause)                 # at the lock inc, RIP not in ftrace code
+    m.run_until(lambda: bool(paused), 100)
+    hook.remove()
+    assert paused[0].rip() == func + 7
+    count = m.read_u64(data)
+    ft.unregister_ftrace_function(ops)                       # must let it return first
+    assert m.read_u64(data) == count + 1
+    assert paused[0].rip() != func + 7

@@ -304,18 +304,27 @@ class X86Ftrace:
                                    budget_ms)
 
     def _inside(self, cpu: "VCpu") -> bool:
+        """Could ``cpu`` still return into ftrace code? Its RIP, every return address on its
+        frame-pointer chain, and every word of its innermost frame (a leaf callback keeps its
+        return address there without a frame of its own)."""
         from emu.cpu import STOPPED
         if cpu.state == STOPPED:
             return False
         from unicorn.x86_const import UC_X86_REG_RBP
+        rsp, rbp, cr3 = cpu.stack_pointer(), cpu.regs.read(UC_X86_REG_RBP), cpu.cr3()
+        walker = self.machine.walker
         addrs = [cpu.rip()]
-        rbp = cpu.regs.read(UC_X86_REG_RBP)
-        cr3 = cpu.cr3()
+        if rsp < rbp <= rsp + 512:
+            try:
+                top = walker.read(cr3, rsp, rbp + 16 - rsp)
+                addrs += struct.unpack(f"<{len(top) // 8}Q", top)
+            except PageFault:
+                pass
         for _ in range(64):
             if not rbp or rbp & 7:
                 break
             try:
-                nxt, ret = struct.unpack("<QQ", self.machine.walker.read(cr3, rbp, 16))
+                nxt, ret = struct.unpack("<QQ", walker.read(cr3, rbp, 16))
             except PageFault:
                 break
             addrs.append(ret)
