@@ -73,6 +73,7 @@ def test_no_callback_after_unregister_even_with_a_vcpu_paused_in_the_trampoline(
     hook.remove()
     cpu = m.cpus[paused[0]]
     assert ops.trampoline <= cpu.rip() < ops.trampoline + ops.trampoline_size
+    assert ft.x86._inside(cpu)
     n = len(seen)
     ft.unregister_ftrace_function(ops)                    # waits for the paused vCPU to leave
     assert len(seen) == n + 1                             # its pending callback was not lost
