@@ -72,6 +72,7 @@ class X86Ftrace:
         self._next_id = 1
         self._to_free: list[int] = []
         self._tramp_call: dict[int, int] = {}
+        self._callbacks: dict[int, tuple[FtraceOps, bool]] = {}   # ops id -> (ops, wants regs)
         self.fentry = machine.symbol_address("__fentry__") if machine.image.has_symbol("__fentry__") else 0
         self._build_shared_code()
         machine.add_port(HCALL_CALLBACK_PORT, self._on_callback)
@@ -121,7 +122,7 @@ class X86Ftrace:
 
     # ---- snapshots ----------------------------------------------------------------
     _STATE = ("symbols", "_guest", "_by_ops_id", "_dead", "_next_id", "_to_free", "code_ranges",
-              "_tramp_call", "callback_errors", "recursion")
+              "_tramp_call", "callback_errors", "recursion", "_callbacks")
 
     def known_ops(self) -> list[FtraceOps]:
         """Every ops that has a guest copy now."""
@@ -201,6 +202,8 @@ class X86Ftrace:
                 self._to_free += g.arrays
                 g.arrays = [self._array(h) for h in hashes]
                 g.hashes = hashes
+            if g.ops_id not in self._dead:
+                self._callbacks[g.ops_id] = (ops, bool(ops.flags & FL.SAVE_REGS))
             fields = struct.pack("<8Q", func, int(ops.flags), private & 0xFFFFFFFFFFFFFFFF, nxt,
                                  g.arrays[0], len(hashes[0]), g.arrays[1], len(hashes[1]))
             self._write(g.copy, fields + _q.pack(g.ops_id))
@@ -255,6 +258,7 @@ class X86Ftrace:
         g = self._guest.pop(id(ops), None)
         if g is not None:
             self._dead.add(g.ops_id)
+            self._callbacks.pop(g.ops_id, None)
             self._by_ops_id.pop(g.ops_id, None)
             self.symbols.pop(g.stub, None)
             self.code_ranges.remove((g.stub, g.stub + 64))
@@ -335,14 +339,12 @@ class X86Ftrace:
 
     # ---- hypercalls ------------------------------------------------------------
     def _on_callback(self, cpu: "VCpu", port: int, ops_id: int) -> None:
-        ops = self._by_ops_id.get(ops_id)
-        if ops is None or ops_id in self._dead:
+        entry = self._callbacks.get(ops_id)
+        if entry is None:
             return
-        ram = self.machine.ram
-        ip, parent_ip, _op, fregs = _args.unpack_from(ram, self.mailbox_pa + MAILBOX_SIZE * cpu.index)
-        regs = None
-        if ops.flags & FL.SAVE_REGS and fregs:
-            regs = self._pt_regs(cpu, fregs)
+        ops, wants_regs = entry
+        ip, parent_ip, _op, fregs = _args.unpack_from(self.machine.ram, self.mailbox_pa + MAILBOX_SIZE * cpu.index)
+        regs = self._pt_regs(cpu, fregs) if wants_regs and fregs else None
         outer, self.current_cpu = self.current_cpu, cpu
         try:
             ops.saved_func(ip, parent_ip, ops, regs)
@@ -359,7 +361,7 @@ class X86Ftrace:
         """The trampoline's frame as a PtRegs, or None for a frame without full regs."""
         pa = self.machine.walker.kernel_pa(fregs, cpu.cr3)
         if (fregs & 0xFFF) + FRAME_SIZE <= 0x1000:
-            raw = bytes(self.machine.ram[pa:pa + FRAME_SIZE])
+            raw = self.machine.ram[pa:pa + FRAME_SIZE]
         else:
             raw = self.machine.walker.read(cpu.cr3(), fregs, FRAME_SIZE)
         if not _q.unpack_from(raw, PT_REGS_OFFSET["cs"])[0]:
@@ -371,6 +373,7 @@ class X86Ftrace:
         name = getattr(ops.saved_func, "__qualname__", repr(ops.saved_func))
         self.log(f"ftrace: callback {name} raised {type(e).__name__}: {e}; ops unregistered")
         self._dead.add(ops_id)
+        self._callbacks.pop(ops_id, None)
 
         def unregister() -> None:
             if ops.flags & FL.ENABLED and self.core is not None:

@@ -21,7 +21,7 @@ class PtRegs:
 
     __slots__ = ("_raw", "_dirty", "address")
 
-    def __init__(self, raw: bytes, address: int) -> None:
+    def __init__(self, raw, address: int) -> None:
         self._raw = bytearray(raw)
         self._dirty: set[int] = set()
         self.address = address
