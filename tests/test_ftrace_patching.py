@@ -7,7 +7,7 @@ import errno
 import pytest
 
 from emu import Machine
-from ftrace import FTRACE_OPS_FL_PERMANENT, FtraceError, FtraceOps
+from ftrace import FTRACE_OPS_FL_PERMANENT, FTRACE_OPS_FL_SAVE_REGS, FtraceError, FtraceOps
 
 NOP5 = bytes.fromhex("0f1f440000")
 
@@ -160,3 +160,19 @@ def test_unregister_waits_for_a_vcpu_paused_in_a_leaf_guest_callback(booted_snap
     ft.unregister_ftrace_function(ops)                       # must let it return first
     assert m.read_u64(data) == count + 1
     assert not any(ft.x86._inside(c) for c in m.cpus)
+
+
+@pytest.mark.parametrize("flags", [0, FTRACE_OPS_FL_SAVE_REGS])
+def test_unregister_returns_while_other_ops_keep_every_vcpu_busy_in_ftrace_code(flags):
+    m = Machine(cpus=8, cmdline="console=ttyS0 bench=8")
+    m.boot()
+    ft = m.ftrace
+    busy = FtraceOps(lambda *a: None, flags)           # every bench_fib call, on every CPU
+    ft.ftrace_set_filter(busy, "bench_fib", True)
+    ft.register_ftrace_function(busy)
+    other = FtraceOps(lambda *a: None)
+    ft.ftrace_set_filter(other, "bench_fib", True)
+    ft.register_ftrace_function(other)
+    m.run(ms=2)
+    ft.unregister_ftrace_function(other)              # quiescent per vCPU, not all at once
+    ft.unregister_ftrace_function(busy)

@@ -299,13 +299,20 @@ class X86Ftrace:
         self.poker.text_poke_bp_batch(batch)
 
     def synchronize_rcu_tasks(self, budget_ms: float = 200) -> None:
-        """Let the vCPUs run until none is inside ftrace code or a callback it called
-        (its RIP or any return address on its frame-pointer chain in our code)."""
+        """Return once every vCPU has been seen outside ftrace code at least once since the
+        call (the rcu_tasks quiescent state: after the text change, a vCPU that left can only
+        come back through the new text). A vCPU is inside while its RIP, or a return address
+        on its stack, is in ftrace code; the others run meanwhile."""
         if self.machine.in_guest():
             return          # called from a callback: the caller's own frame is inside
-        if any(self._inside(c) for c in self.machine.cpus):
-            self.machine.run_until(lambda: not any(self._inside(c) for c in self.machine.cpus),
-                                   budget_ms)
+        cpus = self.machine.cpus
+        pending = {c.index for c in cpus if self._inside(c)}
+
+        def quiescent() -> bool:
+            pending.difference_update([i for i in pending if not self._inside(cpus[i])])
+            return not pending
+        if pending:
+            self.machine.run_until(quiescent, budget_ms)
 
     def _inside(self, cpu: "VCpu") -> bool:
         """Could ``cpu`` still return into ftrace code? Its RIP, every return address on its
