@@ -26,6 +26,7 @@ from .devices import ExitPort, Serial16550
 from .elf import KernelImage
 from .errors import BudgetExceeded, EmuError, GuestPanic
 from .execmem import ExecMem
+from .kernelview import KernelView
 from .paging import PageFault, PageWalker
 from .ticker import SliceTicker
 
@@ -36,6 +37,7 @@ ARG_REGS = (UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX, UC_X
 RFLAGS_IF = 1 << 9
 FREE_SLICE_MAX_NS = 2_000_000
 MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000101, 0xC0000102
+KERNEL_HALF = 0xFFFF800000000000
 
 
 class CodeHook:
@@ -142,6 +144,7 @@ class Machine:
         boot.regs.write(UC_X86_REG_RIP, self.image.entry)
         boot.regs.write(UC_X86_REG_RDI, L.BOOT_PARAMS_PA)
         boot.state = RUNNING
+        self.kernel = KernelView(self)
         self._attach_extensions(dict(options))
 
     def _attach_extensions(self, options: dict[str, Any]) -> None:
@@ -414,22 +417,25 @@ class Machine:
             c.in_slice, c.slice_start = in_slice, slice_start
 
     def _enter_call(self, c: VCpu, addr: int, args: tuple[int, ...]) -> None:
-        """Set up a call frame (kernel mode, kernel stack, IF=0) returning to the stub."""
+        """Set up a call frame (kernel mode, kernel stack, kernel GS, IF=0) returning to the
+        stub. A CPU in user mode, or in the kernel's entry/exit window where the stack or GS
+        are still the user's, is first moved to its TSS.RSP0 stack and kernel GS."""
         c.uc.context_update(c.ctx)
         buf = c.ctx_buf
         cpl = struct.unpack_from("<I", buf, ucx.CTX_HFLAGS)[0] & ucx.HF_CPL_MASK
         rsp = struct.unpack_from("<Q", buf, ucx.CTX_REGS + 8 * 4)[0] - 256
-        if cpl == 3:
+        if cpl == 3 or rsp < KERNEL_HALF:
             tss = struct.unpack_from("<Q", buf, ucx.CTX_TR_BASE)[0]
             rsp = struct.unpack("<Q", self.walker.read(c.cr3(), tss + 4, 8))[0]
+        if cpl == 3:
             c.load_cs_ss(buf, L.KERNEL_CS, 0, 0)
         rsp = (rsp & ~0xF) - 8
         struct.pack_into("<Q", buf, ucx.CTX_REGS + 8 * 4, rsp)
         eflags = struct.unpack_from("<Q", buf, ucx.CTX_EFLAGS)[0]
         struct.pack_into("<Q", buf, ucx.CTX_EFLAGS, eflags & ~RFLAGS_IF)
         c.uc.context_restore(c.ctx)
-        if cpl == 3:
-            gs, kgs = c.uc.msr_read(MSR_GS_BASE), c.uc.msr_read(MSR_KERNEL_GS_BASE)
+        gs, kgs = c.uc.msr_read(MSR_GS_BASE), c.uc.msr_read(MSR_KERNEL_GS_BASE)
+        if gs < KERNEL_HALF <= kgs:                     # the user's GS is loaded: swapgs
             c.uc.msr_write(MSR_GS_BASE, kgs)
             c.uc.msr_write(MSR_KERNEL_GS_BASE, gs)
         self.walker.write(c.cr3(), rsp, struct.pack("<Q", self.call_return_va))

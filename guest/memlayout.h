@@ -150,6 +150,11 @@
 #define TASK_COMM           0x10    // char[16]
 #define TASK_FLAGS          0x20    // u64: bit TIF_NEED_RESCHED
 #define TASK_KSTACK         0x28    // u64: base of the task's kernel stack (KSTACK_SIZE bytes)
+#define TASK_THREAD_SP      0x30    // u64: saved rsp while switched out (switch_to's frame)
+#define TASK_ON_RQ          0x44    // int: runnable and waiting for a CPU (not blocked)
+#define TASK_USED           0x50    // int: the slot holds a live task
+// Every task lives in "tasks" (switched-out ones hold a valid TASK_THREAD_SP) or
+// "idle_tasks" (one per CPU); both are arrays of struct task.
 #define TIF_NEED_RESCHED    3
 
 #endif

@@ -3,8 +3,6 @@
 #define TASK_H
 #include "memlayout.h"
 
-#define TASK_THREAD_SP          0x30    // offsetof(struct task, sp), for switch.S
-
 #ifndef __ASSEMBLER__
 #include "types.h"
 
@@ -46,6 +44,8 @@ _Static_assert(offsetof(struct task, comm) == TASK_COMM, "TASK_COMM");
 _Static_assert(offsetof(struct task, flags) == TASK_FLAGS, "TASK_FLAGS");
 _Static_assert(offsetof(struct task, kstack) == TASK_KSTACK, "TASK_KSTACK");
 _Static_assert(offsetof(struct task, sp) == TASK_THREAD_SP, "TASK_THREAD_SP");
+_Static_assert(offsetof(struct task, used) == TASK_USED, "TASK_USED");
+_Static_assert(offsetof(struct task, on_rq) == TASK_ON_RQ, "TASK_ON_RQ");
 
 // The frame switch_to leaves on a switched-out task's stack (Linux's inactive_task_frame).
 struct inactive_task_frame {

@@ -15,8 +15,8 @@ import errno
 import struct
 from typing import TYPE_CHECKING, Callable
 
-from emu import EmuError, memlayout as L
-from emu.paging import PageFault
+from emu import BudgetExceeded, EmuError, memlayout as L
+from emu.cpu import RUNNING, STOPPED
 
 from ...errors import FtracePatchError
 from ...flags import FtraceOpsFlags as FL
@@ -73,6 +73,7 @@ class X86Ftrace:
         self._to_free: list[int] = []
         self._tramp_call: dict[int, int] = {}
         self._callbacks: dict[int, tuple[FtraceOps, bool]] = {}   # ops id -> (ops, wants regs)
+        self._synced = False           # did the last synchronize_rcu_tasks complete?
         self.fentry = machine.symbol_address("__fentry__") if machine.image.has_symbol("__fentry__") else 0
         self._build_shared_code()
         machine.add_port(HCALL_CALLBACK_PORT, self._on_callback)
@@ -248,11 +249,13 @@ class X86Ftrace:
         return self._tramp_call[ops.trampoline]
 
     def arch_ftrace_trampoline_free(self, ops: FtraceOps) -> None:
-        """Free the private trampoline, the guest copy and stub (after synchronize_rcu_tasks)."""
+        """Free the private trampoline, the guest copy and stub (after synchronize_rcu_tasks;
+        if that could not confirm every task left them, their memory is kept instead)."""
+        free = self.machine.execmem.free if self._synced else (lambda va: None)
         if ops.trampoline and ops.flags & FL.ALLOC_TRAMP:
             self.symbols.pop(ops.trampoline, None)
             self.code_ranges.remove((ops.trampoline, ops.trampoline + TRAMP_SIZE))
-            self.machine.execmem.free(ops.trampoline)
+            free(ops.trampoline)
         ops.trampoline = ops.trampoline_size = 0
         ops.flags &= ~FL.ALLOC_TRAMP
         g = self._guest.pop(id(ops), None)
@@ -264,7 +267,7 @@ class X86Ftrace:
             self.code_ranges.remove((g.stub, g.stub + 64))
             for va in (g.copy, g.stub, *g.arrays, *self._to_free):
                 if va:
-                    self.machine.execmem.free(va)
+                    free(va)
             self._to_free = []
 
     # ---- FtraceArch: code updates ---------------------------------------------
@@ -299,50 +302,74 @@ class X86Ftrace:
         self.poker.text_poke_bp_batch(batch)
 
     def synchronize_rcu_tasks(self, budget_ms: float = 200) -> None:
-        """Return once every vCPU has been seen outside ftrace code at least once since the
-        call (the rcu_tasks quiescent state: after the text change, a vCPU that left can only
-        come back through the new text). A vCPU is inside while its RIP, or a return address
-        on its stack, is in ftrace code; the others run meanwhile."""
+        """The rcu_tasks wait: return once no task can still be inside ftrace code (a
+        trampoline, a stub, the list or assist function, or a callback they called).
+
+        Holdouts are the tasks running on a CPU that may be inside, and the runnable tasks
+        waiting for a CPU (they may have been preempted inside); blocked tasks slept
+        voluntarily, which a callback never does. A holdout is released when it blocks, or is
+        seen running outside ftrace code; after the text change it can only come back through
+        the new text. The machine runs meanwhile. If ``budget_ms`` passes first, the code is
+        kept rather than freed (``arch_ftrace_trampoline_free`` then leaks it)."""
+        self._synced = False
         if self.machine.in_guest():
             return          # called from a callback: the caller's own frame is inside
-        cpus = self.machine.cpus
-        pending = {c.index for c in cpus if self._inside(c)}
+        kernel, cpus = self.machine.kernel, self.machine.cpus
+        sites = {r.ip + MCOUNT_INSN_SIZE for r in self.core.records} if self.core else set()
+
+        def running() -> dict[int, "VCpu"]:
+            return {kernel.current(c.index): c for c in cpus if c.state != STOPPED}
+
+        now = running()
+        holdouts = {t for t, c in now.items() if self._cpu_inside(c, sites)}
+        holdouts |= {t for t in kernel.tasks() if t not in now and kernel.on_rq(t)}
 
         def quiescent() -> bool:
-            pending.difference_update([i for i in pending if not self._inside(cpus[i])])
-            return not pending
-        if pending:
-            self.machine.run_until(quiescent, budget_ms)
+            now = running()
+            holdouts.difference_update([t for t in holdouts if (
+                not self._cpu_inside(now[t], sites) if t in now else not kernel.on_rq(t))])
+            return not holdouts
+        if not quiescent():
+            try:
+                self.machine.run_until(quiescent, budget_ms)
+            except BudgetExceeded:
+                self.log(f"ftrace: tasks still inside ftrace code after {budget_ms:g} ms: "
+                         "keeping the old trampolines")
+                return
+        self._synced = True
 
-    def _inside(self, cpu: "VCpu") -> bool:
-        """Could ``cpu`` still return into ftrace code? Its RIP, every return address on its
-        frame-pointer chain, and every word of its innermost frame (a leaf callback keeps its
-        return address there without a frame of its own)."""
-        from emu.cpu import STOPPED
-        if cpu.state == STOPPED:
+    def _cpu_inside(self, cpu: "VCpu", sites: set[int]) -> bool:
+        """Might the task running on ``cpu`` return into ftrace code? Yes while it serves an
+        interrupt (it may have interrupted a trampoline); else if its RIP, a return address on
+        its frame-pointer chain (ftrace code, or just after a call site: a trampoline's frame),
+        or a word of its innermost frame (a leaf callback's return address) says so."""
+        if cpu.state != RUNNING or cpu.cpl() == 3:
             return False
+        if self.machine.kernel.preempt_count(cpu.index) & (L.NMI_MASK | L.HARDIRQ_MASK | L.SOFTIRQ_OFFSET):
+            return True
         from unicorn.x86_const import UC_X86_REG_RBP
-        rsp, rbp, cr3 = cpu.stack_pointer(), cpu.regs.read(UC_X86_REG_RBP), cpu.cr3()
-        walker = self.machine.walker
-        addrs = [cpu.rip()]
-        if rsp < rbp <= rsp + 512:
-            try:
-                top = walker.read(cr3, rsp, rbp + 16 - rsp)
-                addrs += struct.unpack(f"<{len(top) // 8}Q", top)
-            except PageFault:
-                pass
-        for _ in range(64):
-            if not rbp or rbp & 7:
-                break
-            try:
-                nxt, ret = struct.unpack("<QQ", walker.read(cr3, rbp, 16))
-            except PageFault:
-                break
-            addrs.append(ret)
-            if nxt <= rbp:
-                break
-            rbp = nxt
-        return any(lo <= a < hi for a in addrs for lo, hi in self.code_ranges)
+        rip, rsp, rbp = cpu.rip(), cpu.stack_pointer(), cpu.regs.read(UC_X86_REG_RBP)
+        words = [rip]
+        try:
+            if rsp < rbp <= rsp + 512:
+                raw = self.machine.read(rsp, rbp + 16 - rsp)
+                words += struct.unpack(f"<{len(raw) // 8}Q", raw)
+            for _ in range(64):
+                if not rbp or rbp & 7:
+                    break
+                nxt, ret = struct.unpack("<QQ", self.machine.read(rbp, 16))
+                if ret in sites:
+                    return True
+                words.append(ret)
+                if nxt <= rbp:
+                    break
+                rbp = nxt
+        except EmuError:
+            pass
+        return any(self._in_code(w) for w in words)
+
+    def _in_code(self, addr: int) -> bool:
+        return any(lo <= addr < hi for lo, hi in self.code_ranges)
 
     # ---- hypercalls ------------------------------------------------------------
     def _on_callback(self, cpu: "VCpu", port: int, ops_id: int) -> None:
