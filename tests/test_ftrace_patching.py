@@ -176,3 +176,22 @@ def test_unregister_returns_while_other_ops_keep_every_vcpu_busy_in_ftrace_code(
     m.run(ms=2)
     ft.unregister_ftrace_function(other)              # quiescent per vCPU, not all at once
     ft.unregister_ftrace_function(busy)
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_tasks_preempted_inside_trampolines_are_waited_for(seed):
+    # One CPU, two busy threads time-sliced on it: the one waiting was preempted, often in
+    # the middle of a trampoline while every function is traced.
+    m = Machine(cpus=1, slice_seed=seed, quantum=3000, cmdline="console=ttyS0 bench=2")
+    m.boot()
+    ft = m.ftrace
+    for _ in range(4):
+        ops = FtraceOps(lambda *a: None)
+        ft.register_ftrace_function(ops)
+        m.run(ms=6)
+        waiting = [t for t in m.kernel.tasks() if m.kernel.on_rq(t)]
+        assert waiting                                    # a preempted benchd is a holdout
+        ft.unregister_ftrace_function(ops)
+        m.run(ms=6)                                       # it resumes into valid code
+    assert not [line for line in ft.log_lines if "still inside" in line]
+    assert "panic" not in m.console
