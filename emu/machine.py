@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import mmap
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from unicorn import UcError
-from unicorn.x86_const import (UC_X86_REG_CR3, UC_X86_REG_R8, UC_X86_REG_R9, UC_X86_REG_RAX,
-                               UC_X86_REG_RCX, UC_X86_REG_RDI, UC_X86_REG_RDX,
-                               UC_X86_REG_RSI, UC_X86_REG_RSP, UC_X86_REG_RIP)
+from unicorn.x86_const import (UC_X86_REG_CR3, UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RIP,
+                               UC_X86_REG_RSP)
 
-from . import kbuild, loader, ucx
+from . import kbuild, loader, snapshot, ucx
 from . import memlayout as L
 from .apic import NEVER
 from .cpu import HALTED, RUNNING, STOPPED, VCpu
@@ -26,18 +24,16 @@ from .devices import ExitPort, Serial16550
 from .elf import KernelImage
 from .errors import BudgetExceeded, EmuError, GuestPanic
 from .execmem import ExecMem
+from .guestcall import ARG_REGS, enter_kernel_call
 from .kernelview import KernelView
 from .paging import PageFault, PageWalker
+from .snapshot import Snapshot
 from .ticker import SliceTicker
 
 KSTAT_FIELDS = ("timer_interrupts", "softirqs", "nmis", "syscalls", "context_switches",
                 "idle_entries", "cpu_offline", "cpu_online", "page_faults", "ipis")
 INIT_UP, TESTS_PASSED = "init: up", "ALL TESTS PASSED"
-ARG_REGS = (UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX, UC_X86_REG_R8, UC_X86_REG_R9)
-RFLAGS_IF = 1 << 9
 FREE_SLICE_MAX_NS = 2_000_000
-MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000101, 0xC0000102
-KERNEL_HALF = 0xFFFF800000000000
 
 
 class CodeHook:
@@ -64,15 +60,6 @@ def _extensions() -> list:
 
 
 _EXTENSIONS: list | None = None
-
-
-@dataclass
-class Snapshot:
-    """Everything needed to continue a machine exactly from one moment."""
-    ram: bytes
-    cpus: list[tuple]
-    now: int
-    devices: dict[str, Any] = field(default_factory=dict)
 
 
 class Machine:
@@ -400,7 +387,7 @@ class Machine:
         counters = c.save_counters()
         in_slice, slice_start = c.in_slice, c.slice_start
         try:
-            self._enter_call(c, addr, args)
+            enter_kernel_call(self, c, addr, args)
             c.slice_start, c.in_slice = c.now(), True
             try:
                 c.uc.emu_start(addr, self.call_return_va, count=max_insns)
@@ -415,33 +402,6 @@ class Machine:
             c.uc.context_restore(saved)
             c.restore_counters(counters)
             c.in_slice, c.slice_start = in_slice, slice_start
-
-    def _enter_call(self, c: VCpu, addr: int, args: tuple[int, ...]) -> None:
-        """Set up a call frame (kernel mode, kernel stack, kernel GS, IF=0) returning to the
-        stub. A CPU in user mode, or in the kernel's entry/exit window where the stack or GS
-        are still the user's, is first moved to its TSS.RSP0 stack and kernel GS."""
-        c.uc.context_update(c.ctx)
-        buf = c.ctx_buf
-        cpl = struct.unpack_from("<I", buf, ucx.CTX_HFLAGS)[0] & ucx.HF_CPL_MASK
-        rsp = struct.unpack_from("<Q", buf, ucx.CTX_REGS + 8 * 4)[0] - 256
-        if cpl == 3 or rsp < KERNEL_HALF:
-            tss = struct.unpack_from("<Q", buf, ucx.CTX_TR_BASE)[0]
-            rsp = struct.unpack("<Q", self.walker.read(c.cr3(), tss + 4, 8))[0]
-        if cpl == 3:
-            c.load_cs_ss(buf, L.KERNEL_CS, 0, 0)
-        rsp = (rsp & ~0xF) - 8
-        struct.pack_into("<Q", buf, ucx.CTX_REGS + 8 * 4, rsp)
-        eflags = struct.unpack_from("<Q", buf, ucx.CTX_EFLAGS)[0]
-        struct.pack_into("<Q", buf, ucx.CTX_EFLAGS, eflags & ~RFLAGS_IF)
-        c.uc.context_restore(c.ctx)
-        gs, kgs = c.uc.msr_read(MSR_GS_BASE), c.uc.msr_read(MSR_KERNEL_GS_BASE)
-        if gs < KERNEL_HALF <= kgs:                     # the user's GS is loaded: swapgs
-            c.uc.msr_write(MSR_GS_BASE, kgs)
-            c.uc.msr_write(MSR_KERNEL_GS_BASE, gs)
-        self.walker.write(c.cr3(), rsp, struct.pack("<Q", self.call_return_va))
-        for reg, value in zip(ARG_REGS, args):
-            c.regs.write(reg, value)
-        c.regs.write(UC_X86_REG_RIP, addr)
 
     # ---- hotplug -----------------------------------------------------------
     def _hotplug(self, cpu: int, up: int, budget_ms: float) -> None:
@@ -480,31 +440,8 @@ class Machine:
 
     def snapshot(self) -> Snapshot:
         """Capture RAM, every CPU and the devices."""
-        cpus = [(c.uc.context_save(), c.state, c.apic.state(), c.startup_pending, c.instructions)
-                for c in self.cpus]
-        dev = {"serial": self.serial.state(), "execmem": self.execmem.state(),
-               "exit": self.exit_code, "nmi": self._next_nmi,
-               "rng": self._rng.getstate() if self._rng else None,
-               "participants": [p.snapshot_state() for p in self.snapshot_participants]}
-        return Snapshot(bytes(self.ram), cpus, self.now, dev)
+        return snapshot.take(self)
 
     def restore(self, snap: Snapshot) -> None:
         """Continue from ``snap`` exactly as the machine would have from that moment."""
-        self.ram[:] = snap.ram
-        for c, (ctx, state, apic, startup, insns) in zip(self.cpus, snap.cpus):
-            c.uc.context_restore(ctx)
-            c.uc.ctl_flush_tb()
-            c.uc.reg_write(UC_X86_REG_CR3, c.uc.reg_read(UC_X86_REG_CR3))   # flushes the TLB
-            c.state, c.startup_pending, c.instructions = state, startup, insns
-            c.apic.set_state(apic)
-        dev = snap.devices
-        self.serial.set_state(dev["serial"])
-        self.execmem.set_state(dev["execmem"])
-        self.exit_code, self._next_nmi = dev["exit"], dev["nmi"]
-        if self._rng is not None and dev["rng"] is not None:
-            self._rng.setstate(dev["rng"])
-        for p, st in zip(self.snapshot_participants, dev["participants"]):
-            p.restore_state(st)
-        self.walker.flush()
-        self._gdt_flags.clear()
-        self.now = snap.now
+        snapshot.restore(self, snap)
