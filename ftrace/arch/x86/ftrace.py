@@ -39,6 +39,7 @@ SHARED_CODE_SIZE = 0x1000
 TRAMP_SIZE = 0x200
 _q = struct.Struct("<Q")
 _args = struct.Struct("<4Q")
+_CS_OFFSET = PT_REGS_OFFSET["cs"]
 
 
 class GuestOps:
@@ -74,6 +75,7 @@ class X86Ftrace:
         self._tramp_call: dict[int, int] = {}
         self._callbacks: dict[int, tuple[FtraceOps, bool]] = {}   # ops id -> (ops, wants regs)
         self._synced = False           # did the last synchronize_rcu_tasks complete?
+        self._kernel_pa = machine.walker.kernel_pa
         self.fentry = machine.symbol_address("__fentry__") if machine.image.has_symbol("__fentry__") else 0
         self._build_shared_code()
         machine.add_port(HCALL_CALLBACK_PORT, self._on_callback)
@@ -387,18 +389,18 @@ class X86Ftrace:
             return
         finally:
             self.current_cpu = outer
-        if regs is not None:
+        if regs is not None and regs.dirty:
             for addr, data in regs.changes():
                 self.machine.walker.write(cpu.cr3(), addr, data)
 
     def _pt_regs(self, cpu: "VCpu", fregs: int) -> PtRegs | None:
         """The trampoline's frame as a PtRegs, or None for a frame without full regs."""
-        pa = self.machine.walker.kernel_pa(fregs, cpu.cr3)
         if (fregs & 0xFFF) + FRAME_SIZE <= 0x1000:
+            pa = self._kernel_pa(fregs, cpu.cr3)
             raw = self.machine.ram[pa:pa + FRAME_SIZE]
         else:
             raw = self.machine.walker.read(cpu.cr3(), fregs, FRAME_SIZE)
-        if not _q.unpack_from(raw, PT_REGS_OFFSET["cs"])[0]:
+        if not _q.unpack_from(raw, _CS_OFFSET)[0]:
             return None
         return PtRegs(raw, fregs)
 

@@ -19,16 +19,16 @@ _q = struct.Struct("<Q")
 class PtRegs:
     """Registers of the traced function at its entry, readable and writable by name."""
 
-    __slots__ = ("_raw", "_dirty", "address")
+    __slots__ = ("_raw", "dirty", "address")
 
     def __init__(self, raw, address: int) -> None:
         self._raw = bytearray(raw)
-        self._dirty: set[int] = set()
+        self.dirty: set[int] = set()       # offsets of the fields written
         self.address = address
 
     def changes(self) -> list[tuple[int, bytes]]:
         """(guest address, 8 bytes) for every field written, in layout order."""
-        return [(self.address + off, bytes(self._raw[off:off + 8])) for off in sorted(self._dirty)]
+        return [(self.address + off, bytes(self._raw[off:off + 8])) for off in sorted(self.dirty)]
 
     def __repr__(self) -> str:
         return "pt_regs(" + ", ".join(f"{n}=0x{getattr(self, n):x}" for n in PT_REGS_FIELDS) + ")"
@@ -40,7 +40,7 @@ def _field(off: int) -> property:
 
     def put(self: PtRegs, value: int) -> None:
         _q.pack_into(self._raw, off, value & 0xFFFFFFFFFFFFFFFF)
-        self._dirty.add(off)
+        self.dirty.add(off)
     return property(get, put)
 
 
