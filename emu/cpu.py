@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
                      UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
-from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_OUT, UC_X86_INS_SYSCALL,
+from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_SYSCALL,
                                UC_X86_REG_CR3, UC_X86_REG_EFLAGS, UC_X86_REG_RBP,
                                UC_X86_REG_RIP, UC_X86_REG_RSP)
 
@@ -48,6 +48,7 @@ class VCpu:
         self.instructions = 0
         self._stop_requested = False
         self._syscall_msrs: tuple[int, int, int] | None = None
+        self.hook_error: BaseException | None = None
         self._keep = [ucx.add_rdtsc_hook(self.uc, self.now)]
         self._add_hooks()
 
@@ -57,7 +58,7 @@ class VCpu:
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, UC_X86_INS_SYSCALL)
-        uc.hook_add(UC_HOOK_INSN, self._on_out, None, 1, 0, UC_X86_INS_OUT)
+        self._keep.append(ucx.add_out_hook(uc, self._on_out, self._hook_failed))
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
         uc.mmio_map(L.LAPIC_PA, 0x1000, lambda u, off, size, ud: self.apic.mmio_read(off), None,
                     lambda u, off, size, val, ud: self.apic.mmio_write(off, val), None)
@@ -108,10 +109,22 @@ class VCpu:
         _u64.pack_into(buf, ucx.CTX_RIP, lstar - 2)                  # Unicorn adds 2 after the hook
         uc.context_restore(self.ctx)
 
-    def _on_out(self, uc: Uc, port: int, size: int, value: int, _ud) -> None:
+    def _on_out(self, port: int, value: int) -> None:
         fn = self.machine.port_out.get(port)
         if fn is not None:
             fn(self, port, value)
+
+    def _hook_failed(self, exc: BaseException) -> None:
+        """A raw hook raised: stop, and re-raise once emu_start has returned."""
+        if self.hook_error is None:
+            self.hook_error = exc
+        self.uc.emu_stop()
+
+    def raise_hook_error(self) -> None:
+        """Re-raise what a raw hook raised during the last emu_start, if anything."""
+        exc, self.hook_error = self.hook_error, None
+        if exc is not None:
+            raise exc
 
     def _on_in(self, uc: Uc, port: int, size: int, _ud) -> int:
         fn = self.machine.port_in.get(port)
@@ -192,6 +205,7 @@ class VCpu:
             raise self.fatal(EmuError, f"unicorn stopped: {e}") from None
         finally:
             self.in_slice = False
+        self.raise_hook_error()
         if self.machine.deterministic:
             ran = min(self.counter.value, count)
             self.instructions += ran

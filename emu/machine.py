@@ -393,6 +393,7 @@ class Machine:
                 c.uc.emu_start(addr, self.call_return_va, count=max_insns)
             except UcError as e:
                 raise c.fatal(EmuError, f"unicorn stopped in call to {self.lookup(addr)}: {e}") from None
+            c.raise_hook_error()
             self._check_exit()
             if c.rip() != self.call_return_va:
                 raise c.fatal(BudgetExceeded, f"{self.lookup(addr)} did not return within {max_insns} instructions")

@@ -19,6 +19,8 @@ _lib.uc_reg_read.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 _lib.uc_reg_write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 _lib.uc_hook_add.restype = ctypes.c_int
 RDTSC_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p)
+OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32,
+                          ctypes.c_void_p)
 
 CTX_HDR = 40                       # struct uc_context header before the CPUX86State copy
 CTX_REGS = CTX_HDR                 # regs[16]: rax rcx rdx rbx rsp rbp rsi rdi r8..r15
@@ -82,6 +84,28 @@ def add_rdtsc_hook(uc: Uc, fn) -> object:
     err = _lib.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(UC_HOOK_INSN), cfn,
                            ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0),
                            ctypes.c_int(UC_X86_INS_RDTSC))
+    if err:
+        raise UcError(err)
+    return cfn
+
+
+def add_out_hook(uc: Uc, fn, on_error) -> object:
+    """Hook ``out`` with a raw ctypes callback ``fn(port, value)``: less than half the cost of
+    the binding's wrapper, which matters for hypercalls. An exception is handed to
+    ``on_error(exc)`` (which should stop emulation and re-raise it afterwards), since it cannot
+    cross the C boundary. Returns the ctypes callback, which the caller must keep alive."""
+    from unicorn.x86_const import UC_X86_INS_OUT
+
+    def cb(_uch, port, _size, value, _ud):
+        try:
+            fn(port, value)
+        except BaseException as e:    # noqa: BLE001 - re-raised by the caller after emu_start
+            on_error(e)
+    cfn = OUT_CB(cb)
+    handle = ctypes.c_size_t()
+    err = _lib.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(UC_HOOK_INSN), cfn,
+                           ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0),
+                           ctypes.c_int(UC_X86_INS_OUT))
     if err:
         raise UcError(err)
     return cfn

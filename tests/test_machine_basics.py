@@ -77,3 +77,16 @@ def test_memory_and_symbols(tiny_kernel):
         m.symbol_address("no_such_symbol")
     with pytest.raises(EmuError):
         m.read(0x40000000, 8)
+
+
+def test_an_exception_in_a_port_handler_stops_the_run_and_propagates(tiny_kernel):
+    m = Machine(kernel=tiny_kernel())
+
+    class Broken(Exception):
+        pass
+
+    def handler(cpu, port, value):
+        raise Broken(f"port 0x{port:x} value {value}")
+    m.add_port(0x3F8, handler)
+    with pytest.raises(Broken, match="port 0x3f8 value 116"):   # 't' of "tiny: hello"
+        m.run(ms=10)
