@@ -79,14 +79,7 @@ def add_rdtsc_hook(uc: Uc, fn) -> object:
         regs.write(UC_X86_REG_RAX, tsc & 0xFFFFFFFF)
         regs.write(UC_X86_REG_RDX, tsc >> 32)
         return 1
-    cfn = RDTSC_CB(cb)
-    handle = ctypes.c_size_t()
-    err = _lib.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(UC_HOOK_INSN), cfn,
-                           ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0),
-                           ctypes.c_int(UC_X86_INS_RDTSC))
-    if err:
-        raise UcError(err)
-    return cfn
+    return _add_insn_hook(uc, RDTSC_CB(cb), UC_X86_INS_RDTSC)
 
 
 def add_out_hook(uc: Uc, fn, on_error) -> object:
@@ -101,11 +94,15 @@ def add_out_hook(uc: Uc, fn, on_error) -> object:
             fn(port, value)
         except BaseException as e:    # noqa: BLE001 - re-raised by the caller after emu_start
             on_error(e)
-    cfn = OUT_CB(cb)
+    return _add_insn_hook(uc, OUT_CB(cb), UC_X86_INS_OUT)
+
+
+def _add_insn_hook(uc: Uc, cfn, insn: int) -> object:
+    """uc_hook_add(UC_HOOK_INSN, cfn, every address, insn) through our own library handle."""
     handle = ctypes.c_size_t()
     err = _lib.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(UC_HOOK_INSN), cfn,
                            ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0),
-                           ctypes.c_int(UC_X86_INS_OUT))
+                           ctypes.c_int(insn))
     if err:
         raise UcError(err)
     return cfn
