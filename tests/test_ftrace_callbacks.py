@@ -196,3 +196,21 @@ def test_restoring_a_snapshot_restores_ftrace_too(booted_snapshots):
     assert ft.enabled_functions == "" and ft.ops_list == [] and not ops.flags & 1
     ft.register_ftrace_function(ops)                # registering again works
     ft.unregister_ftrace_function(ops)
+
+
+def test_fl_rcu_alone_goes_through_the_assist_function_of_its_trampoline(booted_snapshots):
+    m = booted_snapshots(1)
+    ft = m.ftrace
+    seen = []
+    ops = FtraceOps(lambda ip, *a: seen.append((m.image.containing(ip).name, ft.rcu_is_watching())),
+                    FTRACE_OPS_FL_RCU)
+    ft.ftrace_set_filter(ops, "default_idle", True)
+    ft.ftrace_set_filter(ops, "timer_interrupt", False)
+    ft.register_ftrace_function(ops)
+    name = ops.saved_func.__qualname__
+    assert ft.enabled_functions.splitlines()[0].endswith(f"({name}) ->ftrace_ops_assist_func+0x0/"
+                                                          f"{ft.x86.symbols[ft.arch.ftrace_ops_assist_func][1]:#x}")
+    m.run(ms=30)
+    ft.unregister_ftrace_function(ops)
+    assert {n for n, _ in seen} == {"timer_interrupt"}      # default_idle runs with RCU off
+    assert all(watching for _, watching in seen)
