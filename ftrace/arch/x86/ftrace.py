@@ -282,9 +282,9 @@ class X86Ftrace:
             target = self._ops_target(func)
         else:
             target = func
-        for site in (self.ftrace_call, self.ftrace_regs_call):
-            if site and self._read(site, MCOUNT_INSN_SIZE) != call_insn(site, target):
-                self.poker.text_poke_bp(site, call_insn(site, target))
+        batch = {site: call_insn(site, target) for site in (self.ftrace_call, self.ftrace_regs_call)
+                 if site and self._read(site, MCOUNT_INSN_SIZE) != call_insn(site, target)}
+        self.poker.text_poke_bp_batch(batch)            # both calls in one int3 round
 
     def ftrace_replace_code(self, plan) -> None:
         """Verify every site first, then write them all as one int3 batch."""

@@ -46,24 +46,27 @@ class TextPoker:
         if not batch:
             return
         self.batch = dict(batch)
+        pa = {ip: self.machine.text_pa(ip) for ip in batch}   # 5 bytes never cross a page
         try:
-            self._step({ip: bytes([INT3_INSN_OPCODE]) for ip in batch}, 0)
-            self._step({ip: insn[1:] for ip, insn in batch.items()}, 1)
-            self._step({ip: insn[:1] for ip, insn in batch.items() if insn[0] != INT3_INSN_OPCODE}, 0)
+            self._step({pa[ip]: bytes([INT3_INSN_OPCODE]) for ip in batch}, 0, batch)
+            self._step({pa[ip]: insn[1:] for ip, insn in batch.items()}, 1, batch)
+            self._step({pa[ip]: insn[:1] for ip, insn in batch.items()
+                        if insn[0] != INT3_INSN_OPCODE}, 0, batch)
         finally:
             self.batch = {}
 
-    def _step(self, writes: dict[int, bytes], offset: int) -> None:
+    def _step(self, writes: dict[int, bytes], offset: int, batch: dict[int, bytes]) -> None:
+        """Write ``writes`` (physical address of a site -> bytes at ``offset`` in it), drop
+        the translations of the sites, and let the other vCPUs run a little."""
         m = self.machine
         ram = m.ram
-        for ip, data in writes.items():
-            pa = m.text_pa(ip + offset)          # a site's 5 bytes never cross a page: -mfentry
-            ram[pa:pa + len(data)] = data
-        if len(writes) > BATCH_FLUSH_ALL:
+        for pa, data in writes.items():
+            ram[pa + offset:pa + offset + len(data)] = data
+        if len(batch) > BATCH_FLUSH_ALL:
             for c in m.cpus:
                 c.uc.ctl_flush_tb()
         else:
-            for ip in writes:
+            for ip in batch:
                 m.invalidate_code(ip, MCOUNT_INSN_SIZE)
         m.sync_cores()
 
