@@ -115,3 +115,15 @@ def test_ftrace_init_checks_for_call_fentry():
     assert "------------[ ftrace bug ]------------" in ft.log_lines
     assert "Initializing ftrace call sites" in ft.log_lines
     assert ft.ftrace_disabled
+
+
+@pytest.mark.parametrize("regs", [False, True])
+def test_private_trampolines_are_copies_patched_like_create_trampoline(regs):
+    from ftrace.arch.x86.asm import CodeBuilder
+    from ftrace.arch.x86.ftrace_64 import emit_caller, instantiate_trampoline
+    base, op, target = 0xffffffffa0012340, 0xffffffffa0001230, 0xffffffffa0000780
+    code, call_off = instantiate_trampoline(regs, base, op, target)
+    b = CodeBuilder(base)
+    emit_caller(b, "t", regs, f"mov rdx, {op}", target)   # assembled from scratch there
+    assert code == bytes(b.code[:b.labels["t_end"] - base])
+    assert call_off == b.labels["t_call"] - base

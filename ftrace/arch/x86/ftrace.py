@@ -24,7 +24,7 @@ from ...ops import FtraceOps, ftrace_ops_get_func
 from ...recursion import RecursionRecorder
 from .asm import CodeBuilder
 from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, MAILBOX_SIZE, OPS_SIZE,
-                        emit_caller, emit_helpers, emit_python_stub)
+                        emit_caller, emit_helpers, instantiate_trampoline, python_stub)
 from .insn import MCOUNT_INSN_SIZE, X86_NOP5, call_insn, site_insn
 from .ptregs import FRAME_SIZE, PT_REGS_OFFSET, PtRegs
 from .text_poke import TextPoker
@@ -176,13 +176,12 @@ class X86Ftrace:
             ops_id = self._next_id
             self._next_id += 1
             copy = self.machine.execmem.alloc(OPS_SIZE)
-            b = CodeBuilder(self.machine.execmem.alloc(64))
-            emit_python_stub(b, ops_id, self.mailboxes)
-            self._write(b.base, bytes(b.code))
-            self.symbols[b.base] = ("ftrace_ops_stub", len(b.code))
-            g = self._guest[id(ops)] = GuestOps(ops_id, copy, b.base)
+            stub, code = self.machine.execmem.alloc(64), python_stub(ops_id, self.mailboxes)
+            self._write(stub, code)
+            self.symbols[stub] = ("ftrace_ops_stub", len(code))
+            g = self._guest[id(ops)] = GuestOps(ops_id, copy, stub)
             self._by_ops_id[ops_id] = ops
-            self.code_ranges.append((b.base, b.base + 64))
+            self.code_ranges.append((stub, stub + 64))
         return g
 
     def _ops_target(self, ops: FtraceOps) -> int:
@@ -238,14 +237,13 @@ class X86Ftrace:
             return
         regs = bool(ops.flags & FL.SAVE_REGS) and self.supports_regs
         base = self.machine.execmem.alloc(TRAMP_SIZE)
-        b = CodeBuilder(base)
-        emit_caller(b, "ftrace_trampoline", regs, f"mov rdx, {g.copy}", target)
-        self._write(base, bytes(b.code))
-        ops.trampoline, ops.trampoline_size = base, b.labels["ftrace_trampoline_end"] - base
+        code, call_off = instantiate_trampoline(regs, base, g.copy, target)
+        self._write(base, code)
+        ops.trampoline, ops.trampoline_size = base, len(code)
         ops.flags |= FL.ALLOC_TRAMP
         self.symbols[base] = ("ftrace_trampoline", ops.trampoline_size)
         self.code_ranges.append((base, base + TRAMP_SIZE))
-        self._tramp_call[base] = b.labels["ftrace_trampoline_call"] - base
+        self._tramp_call[base] = call_off
 
     def _tramp_call_offset(self, ops: FtraceOps) -> int:
         return self._tramp_call[ops.trampoline]

@@ -23,6 +23,9 @@ Both callers build two frame-pointer frames first, so guest backtraces pass thro
 """
 from __future__ import annotations
 
+import functools
+import struct
+
 from emu import memlayout as L
 
 from ...flags import FtraceOpsFlags as FL
@@ -264,6 +267,46 @@ def _emit_regs_body(b: CodeBuilder, name: str, op_load: str, target: int) -> Non
 
 
 MAILBOX_SIZE = 32               # per CPU: ip, parent_ip, op, fregs
+
+_PLACEHOLDER = L.EXECMEM_VA     # an ops address, as `mov rdx, imm32` sign-extends it
+_MOV_RDX_OP = b"\x48\xc7\xc2" + struct.pack("<i", _PLACEHOLDER - (1 << 64))
+
+
+@functools.lru_cache(maxsize=None)
+def trampoline_template(regs: bool) -> tuple[bytes, int, int]:
+    """A private trampoline assembled once: (code, offset of the op immediate, offset of the
+    call). ``instantiate_trampoline`` copies and patches it, as the kernel's
+    create_trampoline copies ftrace_caller and patches the op load and the call."""
+    b = CodeBuilder(L.EXECMEM_VA)
+    emit_caller(b, "t", regs, f"mov rdx, {_PLACEHOLDER}", L.EXECMEM_VA)
+    code = bytes(b.code[:b.labels["t_end"] - b.base])
+    return code, code.index(_MOV_RDX_OP) + 3, b.labels["t_call"] - b.base
+
+
+def instantiate_trampoline(regs: bool, base: int, op: int, target: int) -> tuple[bytes, int]:
+    """The trampoline for an ops copy at ``op`` calling ``target``, placed at ``base``;
+    returns its code and the offset of its call."""
+    code, op_off, call_off = trampoline_template(regs)
+    out = bytearray(code)
+    struct.pack_into("<i", out, op_off, op - (1 << 64))
+    struct.pack_into("<i", out, call_off + 1, target - (base + call_off + 5))
+    return bytes(out), call_off
+
+
+@functools.lru_cache(maxsize=None)
+def _stub_template(mailboxes: int) -> tuple[bytes, int]:
+    b = CodeBuilder(L.EXECMEM_VA)
+    emit_python_stub(b, 0x7FFFFFFF, mailboxes)
+    code = bytes(b.code)
+    return code, code.index(b"\xb8\xff\xff\xff\x7f") + 1        # mov eax, imm32
+
+
+def python_stub(ops_id: int, mailboxes: int) -> bytes:
+    """The Python-callback stub for ``ops_id`` (position-independent: assembled once)."""
+    code, id_off = _stub_template(mailboxes)
+    out = bytearray(code)
+    struct.pack_into("<I", out, id_off, ops_id)
+    return bytes(out)
 
 
 def emit_python_stub(b: CodeBuilder, ops_id: int, mailboxes: int) -> None:
