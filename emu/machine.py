@@ -239,7 +239,11 @@ class Machine:
 
     def backtrace(self, cpu: VCpu, rip: int, rbp: int, limit: int = 32) -> list[str]:
         """Frame-pointer backtrace, innermost first."""
-        frames = [self.lookup(rip)]
+        return [self.lookup(a) for a in [rip] + self.return_addresses(cpu, rbp, limit)]
+
+    def return_addresses(self, cpu: VCpu, rbp: int, limit: int = 64) -> list[int]:
+        """The return addresses of the frame-pointer chain starting at ``rbp``, innermost first."""
+        out: list[int] = []
         cr3 = cpu.cr3()
         for _ in range(limit):
             if rbp == 0 or rbp & 7:
@@ -250,11 +254,11 @@ class Machine:
                 break
             if ret == 0:
                 break
-            frames.append(self.lookup(ret))
+            out.append(ret)
             if nxt <= rbp:
                 break
             rbp = nxt
-        return frames
+        return out
 
     def descriptor_flags(self, cpu: VCpu, buf, sel: int) -> int:
         """The hidden 'flags' word (descriptor high dword) for selector ``sel`` of the current GDT."""
@@ -310,8 +314,8 @@ class Machine:
 
     def _slice_length(self, limit_ns: int) -> int:
         """Instructions for the next round: the quantum (jittered with ``slice_seed``), cut at
-        the next event. Free-running slices go straight to the next event (Unicorn starts a
-        timer thread per slice, so fewer, longer slices are cheaper)."""
+        the next event. Free-running slices go straight to the next event: each slice costs a
+        ticker hand-off, so fewer, longer slices are cheaper."""
         if not self.deterministic:
             return max(1, min(limit_ns, FREE_SLICE_MAX_NS) // L.NS_PER_INSN)
         q = self.quantum if self._rng is None else self._rng.randint(max(1, self.quantum // 8), self.quantum)

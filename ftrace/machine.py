@@ -43,8 +43,6 @@ class MachineFtrace(Ftrace):
         arch.core = self
         self.x86 = arch
         self.ftrace_init()
-        self._percpu = (machine.symbol_address("percpu")
-                        if machine.image.has_symbol("percpu") else None)
         machine.snapshot_participants.append(self)
 
     # ---- snapshots: the host half of ftrace's state follows the guest's ----------
@@ -84,9 +82,11 @@ class MachineFtrace(Ftrace):
         return self.x86.current_cpu or self.machine.cpus[0]
 
     def _pcpu(self, cpu: "VCpu", field: int) -> int:
-        if self._percpu is None:
-            raise FtraceError(errno.ENODEV, "this kernel has no per-CPU area")
-        return self._percpu + cpu.index * L.PCPU_SIZE + field
+        """Address of a per-CPU field (ENODEV for a kernel without per-CPU data)."""
+        try:
+            return self.machine.kernel.pcpu(cpu.index, field)
+        except LookupError as e:
+            raise FtraceError(errno.ENODEV, str(e)) from None
 
     def preempt_count(self, cpu: int | None = None) -> int:
         """preempt_count of the CPU the callback runs on (or of ``cpu``)."""

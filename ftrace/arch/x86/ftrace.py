@@ -349,23 +349,16 @@ class X86Ftrace:
             return True
         from unicorn.x86_const import UC_X86_REG_RBP
         rip, rsp, rbp = cpu.rip(), cpu.stack_pointer(), cpu.regs.read(UC_X86_REG_RBP)
-        words = [rip]
-        try:
-            if rsp < rbp <= rsp + 512:
+        returns = self.machine.return_addresses(cpu, rbp)
+        if any(r in sites for r in returns):
+            return True
+        words = [rip, *returns]
+        if rsp < rbp <= rsp + 512:
+            try:
                 raw = self.machine.read(rsp, rbp + 16 - rsp)
                 words += struct.unpack(f"<{len(raw) // 8}Q", raw)
-            for _ in range(64):
-                if not rbp or rbp & 7:
-                    break
-                nxt, ret = struct.unpack("<QQ", self.machine.read(rbp, 16))
-                if ret in sites:
-                    return True
-                words.append(ret)
-                if nxt <= rbp:
-                    break
-                rbp = nxt
-        except EmuError:
-            pass
+            except EmuError:
+                pass
         return any(self._in_code(w) for w in words)
 
     def _in_code(self, addr: int) -> bool:
