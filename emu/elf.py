@@ -39,6 +39,11 @@ class KernelImage:
                              for s in elf.iter_sections() if s["sh_addr"]}
             symtab = elf.get_section_by_name(".symtab")
             syms = [] if symtab is None else list(symtab.iter_symbols())
+            kinds = {i: _section_kind(s) for i, s in enumerate(elf.iter_sections())}
+        self.kallsyms = sorted(
+            (s["st_value"], _type_char(kinds.get(s["st_shndx"], "a"), s["st_info"]["bind"]), s.name)
+            for s in syms if s.name and s["st_shndx"] != "SHN_UNDEF"
+            and s["st_info"]["type"] not in ("STT_FILE", "STT_SECTION"))
         self._by_name: dict[str, Symbol] = {}
         funcs = []
         for s in syms:
@@ -85,7 +90,28 @@ class KernelImage:
         """Every sized symbol, in address order."""
         return [s for s in self._sorted if s.size]
 
+    def kallsyms_text(self) -> str:
+        """/proc/kallsyms: ``<address> <type> <name>`` per symbol, in address order."""
+        return "".join(f"{addr:016x} {kind} {name}\n" for addr, kind, name in self.kallsyms)
+
     def u64_array(self, section: str) -> list[int]:
         """A section read as little-endian 64-bit words (e.g. ``__mcount_loc``)."""
         _, data = self.sections[section]
         return [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
+
+
+def _section_kind(section) -> str:
+    """nm's letter for symbols of a section: t text, r read-only, d data, b bss."""
+    flags = section["sh_flags"]
+    if flags & 0x4:                 # SHF_EXECINSTR
+        return "t"
+    if not flags & 0x1:             # not SHF_WRITE
+        return "r"
+    return "b" if section["sh_type"] == "SHT_NOBITS" else "d"
+
+
+def _type_char(kind: str, bind: str) -> str:
+    """Upper case for global symbols, as nm and /proc/kallsyms print them; W for weak."""
+    if bind == "STB_WEAK":
+        return "W" if kind == "t" else "V"
+    return kind.upper() if bind == "STB_GLOBAL" else kind

@@ -16,7 +16,7 @@ from unicorn import UcError
 from unicorn.x86_const import (UC_X86_REG_CR3, UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RIP,
                                UC_X86_REG_RSP)
 
-from . import kbuild, loader, snapshot, ucx
+from . import kbuild, loader, machine_files, snapshot, ucx
 from . import memlayout as L
 from .apic import NEVER
 from .cpu import HALTED, RUNNING, STOPPED, VCpu
@@ -27,6 +27,7 @@ from .execmem import ExecMem
 from .guestcall import ARG_REGS, enter_kernel_call
 from .kernelview import KernelView
 from .paging import PageFault, PageWalker
+from .pseudofs import PseudoFS
 from .snapshot import Snapshot
 from .ticker import SliceTicker
 
@@ -34,6 +35,7 @@ KSTAT_FIELDS = ("timer_interrupts", "softirqs", "nmis", "syscalls", "context_swi
                 "idle_entries", "cpu_offline", "cpu_online", "page_faults", "ipis")
 INIT_UP, TESTS_PASSED = "init: up", "ALL TESTS PASSED"
 FREE_SLICE_MAX_NS = 2_000_000
+TRACEFS = "/sys/kernel/tracing"
 
 
 class CodeHook:
@@ -132,6 +134,9 @@ class Machine:
         boot.regs.write(UC_X86_REG_RDI, L.BOOT_PARAMS_PA)
         boot.state = RUNNING
         self.kernel = KernelView(self)
+        self.fs = PseudoFS(waiter=self._wait_event)     # each layer registers its files
+        self.tracefs = self.fs.view(TRACEFS)
+        machine_files.register(self)
         self._attach_extensions(dict(options))
 
     def _attach_extensions(self, options: dict[str, Any]) -> None:
@@ -368,6 +373,12 @@ class Machine:
         if not stop_when() and self.exit_code is None:
             cpu = next((c for c in self.cpus if c.state == RUNNING), self.cpus[0])
             raise cpu.fatal(BudgetExceeded, f"still not done after {budget_ms:g} ms of virtual time")
+
+    def _wait_event(self, cond: Callable[[], bool], timeout_s: float) -> bool:
+        """m.fs's waiter: run the guest until ``cond()`` or ``timeout_s`` of virtual time."""
+        deadline = self.now + int(timeout_s * 1e9)
+        self._run(deadline, cond)
+        return cond()
 
     def boot(self, budget_ms: float = 5000) -> None:
         """Run until the in-kernel tests passed and init is up in user mode."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from emu import memlayout as L
 
-from . import views
+from . import tracefs, views
 from .arch.x86.ftrace import X86Ftrace
 from .core import Ftrace
 from .errors import FtraceError
@@ -169,4 +169,6 @@ class MachineFtrace(Ftrace):
 
 def attach(machine: "Machine", options: dict[str, Any]) -> MachineFtrace:
     """The ``ftemu.extensions`` entry point: ftrace for a new machine."""
-    return MachineFtrace(machine, supports_regs=bool(options.pop("ftrace_regs", True)))
+    ft = MachineFtrace(machine, supports_regs=bool(options.pop("ftrace_regs", True)))
+    tracefs.register_ftrace_files(ft)
+    return ft

@@ -1,6 +1,8 @@
 """Shared fixtures: the tiny purpose-built guest, and booted machines running the real kernel."""
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -45,3 +47,22 @@ def booted_snapshots():
         m.restore(snap)
         return m
     return get
+
+
+def require_tool_path(name: str, package: str | None = None) -> str:
+    """The path of system tool ``name``. Where it is missing the test is skipped with the
+    package to install, except under CI=true, where .ci/run installs it: there the missing
+    tool is a failure."""
+    path = shutil.which(name)
+    if path:
+        return path
+    reason = f"{name} is not installed (apt-get install {package or name})"
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}; CI=true requires it", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def require_tool():
+    """``require_tool(name, package=None) -> path``: see require_tool_path."""
+    return require_tool_path
