@@ -2,8 +2,8 @@
 
 ``Machine`` is the entry point; ``EmuError`` the one base of its errors.
 """
-from .errors import BudgetExceeded, BuildError, EmuError, GuestPanic, TripleFault
+from .errors import BudgetExceeded, BuildError, EmuError, GuestMemoryError, GuestPanic, TripleFault
 from .machine import Machine, Snapshot
 
 __all__ = ["Machine", "Snapshot", "EmuError", "GuestPanic", "TripleFault", "BudgetExceeded",
-           "BuildError"]
+           "BuildError", "GuestMemoryError"]

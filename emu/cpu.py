@@ -14,7 +14,8 @@ from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_SYSCALL,
 from . import memlayout as L
 from . import trap, ucx
 from .apic import LocalApic
-from .errors import EmuError
+from .errors import EmuError, GuestMemoryError
+from .paging import PageFault
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -49,6 +50,8 @@ class VCpu:
         self._stop_requested = False
         self._syscall_msrs: tuple[int, int, int] | None = None
         self.hook_error: BaseException | None = None
+        self.hflags = ucx.hflags_cell(self.uc)
+        self._io_fault_ctx = None
         self._keep = [ucx.add_rdtsc_hook(self.uc, self.now)]
         self._add_hooks()
 
@@ -109,10 +112,37 @@ class VCpu:
         _u64.pack_into(buf, ucx.CTX_RIP, lstar - 2)                  # Unicorn adds 2 after the hook
         uc.context_restore(self.ctx)
 
-    def _on_out(self, port: int, value: int) -> None:
+    def _on_out(self, port: int, size: int, value: int) -> None:
+        if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
+            return self._io_fault()
         fn = self.machine.port_out.get(port)
         if fn is not None:
             fn(self, port, value)
+
+    def io_permitted(self, port: int, size: int) -> bool:
+        """May the current CPL use ``port``? As a CPU decides: CPL <= IOPL, else every bit of
+        the ports in the TSS I/O permission bitmap must be clear."""
+        if self.hflags.value & ucx.HF_CPL_MASK <= (self.rflags() >> 12) & 3:
+            return True
+        self.uc.context_update(self.ctx)
+        tss, limit = struct.unpack_from("<QI", self.ctx_buf, ucx.CTX_TR_BASE)
+        if limit < 0x67:
+            return False
+        try:
+            iobase = struct.unpack("<H", self.machine.walker.read(self.cr3(), tss + 0x66, 2))[0]
+            at = iobase + port // 8
+            if at + 1 > limit:
+                return False
+            bits = struct.unpack("<H", self.machine.walker.read(self.cr3(), tss + at, 2))[0]
+        except PageFault:
+            return False
+        return not bits >> (port % 8) & ((1 << size) - 1)
+
+    def _io_fault(self) -> None:
+        """``in``/``out`` refused at this CPL: stop after it, then put the state back as it was
+        before it and raise #GP(0) on it (a hook cannot redirect RIP; see after_emu_start)."""
+        self._io_fault_ctx = self.uc.context_save()
+        self.request_stop()
 
     def _hook_failed(self, exc: BaseException) -> None:
         """A raw hook raised: stop, and re-raise once emu_start has returned."""
@@ -120,13 +150,21 @@ class VCpu:
             self.hook_error = exc
         self.uc.emu_stop()
 
-    def raise_hook_error(self) -> None:
-        """Re-raise what a raw hook raised during the last emu_start, if anything."""
+    def after_emu_start(self) -> None:
+        """Finish what hooks left for after emu_start: the #GP of a refused ``in``/``out``,
+        and re-raising what a raw hook raised."""
+        ctx, self._io_fault_ctx = self._io_fault_ctx, None
+        if ctx is not None:
+            self.uc.context_restore(ctx)
+            trap.deliver(self, trap.T_GP, 0)
         exc, self.hook_error = self.hook_error, None
         if exc is not None:
             raise exc
 
     def _on_in(self, uc: Uc, port: int, size: int, _ud) -> int:
+        if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
+            self._io_fault()
+            return 0
         fn = self.machine.port_in.get(port)
         return fn(self, port) if fn is not None else 0xFFFFFFFF & ((1 << (8 * size)) - 1)
 
@@ -169,14 +207,25 @@ class VCpu:
         struct.pack_into("<I", buf, ucx.CTX_HFLAGS, (hflags & ~ucx.HF_CPL_MASK) | cpl)
 
     def cpl(self) -> int:
-        self.uc.context_update(self.ctx)
-        return struct.unpack_from("<I", self.ctx_buf, ucx.CTX_HFLAGS)[0] & ucx.HF_CPL_MASK
+        return self.hflags.value & ucx.HF_CPL_MASK
 
     def fatal(self, cls: type[EmuError], message: str) -> EmuError:
         """An error naming this CPU, its RIP and the guest backtrace."""
         rip = self.rip()
         return cls(message, cpu=self.index, rip=self.machine.lookup(rip),
                    backtrace=self.machine.backtrace(self, rip, self.regs.read(UC_X86_REG_RBP)))
+
+    def bad_address(self, va: int, what: str) -> GuestMemoryError:
+        """The error for an unmapped address the guest handed the host (``what`` says which)."""
+        return self.fatal(GuestMemoryError, f"{what}: no mapping for guest address 0x{va:x}")
+
+    def read_virt(self, va: int, n: int, what: str) -> bytes:
+        """Read guest memory through this CPU's page tables on the guest's behalf (e.g. a
+        pointer in a hypercall's arguments); unmapped: ``bad_address``."""
+        try:
+            return self.machine.walker.read(self.cr3(), va, n)
+        except PageFault:
+            raise self.bad_address(va, what) from None
 
     def stack_pointer(self) -> int:
         return self.regs.read(UC_X86_REG_RSP)
@@ -205,7 +254,7 @@ class VCpu:
             raise self.fatal(EmuError, f"unicorn stopped: {e}") from None
         finally:
             self.in_slice = False
-        self.raise_hook_error()
+        self.after_emu_start()
         if self.machine.deterministic:
             ran = min(self.counter.value, count)
             self.instructions += ran

@@ -32,6 +32,12 @@ class TripleFault(EmuError):
     """An exception could not be delivered, not even as a double fault."""
 
 
+class GuestMemoryError(EmuError):
+    """Guest memory the host was asked to reach has no mapping: an address the guest handed
+    the host (a hypercall's pointer: then CPU, RIP and backtrace say where), or one given to
+    ``Machine.read``/``write``."""
+
+
 class BudgetExceeded(EmuError):
     """The guest ran past the virtual-time budget it was given."""
 

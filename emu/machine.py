@@ -111,6 +111,7 @@ class Machine:
         self.code_hooks: list[tuple[int, Callable[[VCpu], None]]] = []
         self.delivery_listeners: list[Callable[[VCpu, int], None]] = []
         self.snapshot_participants: list[Any] = []
+        self.symbol_sources: list[Callable[[int], str | None]] = []
         self._deferred: list[Callable[[], None]] = []
         self.last_call_instructions = 0
         self._gdt_flags: dict[tuple[int, int], int] = {}
@@ -239,8 +240,19 @@ class Machine:
             raise EmuError(f"no kernel symbol named {name!r}") from None
 
     def lookup(self, addr: int) -> str:
-        """``name+0xoff/0xsize``, as the kernel's %pS prints an address."""
+        """``name+0xoff/0xsize``, as the kernel's %pS prints an address (code outside the
+        image is named by the symbol sources, e.g. ftrace's trampolines)."""
+        if self.image.containing(addr) is None:
+            for source in self.symbol_sources:
+                name = source(addr)
+                if name is not None:
+                    return name
         return self.image.lookup(addr)
+
+    def add_symbol_source(self, fn: Callable[[int], str | None]) -> None:
+        """Let ``fn(addr)`` name addresses outside the kernel image in %pS format (code the
+        host generates, as kallsyms lists ftrace trampolines); None: not its address."""
+        self.symbol_sources.append(fn)
 
     def backtrace(self, cpu: VCpu, rip: int, rbp: int, limit: int = 32) -> list[str]:
         """Frame-pointer backtrace, innermost first."""
@@ -408,7 +420,7 @@ class Machine:
                 c.uc.emu_start(addr, self.call_return_va, count=max_insns)
             except UcError as e:
                 raise c.fatal(EmuError, f"unicorn stopped in call to {self.lookup(addr)}: {e}") from None
-            c.raise_hook_error()
+            c.after_emu_start()
             self._check_exit()
             if c.rip() != self.call_return_va:
                 raise c.fatal(BudgetExceeded, f"{self.lookup(addr)} did not return within {max_insns} instructions")

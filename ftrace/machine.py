@@ -44,6 +44,7 @@ class MachineFtrace(Ftrace):
         self.x86 = arch
         self.ftrace_init()
         machine.snapshot_participants.append(self)
+        machine.add_symbol_source(self._generated_code_symbol)
 
     # ---- snapshots: the host half of ftrace's state follows the guest's ----------
     _CORE_FIELDS = ("ops_list", "ftrace_disabled", "ftrace_start_up", "ftrace_trace_function",
@@ -161,6 +162,11 @@ class MachineFtrace(Ftrace):
     def callback_errors(self) -> list:
         """(ops, exception) for every Python callback that raised (its ops was retired)."""
         return self.x86.callback_errors
+
+    def _generated_code_symbol(self, addr: int) -> str | None:
+        """%pS of ftrace's own code (callers, trampolines, stubs) for the machine's lookup."""
+        text = views.sprint_symbol(self, addr)
+        return None if text.startswith("0x") else text
 
     def function_address(self, name: str) -> int:
         """The call-site ip of function ``name`` (what callbacks get as ``ip``)."""

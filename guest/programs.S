@@ -16,6 +16,7 @@ UPROG init
 UPROG ping
 UPROG pong
 UPROG faulter
+UPROG ioport
 
 	.section .rodata
 	.balign 8
@@ -25,4 +26,5 @@ uprog_table:
 	.quad uprog_ping_name, uprog_ping_start, uprog_ping_end
 	.quad uprog_pong_name, uprog_pong_start, uprog_pong_end
 	.quad uprog_faulter_name, uprog_faulter_start, uprog_faulter_end
+	.quad uprog_ioport_name, uprog_ioport_start, uprog_ioport_end
 	.quad 0, 0, 0

@@ -1,5 +1,11 @@
 /* A tiny guest used by the machine's own tests: IDT, timer ticks, int3, a #PF, ring 3 and a
-   syscall, then power off with the tick count. Built by the tests with gcc; no ftrace. */
+   syscall, then power off with the tick count. Built by the tests with gcc; no ftrace.
+   Variants (-D): TRIPLE_FAULT, SPIN, BAD_OPCODE; USER_OUT / USER_IN: ring 3 does port I/O
+   on USER_PORT first (a #GP powers off with code 13), allowed by USER_IOPL3 or, for port
+   0xe0 only, by IO_BITMAP (a TSS I/O permission bitmap). */
+#ifndef USER_PORT
+#define USER_PORT 0xe0
+#endif
 #include "memlayout.h"
     .code64
     .section .text
@@ -27,6 +33,15 @@ _start:
     mov %eax, gdt+TSS_SEL+8(%rip)
     lea kstack_top(%rip), %rax
     mov %rax, 4(%rbx)                 /* rsp0 */
+    movw $104, 0x66(%rbx)                /* I/O map base: past the limit, no bitmap */
+#ifdef IO_BITMAP
+    movw $(104 + 32), gdt+TSS_SEL(%rip)  /* limit: the bitmap of ports 0..255 + 0xff */
+    lea 104(%rbx), %rdi
+    mov $33, %ecx
+    mov $0xff, %al
+    rep stosb
+    movb $0xfe, 104 + 0xe0 / 8(%rbx)      /* port 0xe0 allowed */
+#endif
     mov $TSS_SEL, %ax
     ltr %ax
     /* IDT: every vector -> generic stubs */
@@ -39,7 +54,10 @@ _start:
 3:  cmp $14, %ecx
     jne 4f
     lea vec_pf(%rip), %rax
-4:  cmp $LOCAL_TIMER_VECTOR, %ecx
+4:  cmp $13, %ecx
+    jne 41f
+    lea vec_gp(%rip), %rax
+41: cmp $LOCAL_TIMER_VECTOR, %ecx
     jne 5f
     lea vec_timer(%rip), %rax
 5:  mov %ax, (%rdi)
@@ -114,7 +132,11 @@ _start:
     mov %rax, %cr3
     pushq $USER_DS
     pushq $0x100000
+#ifdef USER_IOPL3
+    pushq $0x3202
+#else
     pushq $0x202
+#endif
     pushq $USER_CS
     lea user_code(%rip), %rax
     mov $KERNEL_VA_OFFSET, %rbx
@@ -175,6 +197,18 @@ vec_pf:
     add $8, %rsp                          /* drop the error code */
     addq $3, (%rsp)                       /* skip mov (%rax), %rbx */
     iretq
+vec_gp:                                   /* record the fault, power off with 13 */
+    mov %rax, gp_rax(%rip)
+    pop %rax
+    mov %rax, gp_err(%rip)
+    mov (%rsp), %rax
+    mov %rax, gp_rip(%rip)
+    mov 8(%rsp), %rax
+    mov %rax, gp_cs(%rip)
+    mov $13, %eax
+    mov $EXIT_PORT, %dx
+    out %eax, %dx
+    hlt
 vec_timer:
     incq ticks(%rip)
     push %rax
@@ -185,6 +219,17 @@ vec_timer:
 
     .align 16
 user_code:                               /* ring 3 */
+#if defined(USER_OUT) || defined(USER_IN)
+    mov $0x5a, %eax
+    mov $USER_PORT, %dx
+    .globl user_io
+user_io:
+#ifdef USER_IN
+    in %dx, %al
+#else
+    out %al, %dx
+#endif
+#endif
     lea msg_user(%rip), %rsi
     mov $1, %eax
     syscall
@@ -217,8 +262,12 @@ empty_idt_desc: .word 0
     .quad 0
 idt_desc: .word 4095
     .quad idt
-    .globl ticks, bp_count, last_cr2, last_pf_err
+    .globl ticks, bp_count, last_cr2, last_pf_err, gp_rax, gp_err, gp_rip, gp_cs
 ticks: .quad 0
+gp_rax: .quad 0
+gp_err: .quad -1
+gp_rip: .quad 0
+gp_cs: .quad 0
 bp_count: .quad 0
 last_cr2: .quad 0
 last_pf_err: .quad 0
@@ -226,7 +275,7 @@ user_rsp: .quad 0
     .section .bss
     .align 4096
 idt: .space 4096
-tss: .space 104
+tss: .space 104 + 33
     .align 16
     .space 8192
 stack_top:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable
 
 from emu import BudgetExceeded, EmuError, memlayout as L
 from emu.cpu import RUNNING, STOPPED
+from emu.paging import PageFault
 
 from ...errors import FtracePatchError
 from ...flags import FtraceOpsFlags as FL
@@ -39,6 +40,7 @@ SHARED_CODE_SIZE = 0x1000
 TRAMP_SIZE = 0x200
 _q = struct.Struct("<Q")
 _args = struct.Struct("<4Q")
+_FREGS_WHAT = "ftrace callback: pt_regs pointer in the mailbox"
 _CS_OFFSET = PT_REGS_OFFSET["cs"]
 
 
@@ -387,10 +389,13 @@ class X86Ftrace:
     def _pt_regs(self, cpu: "VCpu", fregs: int) -> PtRegs | None:
         """The trampoline's frame as a PtRegs, or None for a frame without full regs."""
         if (fregs & 0xFFF) + FRAME_SIZE <= 0x1000:
-            pa = self._kernel_pa(fregs, cpu.cr3)
+            try:
+                pa = self._kernel_pa(fregs, cpu.cr3)
+            except PageFault:
+                raise cpu.bad_address(fregs, _FREGS_WHAT) from None
             raw = self.machine.ram[pa:pa + FRAME_SIZE]
         else:
-            raw = self.machine.walker.read(cpu.cr3(), fregs, FRAME_SIZE)
+            raw = cpu.read_virt(fregs, FRAME_SIZE, _FREGS_WHAT)
         if not _q.unpack_from(raw, _CS_OFFSET)[0]:
             return None
         return PtRegs(raw, fregs)
