@@ -54,9 +54,35 @@ class KernelImage:
                 self._by_name[sym.name] = sym
             if s["st_info"]["type"] in ("STT_FUNC", "STT_NOTYPE", "STT_OBJECT") and sym.addr:
                 funcs.append(sym)
+        self._kernel_syms = funcs
+        self._modules: dict[str, list[Symbol]] = {}    # owner -> its symbols (kallsyms' modules)
+        self._index()
+
+    def _index(self) -> None:
+        funcs = self._kernel_syms + [s for syms in self._modules.values() for s in syms]
         funcs.sort(key=lambda s: (s.addr, -s.size))
         self._sorted = funcs
         self._addrs = [s.addr for s in funcs]
+        self._owner = {s.addr: owner for owner, syms in self._modules.items() for s in syms}
+
+    def add_module_symbols(self, owner: str, symbols: list[Symbol]) -> None:
+        """Make a loaded module's symbols known (lookup, %pS with ``[owner]``, by name where
+        the kernel has no symbol of that name: vmlinux wins, as in kallsyms_lookup_name)."""
+        self._modules[owner] = list(symbols)
+        for s in symbols:
+            self._by_name.setdefault(s.name, s)
+        self._index()
+
+    def remove_module_symbols(self, owner: str) -> None:
+        for s in self._modules.pop(owner, []):
+            if self._by_name.get(s.name) is s:
+                del self._by_name[s.name]
+        self._index()
+
+    def module_of(self, addr: int) -> str | None:
+        """The module owning the symbol that holds ``addr``, or None for vmlinux."""
+        s = self.containing(addr)
+        return None if s is None else self._owner.get(s.addr)
 
     def symbol(self, name: str) -> Symbol:
         """The symbol called ``name``; KeyError if the kernel has none."""
@@ -84,7 +110,8 @@ class KernelImage:
         s = self.containing(addr)
         if s is None:
             return f"0x{addr:x}"
-        return f"{s.name}+0x{addr - s.addr:x}/0x{s.size:x}"
+        mod = self._owner.get(s.addr)
+        return f"{s.name}+0x{addr - s.addr:x}/0x{s.size:x}" + (f" [{mod}]" if mod else "")
 
     def functions(self) -> list[Symbol]:
         """Every sized symbol, in address order."""

@@ -73,3 +73,23 @@ def _build(out: Path, variant: str) -> None:
         for f in Path(tmp).iterdir():
             if f.is_file():
                 os.replace(f, out / f.name)
+
+
+def build_module(src: str | Path, out: str | Path | None = None) -> Path:
+    """Compile one C file into a loadable module (a relocatable ELF) with the kernel's flags
+    (``-pg -mfentry -mrecord-mcount`` included) against guest/include; BuildError with the
+    compiler's messages on failure. The module's name is the file's stem ('-' as '_')."""
+    src = Path(src)
+    out = Path(out) if out is not None else src.with_suffix(".ko")
+    if not src.is_file():
+        raise BuildError(f"no such module source: {src}")
+    name = src.name.split(".")[0].replace("-", "_")
+    with tempfile.TemporaryDirectory() as tmp:
+        r = subprocess.run(["make", "-s", "-C", str(SOURCE_DIR), f"O={tmp}", "module",
+                            f"SRC={src.resolve()}", f"OUT={out.resolve()}", f"NAME={name}"],
+                           capture_output=True, text=True)
+    if r.returncode != 0:
+        output = r.stdout + r.stderr
+        first = next((ln for ln in output.splitlines() if "error" in ln), "")
+        raise BuildError(f"module build of {src} failed: {first}\n" + output[-4000:])
+    return out

@@ -26,8 +26,10 @@ from .errors import BudgetExceeded, EmuError, GuestPanic
 from .execmem import ExecMem
 from .guestcall import ARG_REGS, enter_kernel_call
 from .kernelview import KernelView
+from .module import Module, ModuleLoader
 from .paging import PageFault, PageWalker
 from .pseudofs import PseudoFS
+from .printk import LOGLEVEL_INFO, KernelLog
 from .snapshot import Snapshot
 from .ticker import SliceTicker
 
@@ -138,6 +140,8 @@ class Machine:
         self.fs = PseudoFS(waiter=self._wait_event)     # each layer registers its files
         self.tracefs = self.fs.view(TRACEFS)
         machine_files.register(self)
+        self.log = KernelLog(self)
+        self.modules = ModuleLoader(self)
         self._attach_extensions(dict(options))
 
     def _attach_extensions(self, options: dict[str, Any]) -> None:
@@ -430,6 +434,25 @@ class Machine:
             c.uc.context_restore(saved)
             c.restore_counters(counters)
             c.in_slice, c.slice_start = in_slice, slice_start
+
+    # ---- modules and the kernel log ---------------------------------------------
+    def insmod(self, path: str | Path, params: str | dict | None = None) -> Module:
+        """Load a module built by ``ftemu kmod build`` and run its init (``insmod path a=1``);
+        ``ModuleError`` (an OSError with the kernel's errno) on failure, nothing left loaded."""
+        return self.modules.load_module(path, params)
+
+    def rmmod(self, name: str) -> None:
+        """Run a module's exit and unload it; EBUSY while it is in use (a live patch)."""
+        self.modules.delete_module(name)
+
+    @property
+    def dmesg(self) -> str:
+        """The kernel log, one line per record, without timestamps (``dmesg -t``)."""
+        return self.log.text
+
+    def printk(self, text: str, level: int = LOGLEVEL_INFO) -> None:
+        """Log a line on the kernel's behalf (the host's half of the kernel prints here)."""
+        self.log.printk(text, level)
 
     # ---- hotplug -----------------------------------------------------------
     def _hotplug(self, cpu: int, up: int, budget_ms: float) -> None:

@@ -211,17 +211,17 @@ class Ftrace:
         self._set_hash(ops, None, ips, remove, reset, enable=True)
 
     def _set_regex(self, ops: FtraceOps, buf: str | None, reset: bool, enable: bool) -> None:
-        func = split_mod_command(ops, buf) if buf is not None else None
-        self._set_hash(ops, func, None, False, reset, enable)
+        func, module = split_mod_command(ops, buf, self.records) if buf is not None else (None, None)
+        self._set_hash(ops, func, None, False, reset, enable, module)
 
     def _set_hash(self, ops: FtraceOps, buf: str | None, ips: list[int] | None, remove: bool,
-                  reset: bool, enable: bool) -> None:
+                  reset: bool, enable: bool, module: str | None = None) -> None:
         """ftrace_set_hash: build the new hash aside, then swap it in with one update."""
         if self.ftrace_disabled:
             raise FtraceError(errno.ENODEV, "ftrace is disabled")
         new = EMPTY_HASH if reset else (ops.filter_hash if enable else ops.notrace_hash)
         if buf is not None:
-            new, _, found = match_records(self.records, self.arch.lookup, new, buf)
+            new, _, found = match_records(self.records, self.arch.lookup, new, buf, module)
             if not found:
                 raise FtraceError(errno.EINVAL, f"{buf!r} matches no traceable function")
         if ips is not None:
@@ -250,6 +250,42 @@ class Ftrace:
             self._run_update_code(UPDATE_CALLS)
             ops.old_filter_hash = ops.old_notrace_hash = EMPTY_HASH
             ops.flags &= ~FL.MODIFYING
+
+    # -- modules (the loader calls these as the kernel's load_module/free_module do) ---------
+
+    def ftrace_module_init(self, module: str, call_sites: Iterable[int]) -> None:
+        """A module is COMING: add records for its sites, make each `call __fentry__` the NOP
+        before its code runs, then enable the sites registered ops already trace (an ops with
+        an empty filter traces every function, new ones too: ftrace_module_enable)."""
+        if self.ftrace_disabled:
+            return
+        new = self.records.add_module(module, call_sites)
+        for rec in new:
+            try:
+                self.arch.ftrace_make_nop_init(rec)
+            except FtracePatchError as e:
+                self._ftrace_bug_from(e, FtraceBugType.FTRACE_BUG_INIT)
+                return
+        self.records.mark_invalid(self.arch.lookup)
+        update = False
+        for ops in self.ops_list:
+            update |= ftrace_hash_rec_update(new, ops, True, self.ops_list)
+        if update and self._ftrace_enabled:
+            self._run_update_code(UPDATE_CALLS)
+
+    def ftrace_release_mod(self, module: str) -> None:
+        """A module is GOING (its code will not run again): forget its records. Filters keep
+        their size but the module's ips become 0 (clear_mod_from_hashes), so an ops filtered
+        only on the module does not start tracing everything."""
+        gone = {rec.ip for rec in self.records.remove_module(module)}
+        if not gone:
+            return
+        for ops in self.ops_list:
+            hashes = (ops.filter_hash, ops.notrace_hash)
+            ops.filter_hash, ops.notrace_hash = (
+                frozenset(0 if ip in gone else ip for ip in h) for h in hashes)
+            if (ops.filter_hash, ops.notrace_hash) != hashes:
+                self.arch.ftrace_ops_publish_hashes(ops)
 
     # -- kernel.ftrace_enabled --------------------------------------------------------------
 

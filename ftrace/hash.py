@@ -29,11 +29,12 @@ def simple_strtoul(text: str) -> int:
 
 
 def match_records(records: FtraceRecords, lookup: SymbolLookup, hash_: frozenset[int],
-                  pattern: str) -> tuple[frozenset[int], bool, bool]:
+                  pattern: str, module: str | None = None) -> tuple[frozenset[int], bool, bool]:
     """Apply one pattern to `hash_`: returns (new hash, remove flag, found).
 
     Matching records are added (or removed after `!`); adding a present ip or removing an
-    absent one is a no-op but still counts as found. DISABLED records and invalid sites
+    absent one is a no-op but still counts as found. With `module`, only that module's
+    records match (`:mod:`). DISABLED records and invalid sites
     never match by name; an index (1-based line of available_filter_functions) counts them.
     """
     g = filter_parse_regex(pattern)
@@ -43,7 +44,8 @@ def match_records(records: FtraceRecords, lookup: SymbolLookup, hash_: frozenset
             return hash_, g.remove, False
         hits = {records[index].ip}
     else:
-        hits = {rec.ip for rec in records if _match_record(rec.ip, rec.flags, lookup, g)}
+        hits = {rec.ip for rec in records if _match_record(rec.ip, rec.flags, lookup, g)
+                and (module is None or records.owner.get(rec.ip) == module)}
     new = hash_ - hits if g.remove else hash_ | hits
     return frozenset(new), g.remove, bool(hits)
 
@@ -55,23 +57,24 @@ def _match_record(ip: int, flags: int, lookup: SymbolLookup, g: FtraceGlob) -> b
     return sym is not None and sym[1] <= FTRACE_MCOUNT_MAX_OFFSET and ftrace_match(sym[0], g)
 
 
-def split_mod_command(ops: FtraceOps, buf: str) -> str:
-    """ftrace_set_regex's `func:mod:module` split; returns the function part.
+def split_mod_command(ops: FtraceOps, buf: str, records: FtraceRecords) -> tuple[str, str | None]:
+    """ftrace_set_regex's `func:mod:module` split; returns (function part, module or None).
 
     Only `mod` is accepted, and only for an ops whose `private` is a trace_array (we take the
-    TRACE_ARRAY flag as the proof; the kernel trusts any non-NULL private). ftemu has no
-    modules, so no `:mod:` pattern can match or be cached: it fails with EINVAL.
+    TRACE_ARRAY flag as the proof; the kernel trusts any non-NULL private). The module must be
+    loaded: a pattern for a module not loaded yet is not cached, it fails with EINVAL.
     """
     func, sep, rest = buf.partition(":")
     if not sep:
-        return func
+        return func, None
     if not (ops.flags & FtraceOpsFlags.TRACE_ARRAY and ops.private is not None):
         raise FtraceError(errno.EINVAL, f"{buf!r}: ':' needs an ops whose private is a trace_array")
     command, _, module = rest.partition(":")
     if command != "mod":
         raise FtraceError(errno.EINVAL, f"{buf!r}: the only command of this API is 'mod'")
-    raise FtraceError(errno.EINVAL,
-                      f"{buf!r}: no module {module!r} is loaded (ftemu has no modules)")
+    if module not in records.owner.values():
+        raise FtraceError(errno.EINVAL, f"{buf!r}: no module {module!r} is loaded")
+    return func, module
 
 
 def ftrace_match_addr(records: FtraceRecords, lookup: SymbolLookup, hash_: frozenset[int],

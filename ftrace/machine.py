@@ -13,6 +13,7 @@ import struct
 from typing import TYPE_CHECKING, Any
 
 from emu import memlayout as L
+from emu.module import MODULE_STATE_COMING, MODULE_STATE_GOING
 
 from . import tracefs, views
 from .arch.x86.ftrace import X86Ftrace
@@ -23,6 +24,7 @@ from .recursion import TRACE_FTRACE_START, trace_clear_recursion, trace_test_and
 
 if TYPE_CHECKING:
     from emu import Machine
+    from emu.module import Module
     from emu.cpu import VCpu
 
 _u32, _u64 = struct.Struct("<I"), struct.Struct("<Q")
@@ -45,6 +47,14 @@ class MachineFtrace(Ftrace):
         self.ftrace_init()
         machine.snapshot_participants.append(self)
         machine.add_symbol_source(self._generated_code_symbol)
+        machine.modules.register_notifier(self._module_notifier)
+
+    def _module_notifier(self, state: int, mod: "Module") -> None:
+        """load_module / free_module: a module's sites come before its init, go after exit."""
+        if state == MODULE_STATE_COMING:
+            self.ftrace_module_init(mod.name, mod.mcount_loc)
+        elif state == MODULE_STATE_GOING:
+            self.ftrace_release_mod(mod.name)
 
     # ---- snapshots: the host half of ftrace's state follows the guest's ----------
     _CORE_FIELDS = ("ops_list", "ftrace_disabled", "ftrace_start_up", "ftrace_trace_function",
@@ -56,7 +66,7 @@ class MachineFtrace(Ftrace):
     def snapshot_state(self) -> tuple:
         known = {id(o): o for o in self.x86.known_ops()}
         return ({f: copy.copy(getattr(self, f)) for f in self._CORE_FIELDS},
-                [rec.flags for rec in self.records],
+                self.records.state(),
                 {k: (o, {f: getattr(o, f) for f in self._OPS_FIELDS}) for k, o in known.items()},
                 self.x86.snapshot_state(), list(self.log_lines))
 
@@ -64,8 +74,7 @@ class MachineFtrace(Ftrace):
         core, rec_flags, ops_state, arch, log = st
         for f, v in core.items():
             setattr(self, f, copy.copy(v))
-        for rec, flags in zip(self.records, rec_flags):
-            rec.flags = flags
+        self.records.set_state(rec_flags)
         for o in self.x86.known_ops():
             if id(o) not in ops_state:      # registered after the snapshot: as if never
                 o.flags &= FL_USER

@@ -35,6 +35,32 @@ class FtraceRecords:
         # ftrace_process_locs: sort, and skip zeroed (discarded) entries.
         self.recs = [DynFtrace(ip) for ip in sorted(set(call_sites)) if ip]
         self._ips = [rec.ip for rec in self.recs]
+        self.owner: dict[int, str] = {}     # ip -> module name, for sites of loaded modules
+
+    def add_module(self, module: str, call_sites: Iterable[int]) -> list[DynFtrace]:
+        """ftrace_process_locs for a module: new records for its sites, kept in ip order."""
+        new = [DynFtrace(ip) for ip in sorted(set(call_sites)) if ip and ip not in self.owner]
+        self.recs = sorted(self.recs + new, key=lambda r: r.ip)
+        self._ips = [rec.ip for rec in self.recs]
+        self.owner.update((rec.ip, module) for rec in new)
+        return new
+
+    def state(self) -> tuple:
+        return [(rec.ip, rec.flags) for rec in self.recs], dict(self.owner)
+
+    def set_state(self, st: tuple) -> None:
+        self.recs = [DynFtrace(ip, flags) for ip, flags in st[0]]
+        self._ips = [rec.ip for rec in self.recs]
+        self.owner = dict(st[1])
+
+    def remove_module(self, module: str) -> list[DynFtrace]:
+        """ftrace_release_mod: drop the module's records; returns them."""
+        gone = [rec for rec in self.recs if self.owner.get(rec.ip) == module]
+        self.recs = [rec for rec in self.recs if self.owner.get(rec.ip) != module]
+        self._ips = [rec.ip for rec in self.recs]
+        for rec in gone:
+            del self.owner[rec.ip]
+        return gone
 
     def __iter__(self) -> Iterator[DynFtrace]:
         return iter(self.recs)

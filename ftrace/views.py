@@ -57,11 +57,13 @@ def _call_target_func(ft: Ftrace, target: FtraceCallTarget) -> FtraceFuncT:
 
 
 def print_rec(ft: Ftrace, ip: int) -> tuple[str, bool]:
-    """%ps of a record, or `__ftrace_invalid_address___<offset>` (then False)."""
+    """%ps of a record (`name [module]` for a module's), or
+    `__ftrace_invalid_address___<offset>` (then False)."""
     sym = ft.arch.lookup(ip)
     if sym is None or sym[1] > FTRACE_MCOUNT_MAX_OFFSET:
         return f"{FTRACE_INVALID_FUNCTION}_{sym[1] if sym else 0}", False
-    return sym[0], True
+    module = ft.records.owner.get(ip)
+    return (f"{sym[0]} [{module}]" if module else sym[0]), True
 
 
 def available_filter_functions(ft: Ftrace) -> str:

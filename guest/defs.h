@@ -52,6 +52,12 @@ void uart_putc(int c);
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int snprintf(char *buf, size_t size, const char *fmt, ...) __printf(3, 4);
 int printk(const char *fmt, ...) __printf(1, 2);
+int vprintk(const char *fmt, va_list ap);
+extern int console_loglevel;
+#define KERN_SOH_ASCII  '\001'
+#define LOGLEVEL_CONT   -2                      // KERN_CONT: continues the previous line
+#define MESSAGE_LOGLEVEL_DEFAULT 4              // printk without a level (KERN_WARNING)
+#define CONSOLE_LOGLEVEL_DEFAULT 7              // the console shows levels 0..6
 void console_write(const char *s, size_t n);
 
 // string.c
@@ -257,6 +263,10 @@ int seq_puts(struct seq_file *m, const char *s);
 
 // proc_cmdline.c
 int cmdline_proc_show(struct seq_file *m, void *v);
+
+// module.c
+struct module_call;
+int module_call_thread(void *arg);
 
 // trace_selftest_dynamic.c
 int trace_selftest_dynamic_test_func(void);

@@ -83,7 +83,8 @@ void __noreturn main(u64 boot_params_pa)
 	idle_task_init(0);                      // swapper/0 is this boot thread
 	boot_params = P2V(BOOT_PARAMS_PA);
 	kalloc_init(0x100000, EXECMEM_PA);      // page allocator: free RAM, never EXECMEM
-	kalloc_init(EXECMEM_PA + EXECMEM_SIZE, KERNEL_PA);
+	kalloc_init(EXECMEM_PA + EXECMEM_SIZE, MODULES_PA); // nor the module area
+	kalloc_init(MODULES_PA + MODULES_SIZE, KERNEL_PA);
 	kalloc_init(V2P(_end), mem_bytes);
 	printk("Memory: %luK available\n", nr_free_pages() * 4);
 	syscall_init();                         // syscall MSRs

@@ -10,6 +10,8 @@
 #define BOOT_PML4_PA        0x8000      // loader's temporary page tables (4 pages)
 #define EXECMEM_PA          0x800000    // 2 MiB the kernel maps RWX at EXECMEM_VA and never allocates
 #define EXECMEM_SIZE        0x200000
+#define MODULES_PA          0xa00000    // 4 MiB the kernel maps RWX at MODULES_VA for loadable modules
+#define MODULES_SIZE        0x400000
 #define KERNEL_PA           0x1000000   // kernel image load address (16 MiB)
 #define LAPIC_PA            0xfee00000  // local APIC registers (one 4 KiB page per CPU, same address)
 
@@ -17,7 +19,8 @@
 #define KERNEL_VA           0xffffffff81000000  // kernel image (linked here)
 #define KERNEL_VA_OFFSET    0xffffffff80000000  // KERNEL_VA - KERNEL_PA
 #define DIRECT_MAP_VA       0xffff888000000000  // all RAM: va = DIRECT_MAP_VA + pa
-#define EXECMEM_VA          0xffffffffa0000000  // module/execmem area -> EXECMEM_PA
+#define EXECMEM_VA          0xffffffffa0000000  // execmem area (trampolines) -> EXECMEM_PA
+#define MODULES_VA          0xffffffffa0200000  // loadable modules (emu/module.py) -> MODULES_PA
 #define LAPIC_VA            0xffffffffff5fd000  // fixmap of LAPIC_PA (uncached)
 #define USER_CODE_VA        0x400000            // user programs are linked here
 #define USER_STACK_TOP      0x800000            // top of each user task's stack
@@ -58,6 +61,8 @@
 #define COM1_PORT           0x3f8       // 16550 UART
 #define EXIT_PORT           0xf4        // outl(code): power off with exit code (isa-debug-exit style)
 #define EXIT_PANIC          0xdead      // exit code the kernel uses after panic()
+#define KMSG_PORT           0xe8        // out: one printk record, rdi = text, rsi = length, rdx = level
+#define KLP_PORT            0xe9        // out: livepatch request (guest/livepatch.c), rdi = request
 
 // ---- local APIC (xAPIC register offsets) ------------------------------------
 #define APIC_ID             0x20        // bits 24..31: APIC id (= CPU number)

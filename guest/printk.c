@@ -1,4 +1,5 @@
-// Formatted output: vsnprintf and printk to the console, one lock so lines stay whole.
+// Formatted output: vsnprintf, and printk: every record goes to the kernel log (kept by the
+// host: KMSG_PORT, read as dmesg), and to the console when its level is below console_loglevel.
 #include "types.h"
 #include "defs.h"
 #include "x86.h"
@@ -159,17 +160,44 @@ void console_write(const char *s, size_t n)
 		spin_unlock_irqrestore(&console_lock, flags);
 }
 
+int console_loglevel = CONSOLE_LOGLEVEL_DEFAULT;
+
+// Hand one record to the host's kernel log.
+static notrace void log_store(int level, const char *text, size_t len)
+{
+	__asm__ volatile("outl %%eax, %[port]"
+			 : : "a"(0), [port] "i"(KMSG_PORT), "D"(text), "S"(len), "d"(level) : "memory");
+}
+
+// A leading KERN_SOH + level digit sets the level (else the default); 'c' continues a line.
+int vprintk(const char *fmt, va_list ap)
+{
+	char buf[512];
+	int n, level = MESSAGE_LOGLEVEL_DEFAULT;
+
+	if (fmt[0] == KERN_SOH_ASCII && fmt[1]) {
+		if (fmt[1] >= '0' && fmt[1] <= '7')
+			level = fmt[1] - '0';
+		else if (fmt[1] == 'c')
+			level = LOGLEVEL_CONT;
+		fmt += 2;
+	}
+	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	if (n > (int)sizeof(buf) - 1)
+		n = sizeof(buf) - 1;
+	log_store(level, buf, n);
+	if (level < READ_ONCE(console_loglevel))
+		console_write(buf, n);
+	return n;
+}
+
 int printk(const char *fmt, ...)
 {
-	char buf[256];
 	va_list ap;
 	int n;
 
 	va_start(ap, fmt);
-	n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	n = vprintk(fmt, ap);
 	va_end(ap);
-	if (n > (int)sizeof(buf) - 1)
-		n = sizeof(buf) - 1;
-	console_write(buf, n);
 	return n;
 }

@@ -19,7 +19,7 @@ static pte_t kpt_fixmap[NPTENTRIES] __aligned(PGSIZE);          // LAPIC
 extern char _end[];
 
 // Build the kernel page tables and switch to them: image at KERNEL_VA, all RAM at
-// DIRECT_MAP_VA, EXECMEM RWX at EXECMEM_VA, the LAPIC uncached at LAPIC_VA.
+// DIRECT_MAP_VA, EXECMEM RWX at EXECMEM_VA, the module area RWX at MODULES_VA, the LAPIC uncached at LAPIC_VA.
 void kvm_init(void)
 {
 	u64 mem = mem_bytes;
@@ -35,6 +35,8 @@ void kvm_init(void)
 	for (u64 pa = KERNEL_PA; pa < V2P(_end); pa += HPGSIZE)
 		kpd_image[PX(2, pa + KERNEL_VA_OFFSET)] = pa | PTE_P | PTE_W | PTE_PS;
 	kpd_image[PX(2, EXECMEM_VA)] = EXECMEM_PA | PTE_P | PTE_W | PTE_PS;
+	for (u64 off = 0; off < MODULES_SIZE; off += HPGSIZE)
+		kpd_image[PX(2, MODULES_VA + off)] = (MODULES_PA + off) | PTE_P | PTE_W | PTE_PS;
 	kpdpt_high[PX(3, KERNEL_VA)] = V2P(kpd_image) | PTE_P | PTE_W;
 
 	kpt_fixmap[PX(1, LAPIC_VA)] = LAPIC_PA | PTE_P | PTE_W | PTE_PCD | PTE_PWT;

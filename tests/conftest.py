@@ -66,3 +66,18 @@ def require_tool_path(name: str, package: str | None = None) -> str:
 def require_tool():
     """``require_tool(name, package=None) -> path``: see require_tool_path."""
     return require_tool_path
+
+
+@pytest.fixture(scope="session")
+def kmod(tmp_path_factory):
+    """Build a module of tests/modules with ``ftemu kmod build``'s code: ``kmod("hello-mod")``."""
+    from emu.kbuild import build_module
+    out = tmp_path_factory.mktemp("kmod")
+    built: dict[str, Path] = {}
+
+    def build(name: str) -> Path:
+        if name not in built:
+            built[name] = build_module(Path(__file__).parent / "modules" / f"{name}.c",
+                                       out / f"{name}.ko")
+        return built[name]
+    return build

@@ -7,10 +7,10 @@ import sys
 
 from emu import EmuError
 
-from . import boot
+from . import boot, kmod
 from .options import Parser, UsageError
 
-COMMANDS = (boot,)
+COMMANDS = (boot, kmod)
 
 
 def build_parser() -> Parser:

@@ -1,0 +1,5 @@
+#ifndef _LINUX_STDDEF_H
+#define _LINUX_STDDEF_H
+#include <linux/compiler.h>
+#include <linux/types.h>
+#endif

@@ -1,0 +1,87 @@
+"""Loadable modules: build one from C, insmod it with parameters, trace it, rmmod it."""
+from __future__ import annotations
+
+import errno
+import subprocess
+import sys
+
+import pytest
+
+from emu.module import MODULE_STATE_LIVE, ModuleError
+from emu.params import param_get
+from ftrace import FtraceOps
+
+
+def test_insmod_runs_init_with_parameters_and_rmmod_runs_exit(booted_snapshots, kmod):
+    m = booted_snapshots(2)
+    mod = m.insmod(kmod("hello-mod"), "count=5 loud who=ftemu bogus=1")
+    assert m.dmesg.splitlines()[-2:] == ["hello_mod: unknown parameter 'bogus' ignored",
+                                         "hello_mod: hello ftemu 15 loud=1"]
+    assert mod.state == MODULE_STATE_LIVE and mod.modinfo["license"] == ["GPL"]
+    assert {p.name: param_get(m, p) for p in mod.params} == {
+        "count": "5\n", "loud": "Y\n", "who": "ftemu\n"}
+    assert m.call("hello_twice", 4) == 13              # resolved, relocated, callable
+    assert m.lookup(m.symbol_address("hello_twice") + 4).endswith(" [hello_mod]")
+    m.rmmod("hello_mod")
+    assert m.dmesg.splitlines()[-1] == "hello_mod: bye"
+    assert "hello_mod" not in m.modules.modules
+    with pytest.raises(ModuleError) as e:
+        m.rmmod("hello_mod")
+    assert e.value.errno == errno.ENOENT
+
+
+def test_failing_init_leaves_nothing_loaded(booted_snapshots, kmod):
+    m = booted_snapshots(1)
+    records = len(m.ftrace.records)
+    with pytest.raises(ModuleError) as e:
+        m.insmod(kmod("hello-mod"), {"count": 13})
+    assert e.value.errno == errno.ENODEV
+    assert m.modules.modules == {} and len(m.ftrace.records) == records
+    with pytest.raises(ModuleError) as e:
+        m.insmod(kmod("hello-mod"), "count=many")
+    assert e.value.errno == errno.EINVAL
+    assert m.dmesg.splitlines()[-1] == "hello_mod: `many' invalid for parameter `count'"
+    m.insmod(kmod("hello-mod"))                         # and the area is free again
+    with pytest.raises(ModuleError) as e:
+        m.insmod(kmod("hello-mod"))
+    assert e.value.errno == errno.EEXIST
+
+
+def test_ftrace_sees_module_functions(booted_snapshots, kmod):
+    m = booted_snapshots(2)
+    ft = m.ftrace
+    m.insmod(kmod("hello-mod"))
+    listed = [ln for ln in ft.available_filter_functions.splitlines() if "[hello_mod]" in ln]
+    assert listed == ["hello_twice [hello_mod]", "init_module [hello_mod]",
+                      "cleanup_module [hello_mod]"]
+    seen = []
+    ops = FtraceOps(lambda ip, parent_ip, op, regs: seen.append(m.lookup(ip)))
+    ft.ftrace_set_filter(ops, "hello_twice", True)
+    ft.register_ftrace_function(ops)
+    assert m.call("hello_twice", 1) == 5
+    assert seen == ["hello_twice+0x0/0x14 [hello_mod]"]
+    m.rmmod("hello_mod")                                # the ops stays registered
+    assert ops.filter_hash == frozenset({0})            # cleared, not emptied
+    assert "hello_twice" not in ft.enabled_functions
+    ft.unregister_ftrace_function(ops)
+
+
+def test_snapshot_forgets_modules_loaded_after_it(booted_snapshots, kmod):
+    m = booted_snapshots(1)
+    snap = m.snapshot()
+    records = len(m.ftrace.records)
+    m.insmod(kmod("hello-mod"))
+    m.restore(snap)
+    assert m.modules.modules == {} and len(m.ftrace.records) == records
+    m.insmod(kmod("hello-mod"), "count=2")
+    assert m.call("hello_twice", 1) == 4
+
+
+def test_kmod_build_command(tmp_path):
+    src = tmp_path / "broken.c"
+    src.write_text("#include <linux/module.h>\nint f(void) { return undefined_thing; }\n")
+    r = subprocess.run([sys.executable, "-m", "ftemu.cli", "kmod", "build", str(src)],
+                       capture_output=True, text=True)
+    assert r.returncode == 1
+    assert r.stderr.startswith("ftemu kmod: error: module build of") and "undefined_thing" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
