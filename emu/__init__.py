@@ -2,8 +2,9 @@
 
 ``Machine`` is the entry point; ``EmuError`` the one base of its errors.
 """
-from .errors import BudgetExceeded, BuildError, EmuError, GuestMemoryError, GuestPanic, TripleFault
+from .errors import (BudgetExceeded, BuildError, CallbackError, EmuError, GuestMemoryError,
+                     GuestPanic, TripleFault)
 from .machine import Machine, Snapshot
 
 __all__ = ["Machine", "Snapshot", "EmuError", "GuestPanic", "TripleFault", "BudgetExceeded",
-           "BuildError", "GuestMemoryError"]
+           "BuildError", "GuestMemoryError", "CallbackError"]

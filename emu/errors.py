@@ -42,5 +42,11 @@ class BudgetExceeded(EmuError):
     """The guest ran past the virtual-time budget it was given."""
 
 
+class CallbackError(EmuError):
+    """A host callback (an ftrace ops' Python function, a hook) raised while a vCPU ran: the
+    machine stopped there, the callback's exception is chained as ``__cause__``, and the run
+    can go on (``m.run``/``m.call`` continue after the instruction that called it)."""
+
+
 class BuildError(EmuError):
     """The guest kernel failed to build."""

@@ -7,6 +7,7 @@ time when every vCPU waits in ``hlt``.
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
 import struct
 from pathlib import Path
@@ -22,7 +23,7 @@ from .apic import NEVER
 from .cpu import HALTED, RUNNING, STOPPED, VCpu
 from .devices import ExitPort, Serial16550
 from .elf import KernelImage
-from .errors import BudgetExceeded, EmuError, GuestPanic
+from .errors import BudgetExceeded, CallbackError, EmuError, GuestPanic
 from .execmem import ExecMem
 from .guestcall import ARG_REGS, enter_kernel_call
 from .kernelview import KernelView
@@ -38,6 +39,22 @@ KSTAT_FIELDS = ("timer_interrupts", "softirqs", "nmis", "syscalls", "context_swi
 INIT_UP, TESTS_PASSED = "init: up", "ALL TESTS PASSED"
 FREE_SLICE_MAX_NS = 2_000_000
 TRACEFS = "/sys/kernel/tracing"
+MAX_CALL_DEPTH = 16         # Machine.call nested from callbacks, outermost call included
+
+
+class DeferredWork:
+    """``Machine.defer``'s queue: functions to run outside every callback, in the order they
+    were deferred. A snapshot participant, so a restore brings back exactly the work that was
+    pending (the callables themselves are shared, not copied)."""
+
+    def __init__(self) -> None:
+        self.queue: list[Callable[[], None]] = []
+
+    def snapshot_state(self) -> list:
+        return list(self.queue)
+
+    def restore_state(self, st: list) -> None:
+        self.queue[:] = st
 
 
 class CodeHook:
@@ -112,9 +129,12 @@ class Machine:
         self.trap_hooks: dict[int, list[Callable[[VCpu], bool]]] = {}
         self.code_hooks: list[tuple[int, Callable[[VCpu], None]]] = []
         self.delivery_listeners: list[Callable[[VCpu, int], None]] = []
-        self.snapshot_participants: list[Any] = []
+        self._deferred = DeferredWork()
+        self.snapshot_participants: list[Any] = [self._deferred]
         self.symbol_sources: list[Callable[[int], str | None]] = []
-        self._deferred: list[Callable[[], None]] = []
+        self._defer_holds = 0
+        self._deferred_error: EmuError | None = None
+        self._call_depth = 0
         self.last_call_instructions = 0
         self._gdt_flags: dict[tuple[int, int], int] = {}
         for port in self.serial.ports():
@@ -171,8 +191,38 @@ class Machine:
         return CodeHook(self, entry, handles)
 
     def defer(self, fn: Callable[[], None]) -> None:
-        """Run ``fn()`` at the next point where no vCPU is executing (between rounds)."""
-        self._deferred.append(fn)
+        """Run ``fn()`` outside every callback, as soon as the current slice ends (between two
+        rounds of the run loop, in the order deferred). This is how a callback asks for what
+        it may not do itself: register or unregister ftrace ops, run, restore. Pending work is
+        part of snapshots."""
+        if not callable(fn):
+            raise TypeError(f"defer() needs a callable, not {type(fn).__name__}")
+        self._deferred.queue.append(fn)
+
+    @contextlib.contextmanager
+    def hold_deferred(self):
+        """Keep deferred work (and a deferred callback error) queued while the block runs,
+        even if it runs the machine: an API call that waits must not run other API calls."""
+        self._defer_holds += 1
+        try:
+            yield
+        finally:
+            self._defer_holds -= 1
+
+    def defer_error(self, exc: EmuError) -> None:
+        """Keep ``exc`` (a callback's error met while the host was busy, e.g. inside an int3
+        update) to be raised by the next run or call at top level; the first one wins."""
+        if self._deferred_error is None:
+            self._deferred_error = exc
+
+    def _top_level(self, what: str, raise_kept: bool = True) -> None:
+        """Refuse ``what`` from a callback; then raise a kept callback error, if asked."""
+        if self.in_guest():
+            raise EmuError(f"Machine.{what}() cannot be called from a callback (a vCPU is "
+                           f"in the middle of an instruction); use Machine.defer()")
+        if raise_kept and self._deferred_error is not None and not self._defer_holds:
+            exc, self._deferred_error = self._deferred_error, None
+            raise exc
 
     def in_guest(self) -> bool:
         """True while called from a hook, i.e. some vCPU is in the middle of an instruction."""
@@ -185,7 +235,10 @@ class Machine:
         for c in self.cpus:
             if c.state == RUNNING and not c.in_slice:
                 n = burst if self._rng is None else self._rng.randint(1, 2 * burst)
-                c.run_slice(c.now(), n)
+                try:
+                    c.run_slice(c.now(), n)
+                except CallbackError as e:     # mid-update: raised by the next run or call
+                    self.defer_error(e)
 
     def trace_delivery(self, cpu: VCpu, vector: int) -> None:
         for fn in self.delivery_listeners:
@@ -344,9 +397,10 @@ class Machine:
 
     def _run(self, until_ns: int, stop_when: Callable[[], bool] | None = None) -> None:
         cpus = self.cpus
+        deferred = self._deferred.queue
         while True:
-            while self._deferred:
-                self._deferred.pop(0)()
+            while deferred and not self._defer_holds:
+                deferred.pop(0)()
             self._check_exit()
             if self.exit_code is not None:
                 return
@@ -380,10 +434,12 @@ class Machine:
 
     def run(self, ms: float) -> None:
         """Run for ``ms`` milliseconds of virtual time."""
+        self._top_level("run")
         self._run(self.now + int(ms * 1e6))
 
     def run_until(self, stop_when: Callable[[], bool], budget_ms: float) -> None:
         """Run until ``stop_when()`` is true; BudgetExceeded after ``budget_ms`` of virtual time."""
+        self._top_level("run_until")
         deadline = self.now + int(budget_ms * 1e6)
         self._run(deadline, stop_when)
         if not stop_when() and self.exit_code is None:
@@ -398,6 +454,7 @@ class Machine:
 
     def boot(self, budget_ms: float = 5000) -> None:
         """Run until the in-kernel tests passed and init is up in user mode."""
+        self._top_level("boot")
         self.run_until(lambda: INIT_UP in self.serial.lines_seen, budget_ms)
         if self.exit_code is not None:
             raise EmuError(f"the guest powered off during boot (exit code {self.exit_code})")
@@ -407,9 +464,14 @@ class Machine:
     def call(self, func: str | int, *args: int, cpu: int = 0, max_insns: int = 50_000_000) -> int:
         """Run guest function ``func(*args)`` to completion on ``cpu`` in kernel context with
         interrupts off, and return its rax (``last_call_instructions`` says how many
-        instructions it took). Works from inside hooks too (nested)."""
+        instructions it took). Works from callbacks too, nested up to MAX_CALL_DEPTH calls
+        deep (EmuError beyond)."""
         if len(args) > len(ARG_REGS):
             raise ValueError("at most six arguments")
+        if self._call_depth >= MAX_CALL_DEPTH:
+            raise EmuError(f"Machine.call nested deeper than {MAX_CALL_DEPTH} calls")
+        if not self.in_guest():
+            self._top_level("call")
         addr = func if isinstance(func, int) else self.symbol_address(func)
         c = self.cpus[cpu]
         if c.state == STOPPED:
@@ -417,6 +479,7 @@ class Machine:
         saved = c.uc.context_save()
         counters = c.save_counters()
         in_slice, slice_start = c.in_slice, c.slice_start
+        self._call_depth += 1
         try:
             enter_kernel_call(self, c, addr, args)
             c.slice_start, c.in_slice = c.now(), True
@@ -434,6 +497,7 @@ class Machine:
             c.uc.context_restore(saved)
             c.restore_counters(counters)
             c.in_slice, c.slice_start = in_slice, slice_start
+            self._call_depth -= 1
 
     # ---- modules and the kernel log ---------------------------------------------
     def insmod(self, path: str | Path, params: str | dict | None = None) -> Module:
@@ -491,8 +555,11 @@ class Machine:
 
     def snapshot(self) -> Snapshot:
         """Capture RAM, every CPU and the devices."""
+        self._top_level("snapshot", raise_kept=False)
         return snapshot.take(self)
 
     def restore(self, snap: Snapshot) -> None:
         """Continue from ``snap`` exactly as the machine would have from that moment."""
+        self._top_level("restore", raise_kept=False)
+        self._deferred_error = None           # it belonged to the abandoned continuation
         snapshot.restore(self, snap)
