@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import enum
 import errno
+import functools
 from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 from ftrace import views
 from ftrace.arch_api import FtraceArch, FtraceCallTarget
 from ftrace.errors import FtraceError, FtracePatchError
 from ftrace.flags import FTRACE_NOCLEAR_FLAGS, FtraceOpsFlags as FL
 from ftrace.hash import ftrace_match_addr, match_records, split_mod_command
-from ftrace.ops import EMPTY_HASH, FtraceOps
+from ftrace.ops import EMPTY_HASH, FL_USER, FtraceOps, check_func, check_u64
 from ftrace.records import DynFtrace, FtraceRecords
 from ftrace.update import (
     BUG_TYPE_OF_ACTION, IGNORE, MAKE_CALL, MAKE_NOP, FtraceBugType, FtraceUpdate,
@@ -38,6 +40,46 @@ class FtraceCommand(enum.IntFlag):
 UPDATE_CALLS = FtraceCommand.FTRACE_UPDATE_CALLS
 DISABLE_CALLS = FtraceCommand.FTRACE_DISABLE_CALLS
 UPDATE_TRACE_FUNC = FtraceCommand.FTRACE_UPDATE_TRACE_FUNC
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def ftrace_lock(method: _F) -> _F:
+    """Run a mutating API call under ftrace_lock. Called from inside a callback (the host is
+    in the middle of a guest instruction, possibly in the middle of an update) it would need
+    a lock its own caller holds: EDEADLK, as the kernel cannot take ftrace_lock there."""
+    @functools.wraps(method)
+    def locked(self: "Ftrace", *args: Any, **kwargs: Any) -> Any:
+        if self._ftrace_lock_held or self.arch.in_callback():
+            raise FtraceError(errno.EDEADLK, f"{method.__name__}() from a callback would "
+                              "deadlock on ftrace_lock; use machine.defer()")
+        self._ftrace_lock_held = True
+        try:
+            with self.arch.ftrace_lock():
+                return method(self, *args, **kwargs)
+        finally:
+            self._ftrace_lock_held = False
+    return locked  # type: ignore[return-value]
+
+
+def check_ops(ops: Any) -> FtraceOps:
+    """TypeError unless ``ops`` is an FtraceOps with a valid callback and 64-bit flags."""
+    if not isinstance(ops, FtraceOps):
+        raise TypeError(f"expected an FtraceOps, not {type(ops).__name__}")
+    check_func(ops.func)
+    check_u64("ops.flags", int(ops.flags) if isinstance(ops.flags, enum.IntFlag) else ops.flags)
+    return ops
+
+
+def check_pattern(buf: Any) -> str | None:
+    """A filter pattern is a str (or None: no pattern). The in-kernel API takes a C string,
+    so a NUL ends it: "schedule\0junk" is "schedule", whatever comes after."""
+    if buf is None:
+        return None
+    if not isinstance(buf, str):
+        raise TypeError(f"a filter pattern must be a str, not {type(buf).__name__}")
+    return buf.partition("\0")[0]
 
 
 class Ftrace:
@@ -63,6 +105,7 @@ class Ftrace:
         self._ftrace_enabled = 0
         self._last_ftrace_enabled = False
         self._saved_ftrace_func: FtraceCallTarget | None = None
+        self._ftrace_lock_held = False
 
     # -- boot -------------------------------------------------------------------------------
 
@@ -89,23 +132,32 @@ class Ftrace:
 
     # -- registration -----------------------------------------------------------------------
 
+    @ftrace_lock
     def register_ftrace_function(self, ops: FtraceOps) -> None:
-        """Start calling ops.func at the functions its hashes select (ftrace_startup)."""
+        """Start calling ops.func at the functions its hashes select (ftrace_startup).
+
+        All or nothing: the flags are checked and everything the guest will need is built
+        (ENOMEM, EINVAL for an unusable guest callback) and the IPMODIFY claim is made (EBUSY)
+        before the ops becomes visible anywhere."""
+        check_ops(ops)
         if self.ftrace_disabled:
             raise FtraceError(errno.ENODEV, "ftrace is disabled")
         orig_flags = ops.flags
-        self._register_ftrace_function(ops)
-        self.ftrace_start_up += 1
+        ops.flags = self._register_flags(ops)
+        try:
+            self.arch.ftrace_ops_alloc(ops)
+        except BaseException:
+            ops.flags = orig_flags
+            raise
         ops.flags |= FL.ENABLED | FL.ADDING
         try:
             hash_update_ipmodify(self.records, ops, EMPTY_HASH, ops.filter_hash or None)
         except FtraceError:
-            self._unregister_ftrace_function(ops)
-            self.ftrace_start_up -= 1
-            if ops.flags & FL.DYNAMIC:
-                self.arch.arch_ftrace_trampoline_free(ops)
-            ops.flags = orig_flags | (ops.flags & FL.ALLOC_TRAMP)  # the arch's bit stays
+            ops.flags = orig_flags
+            self.arch.ftrace_ops_free_unpublished(ops)
             raise
+        self._register_ftrace_function(ops)
+        self.ftrace_start_up += 1
         command = UPDATE_CALLS if ftrace_hash_rec_update(self.records, ops, True,
                                                           self.ops_list) else 0
         self._ftrace_startup_enable(FtraceCommand(command))
@@ -114,18 +166,22 @@ class Ftrace:
             raise FtraceError(errno.ENODEV, "ftrace died while enabling the ops")
         ops.flags &= ~FL.ADDING
 
-    def _register_ftrace_function(self, ops: FtraceOps) -> None:
-        """__register_ftrace_function: check the flags, then push the ops at the list head.
+    def _register_flags(self, ops: FtraceOps) -> FL:
+        """__register_ftrace_function's checks: the flags the ops will run with, or an error.
 
         Seed API rather than the kernel, in two places: SAVE_REGS_IF_SUPPORTED alone asks for
         regs where the machine has them (the kernel needs SAVE_REGS too on x86-64) and is
         dropped where it has none; IPMODIFY requires SAVE_REGS (the kernel does not check).
+        Only user flags (and DYNAMIC, ALLOC_TRAMP: left by an earlier registration) are accepted.
         """
         flags = ops.flags
         if flags & FL.DELETED:
             raise FtraceError(errno.EINVAL, "ops was deleted")
         if flags & FL.ENABLED:
             raise FtraceError(errno.EBUSY, "ops is already registered")
+        if flags & ~(FL_USER | FL.DYNAMIC | FL.ALLOC_TRAMP):
+            raise FtraceError(errno.EINVAL, f"flags {FL(flags & ~(FL_USER | FL.DYNAMIC | FL.ALLOC_TRAMP))!r} "
+                              "are ftrace's own, not a user's")
         if flags & FL.SAVE_REGS_IF_SUPPORTED:
             flags = flags | FL.SAVE_REGS if self.arch.supports_regs else flags & ~FL.SAVE_REGS
         elif flags & FL.SAVE_REGS and not self.arch.supports_regs:
@@ -136,19 +192,28 @@ class Ftrace:
             raise FtraceError(errno.EBUSY, "PERMANENT ops while ftrace_enabled=0")
         if not self.arch.is_kernel_core_data(ops):
             flags |= FL.DYNAMIC
-        ops.flags = flags
+        return FL(flags)
+
+    def _register_ftrace_function(self, ops: FtraceOps) -> None:
+        """Push the ops at the list head (host and guest), give it its trampoline."""
         self.ops_list.insert(0, ops)
+        self.arch.ftrace_ops_list_add(ops)
         ops.saved_func = ops.func
         self.arch.arch_ftrace_update_trampoline(ops)
         if self._ftrace_enabled:
             self._update_ftrace_function()
 
+    @ftrace_lock
     def unregister_ftrace_function(self, ops: FtraceOps) -> None:
         """Stop calling ops.func; on return no vCPU is inside it or its trampoline.
 
-        Seed API rather than the kernel: the rcu_tasks wait happens for every ops (the
-        kernel skips it for ops in core kernel data); only DYNAMIC ops lose their trampoline.
+        The ops leaves the guest's list first (whatever the sites need), then sites are
+        patched, then the rcu_tasks wait, then its guest memory is freed. Seed API rather
+        than the kernel: the wait happens for every ops (the kernel skips it for ops in core
+        kernel data). If ftrace dies during the update, ENODEV and nothing is freed: a site
+        may still call the trampoline.
         """
+        check_ops(ops)
         if self.ftrace_disabled:
             raise FtraceError(errno.ENODEV, "ftrace is disabled")
         self._unregister_ftrace_function(ops)
@@ -163,13 +228,17 @@ class Ftrace:
             command |= UPDATE_TRACE_FUNC
         if command and self._ftrace_enabled:
             self._run_removing(ops, FtraceCommand(command))
-        self.arch.synchronize_rcu_tasks()
+        if self.ftrace_disabled:
+            raise FtraceError(errno.ENODEV, "ftrace died while removing the ops; its "
+                              "trampoline stays, as sites may still call it")
+        synced = self.arch.synchronize_rcu_tasks()
         if ops.flags & FL.DYNAMIC:
-            self.arch.arch_ftrace_trampoline_free(ops)
+            self.arch.arch_ftrace_trampoline_free(ops, synced)
 
     def _unregister_ftrace_function(self, ops: FtraceOps) -> None:
         if not ops.flags & FL.ENABLED:
             raise FtraceError(errno.EBUSY, "ops is not registered")
+        self.arch.ftrace_ops_list_del(ops)
         self.ops_list.remove(ops)
         if self._ftrace_enabled:
             self._update_ftrace_function()
@@ -193,10 +262,12 @@ class Ftrace:
 
     # -- filters ----------------------------------------------------------------------------
 
+    @ftrace_lock
     def ftrace_set_filter(self, ops: FtraceOps, buf: str | None, reset: bool) -> None:
         """Trace the functions matching `buf` (one pattern); reset first if `reset`."""
         self._set_regex(ops, buf, reset, enable=True)
 
+    @ftrace_lock
     def ftrace_set_notrace(self, ops: FtraceOps, buf: str | None, reset: bool) -> None:
         """Never trace the functions matching `buf` (notrace wins over the filter)."""
         self._set_regex(ops, buf, reset, enable=False)
@@ -205,18 +276,25 @@ class Ftrace:
         """Add (or remove) one call site, given as the site or as sym+0, to the filter."""
         self.ftrace_set_filter_ips(ops, [ip], remove, reset)
 
+    @ftrace_lock
     def ftrace_set_filter_ips(self, ops: FtraceOps, ips: list[int], remove: bool,
                               reset: bool) -> None:
         """ftrace_set_filter_ip for several sites at once; all or nothing."""
+        if isinstance(ips, (str, bytes)) or not hasattr(ips, "__iter__"):
+            raise TypeError(f"ips must be a list of ints, not {type(ips).__name__}")
+        ips = [check_u64("an ip", ip) for ip in ips]
         self._set_hash(ops, None, ips, remove, reset, enable=True)
 
     def _set_regex(self, ops: FtraceOps, buf: str | None, reset: bool, enable: bool) -> None:
+        buf = check_pattern(buf)
+        check_ops(ops)
         func, module = split_mod_command(ops, buf, self.records) if buf is not None else (None, None)
         self._set_hash(ops, func, None, False, reset, enable, module)
 
     def _set_hash(self, ops: FtraceOps, buf: str | None, ips: list[int] | None, remove: bool,
                   reset: bool, enable: bool, module: str | None = None) -> None:
         """ftrace_set_hash: build the new hash aside, then swap it in with one update."""
+        check_ops(ops)
         if self.ftrace_disabled:
             raise FtraceError(errno.ENODEV, "ftrace is disabled")
         new = EMPTY_HASH if reset else (ops.filter_hash if enable else ops.notrace_hash)
@@ -230,21 +308,27 @@ class Ftrace:
 
     def _hash_move_and_update_ops(self, ops: FtraceOps, new: frozenset[int],
                                   enable: bool) -> None:
-        """Drop the old references, publish the new hash, add references, patch once."""
+        """Drop the old references, publish the new hash, add references, patch once. The
+        guest's func_hash block is built first, so running out of room changes nothing."""
         if ops.flags & FL.IPMODIFY and not enable:
             raise FtraceError(errno.EINVAL, "an IPMODIFY ops cannot have a notrace hash")
-        if enable:
-            hash_update_ipmodify(self.records, ops, ops.filter_hash or None, new or None)
+        new_filter = new if enable else ops.filter_hash
+        new_notrace = ops.notrace_hash if enable else new
+        registered = bool(ops.flags & FL.ENABLED)
+        block = self.arch.ftrace_hash_alloc(new_filter, new_notrace) if registered else 0
+        try:
+            if enable:
+                hash_update_ipmodify(self.records, ops, ops.filter_hash or None, new or None)
+        except FtraceError:
+            self.arch.ftrace_hash_free(block)
+            raise
         old_filter, old_notrace = ops.filter_hash, ops.notrace_hash
         ftrace_hash_rec_update(self.records, ops, False, self.ops_list)
-        if enable:
-            ops.filter_hash = new
-        else:
-            ops.notrace_hash = new
-        if ops.flags & FL.ENABLED:
-            self.arch.ftrace_ops_publish_hashes(ops)
+        ops.filter_hash, ops.notrace_hash = new_filter, new_notrace
+        if registered:
+            self.arch.ftrace_ops_publish_hashes(ops, block)
         ftrace_hash_rec_update(self.records, ops, True, self.ops_list)
-        if self._ftrace_enabled and ops.flags & FL.ENABLED:
+        if self._ftrace_enabled and registered:
             ops.flags |= FL.MODIFYING
             ops.old_filter_hash, ops.old_notrace_hash = old_filter, old_notrace
             self._run_update_code(UPDATE_CALLS)
@@ -295,9 +379,12 @@ class Ftrace:
         return self._ftrace_enabled
 
     @ftrace_enabled.setter
+    @ftrace_lock
     def ftrace_enabled(self, value: int) -> None:
         """0 NOPs every site but unregisters nothing (EBUSY while a PERMANENT ops is
         registered; the value stays 1); 1 re-patches every site that has users."""
+        if not isinstance(value, int):
+            raise TypeError(f"ftrace_enabled must be an int, not {type(value).__name__}")
         if self.ftrace_disabled:
             raise FtraceError(errno.ENODEV, "ftrace is disabled")
         self._ftrace_enabled = value

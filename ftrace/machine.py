@@ -20,6 +20,7 @@ from .arch.x86.ftrace import X86Ftrace
 from .core import Ftrace
 from .errors import FtraceError
 from .flags import FtraceOpsFlags as FL
+from .ops import FL_USER
 from .recursion import TRACE_FTRACE_START, trace_clear_recursion, trace_test_and_set_recursion
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ if TYPE_CHECKING:
     from emu.cpu import VCpu
 
 _u32, _u64 = struct.Struct("<I"), struct.Struct("<Q")
-FL_USER = (FL.SAVE_REGS | FL.SAVE_REGS_IF_SUPPORTED | FL.RECURSION | FL.IPMODIFY | FL.RCU
-           | FL.PERMANENT)
 
 
 class MachineFtrace(Ftrace):
@@ -166,11 +165,6 @@ class MachineFtrace(Ftrace):
     @property
     def recursed_functions(self) -> str:
         return self.x86.recursion.show(lambda a: views.sprint_symbol(self, a))
-
-    @property
-    def callback_errors(self) -> list:
-        """(ops, exception) for every Python callback that raised (its ops was retired)."""
-        return self.x86.callback_errors
 
     def _generated_code_symbol(self, addr: int) -> str | None:
         """%pS of ftrace's own code (callers, trampolines, stubs) for the machine's lookup."""

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from ftrace.errors import FtraceError
 from ftrace.flags import FtraceOpsFlags
 
 # A callback is a Python callable func(ip, parent_ip, op, regs) or the address of a guest function.
 FtraceFuncT = Union[Callable[[int, int, "FtraceOps", Any], None], int]
 
 EMPTY_HASH: frozenset[int] = frozenset()
+U64_MAX = (1 << 64) - 1
+
+# What a user may set (the seed's flags, plus TRACE_ARRAY: "private is a trace_array", which
+# :mod: commands require); ftrace sets and clears the others itself.
+FL_USER = (FtraceOpsFlags.SAVE_REGS | FtraceOpsFlags.SAVE_REGS_IF_SUPPORTED
+           | FtraceOpsFlags.RECURSION | FtraceOpsFlags.IPMODIFY | FtraceOpsFlags.RCU
+           | FtraceOpsFlags.PERMANENT | FtraceOpsFlags.TRACE_ARRAY)
 
 
 @dataclass(slots=True, eq=False)
@@ -38,7 +47,27 @@ class FtraceOps:
     trampoline_size: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
-        self.flags = FtraceOpsFlags(self.flags)
+        check_func(self.func)
+        self.flags = FtraceOpsFlags(check_u64("flags", self.flags))
+        if self.flags & ~FL_USER:
+            raise FtraceError(errno.EINVAL, f"flags {FtraceOpsFlags(self.flags & ~FL_USER)!r} "
+                              "are ftrace's own, not a user's")
+
+
+def check_u64(what: str, value: Any) -> int:
+    """``value`` as an int that fits in 64 bits; TypeError otherwise (bool is no int here)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= U64_MAX:
+        raise TypeError(f"{what} must be an int in [0, 2**64), not {value!r}")
+    return int(value)
+
+
+def check_func(func: Any) -> None:
+    """A callback is a Python callable or a guest address (an int that fits in 64 bits)."""
+    if isinstance(func, int) and not isinstance(func, bool):
+        check_u64("a guest callback address", func)
+    elif not callable(func):
+        raise TypeError(f"an ftrace callback must be callable or a guest address, "
+                        f"not {type(func).__name__}")
 
 
 def hash_contains_ip(ip: int, filter_hash: frozenset[int], notrace_hash: frozenset[int]) -> bool:

@@ -44,10 +44,13 @@ def sprint_symbol(ft: Ftrace, addr: int) -> str:
 
 
 def sprint_func(ft: Ftrace, func: FtraceFuncT) -> str:
-    """%pS of a callback: a guest function by symbol, a Python callable by __qualname__."""
+    """%pS of a callback: a guest function by symbol, a Python callable by __qualname__ (one
+    without it, such as a functools.partial or a callable object, by its type's: never a
+    host address, so the text is the same on every run)."""
     if isinstance(func, int):
         return sprint_symbol(ft, func)
-    return getattr(func, "__qualname__", repr(func))
+    name = getattr(func, "__qualname__", None)
+    return name if isinstance(name, str) else f"<{type(func).__qualname__} object>"
 
 
 def _call_target_func(ft: Ftrace, target: FtraceCallTarget) -> FtraceFuncT:

@@ -2,8 +2,11 @@
 guest-native callbacks, and what a raising Python callback does."""
 from __future__ import annotations
 
-from ftrace import (FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_RCU, FTRACE_OPS_FL_SAVE_REGS,
-                    FtraceOps)
+import pytest
+
+from emu import CallbackError
+from ftrace import (FTRACE_OPS_FL_ENABLED, FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_RCU,
+                    FTRACE_OPS_FL_SAVE_REGS, FtraceOps)
 from ftrace.arch.x86.asm import assemble
 
 F1 = "trace_selftest_dynamic_test_func"
@@ -131,7 +134,7 @@ def test_a_guest_native_callback_counts_in_guest_memory(booted_snapshots):
     assert 0 < count and abs(count - calls) <= len(m.cpus)   # registration is not instantaneous
 
 
-def test_a_raising_python_callback_is_retired_and_the_guest_goes_on(booted_snapshots):
+def test_a_raising_python_callback_stops_the_run_loudly_and_the_run_can_go_on(booted_snapshots):
     m = booted_snapshots(1)
     ft = m.ftrace
     calls = []
@@ -142,14 +145,24 @@ def test_a_raising_python_callback_is_retired_and_the_guest_goes_on(booted_snaps
     ops = FtraceOps(bad)
     ft.ftrace_set_filter(ops, "schedule", True)
     ft.register_ftrace_function(ops)
-    m.run(ms=50)
-    assert len(calls) == 1
-    assert ft.callback_errors[0][0] is ops and str(ft.callback_errors[0][1]) == "boom"
-    assert ft.log_lines[-1] == "ftrace: callback test_a_raising_python_callback_is_retired_and_the_guest_goes_on.<locals>.bad raised ValueError: boom; ops unregistered"
-    assert not ops.flags & 1 and ft.enabled_functions == ""       # no longer ENABLED
+    with pytest.raises(CallbackError) as e:
+        m.run(ms=50)
+    err = e.value
+    assert len(calls) == 1 and err.ops is ops and err.ip == calls[0]
+    assert isinstance(err.__cause__, ValueError) and str(err.__cause__) == "boom"
+    assert err.cpu == 0 and err.backtrace
+    size = m.image.symbol("schedule").size
+    assert err.message == ("ftrace callback test_a_raising_python_callback_stops_the_run_loudly_"
+                           "and_the_run_can_go_on.<locals>.bad raised ValueError: boom "
+                           f"(traced function schedule+0x0/{size:#x})")
+    assert ops.flags & FTRACE_OPS_FL_ENABLED and "schedule (1)" in ft.enabled_functions
+    with pytest.raises(CallbackError):                 # still registered: it fires again
+        m.run(ms=50)
+    assert len(calls) == 2
+    ft.unregister_ftrace_function(ops)
     syscalls = m.stats()["total"]["syscalls"]
     m.run(ms=50)
-    assert m.stats()["total"]["syscalls"] > syscalls
+    assert m.stats()["total"]["syscalls"] > syscalls and "panic" not in m.console
 
 
 def test_unregistered_means_no_more_callbacks(booted_snapshots):

@@ -35,7 +35,9 @@ def test_register_errors(booted_snapshots):
     ft.register_ftrace_function(ops)
     before = (text(m), ft.enabled_functions)
     assert errno_of(ft.register_ftrace_function, ops) == errno.EBUSY          # twice
-    assert errno_of(ft.register_ftrace_function, FtraceOps(nop, FTRACE_OPS_FL_DELETED)) == errno.EINVAL
+    deleted = FtraceOps(nop)
+    deleted.flags |= FTRACE_OPS_FL_DELETED
+    assert errno_of(ft.register_ftrace_function, deleted) == errno.EINVAL
     assert errno_of(ft.register_ftrace_function, FtraceOps(nop, FTRACE_OPS_FL_IPMODIFY)) == errno.EINVAL
     assert errno_of(ft.register_ftrace_function, FtraceOps(nop, LIVEPATCH)) == errno.EINVAL  # empty filter
     assert (text(m), ft.enabled_functions) == before

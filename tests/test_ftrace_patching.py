@@ -73,11 +73,11 @@ def test_no_callback_after_unregister_even_with_a_vcpu_paused_in_the_trampoline(
     hook.remove()
     cpu = m.cpus[paused[0]]
     assert ops.trampoline <= cpu.rip() < ops.trampoline + ops.trampoline_size
-    assert ft.x86._cpu_inside(cpu, set())
+    assert ft.x86.rcu._cpu_inside(cpu, set())
     n = len(seen)
     ft.unregister_ftrace_function(ops)                    # waits for the paused vCPU to leave
     assert len(seen) == n + 1                             # its pending callback was not lost
-    assert not any(ft.x86._cpu_inside(c, set()) for c in m.cpus)
+    assert not any(ft.x86.rcu._cpu_inside(c, set()) for c in m.cpus)
     m.run(ms=20)
     assert len(seen) == n + 1
 
@@ -155,11 +155,11 @@ def test_unregister_waits_for_a_vcpu_paused_in_a_leaf_guest_callback(booted_snap
     m.run_until(lambda: bool(paused), 100)
     hook.remove()
     assert paused[0].rip() == func + 7
-    assert ft.x86._cpu_inside(paused[0], set())      # its return address into the trampoline is seen
+    assert ft.x86.rcu._cpu_inside(paused[0], set())      # its return address into the trampoline is seen
     count = m.read_u64(data)
     ft.unregister_ftrace_function(ops)                       # must let it return first
     assert m.read_u64(data) == count + 1
-    assert not any(ft.x86._cpu_inside(c, set()) for c in m.cpus)
+    assert not any(ft.x86.rcu._cpu_inside(c, set()) for c in m.cpus)
 
 
 @pytest.mark.parametrize("flags", [0, FTRACE_OPS_FL_SAVE_REGS])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import contextlib
 import errno
 
 import pytest
@@ -75,6 +76,7 @@ class FakeArch:
         self.events: list[tuple] = []
         self.core_data: set[int] = set()
         self._next_tramp = TRAMP_BASE
+        self.callback_depth = 0
 
     def lookup(self, addr: int) -> tuple[str, int, int] | None:
         return lookup(addr)
@@ -96,7 +98,7 @@ class FakeArch:
         self._next_tramp += 0x1000
         self.events.append(("alloc_trampoline", ops))
 
-    def arch_ftrace_trampoline_free(self, ops: FtraceOps) -> None:
+    def arch_ftrace_trampoline_free(self, ops: FtraceOps, synced: bool = True) -> None:
         if ops.flags & FTRACE_OPS_FL_ALLOC_TRAMP:
             ops.trampoline = 0
             self.events.append(("free_trampoline", ops))
@@ -111,11 +113,36 @@ class FakeArch:
             self.text[step.rec.ip] = step.new
         self.plans.append(list(plan))
 
-    def ftrace_ops_publish_hashes(self, ops: FtraceOps) -> None:
+    def ftrace_ops_alloc(self, ops: FtraceOps) -> None:
+        self.events.append(("ops_alloc", ops))
+
+    def ftrace_ops_free_unpublished(self, ops: FtraceOps) -> None:
+        self.events.append(("ops_free_unpublished", ops))
+
+    def ftrace_ops_list_add(self, ops: FtraceOps) -> None:
+        self.events.append(("list_add", ops))
+
+    def ftrace_ops_list_del(self, ops: FtraceOps) -> None:
+        self.events.append(("list_del", ops))
+
+    def ftrace_hash_alloc(self, filter_hash, notrace_hash) -> tuple:
+        return (filter_hash, notrace_hash)
+
+    def ftrace_hash_free(self, block) -> None:
+        self.events.append(("hash_free", block))
+
+    def ftrace_ops_publish_hashes(self, ops: FtraceOps, block) -> None:
         self.events.append(("publish_hashes", ops))
 
-    def synchronize_rcu_tasks(self) -> None:
+    def synchronize_rcu_tasks(self) -> bool:
         self.events.append(("synchronize_rcu_tasks",))
+        return True
+
+    def in_callback(self) -> bool:
+        return self.callback_depth > 0
+
+    def ftrace_lock(self):
+        return contextlib.nullcontext()
 
     def _verify(self, rec, expected: int | None) -> None:
         if self.text[rec.ip] != expected:

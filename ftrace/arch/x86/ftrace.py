@@ -3,31 +3,40 @@
 
 The shared code (ftrace_caller, ftrace_regs_caller, the list and assist functions) and each
 ops' private trampoline are guest code in the machine's execmem area. Each registered ops has
-a guest copy (func, flags, private, list link, sorted filter and notrace arrays) that the
-guest code reads; a Python callback is reached through a small guest stub that makes one
-``out`` hypercall, after which the host reads the arguments and the pt_regs frame with one
-read each and writes back only the fields the callback changed.
+a guest copy (func, flags, private, list link, func_hash pointer) that the guest code reads;
+a Python callback is reached through a small guest stub that makes one ``out`` hypercall,
+after which the host reads the arguments and the pt_regs frame with one read each and writes
+back only the fields the callback changed.
+
+Lifetime (as RCU): what the guest reads is published whole by one aligned 8-byte store (the
+list head or a NEXT link, an ops' HASH pointer, function_trace_op); a block is never written
+once published. Unlinking comes first, then the rcu_tasks wait, then freeing; replaced
+func_hash blocks go through call_rcu (rcu_tasks.py).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import struct
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from emu import BudgetExceeded, EmuError, memlayout as L
-from emu.cpu import RUNNING, STOPPED
+from emu import CallbackError, EmuError, memlayout as L
 from emu.paging import PageFault
 
-from ...errors import FtracePatchError
+from ... import views
+from ...errors import FtraceError, FtracePatchError
 from ...flags import FtraceOpsFlags as FL
 from ...ops import FtraceOps, ftrace_ops_get_func
 from ...recursion import RecursionRecorder
 from .asm import CodeBuilder
-from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, MAILBOX_SIZE, OPS_SIZE,
-                        emit_caller, emit_helpers, instantiate_trampoline, python_stub)
+from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, HASH_HEADER, MAILBOX_SIZE,
+                        OPS_HASH, OPS_NEXT, OPS_SIZE, emit_caller, emit_helpers,
+                        instantiate_trampoline, python_stub,
+                        trampoline_template)
 from .insn import MCOUNT_INSN_SIZE, X86_NOP5, call_insn, site_insn
 from .ptregs import FRAME_SIZE, PT_REGS_OFFSET, PtRegs
+from .rcu_tasks import RcuTasks, site_returns
 from .text_poke import TextPoker
 
 if TYPE_CHECKING:
@@ -38,6 +47,7 @@ if TYPE_CHECKING:
 
 SHARED_CODE_SIZE = 0x1000
 TRAMP_SIZE = 0x200
+STUB_SIZE = 64
 _q = struct.Struct("<Q")
 _args = struct.Struct("<4Q")
 _FREGS_WHAT = "ftrace callback: pt_regs pointer in the mailbox"
@@ -45,14 +55,17 @@ _CS_OFFSET = PT_REGS_OFFSET["cs"]
 
 
 class GuestOps:
-    """Where one ops lives in the guest: its copy, its Python stub, its hash arrays."""
+    """Where one registered ops lives in the guest: its copy, Python stub (0 for a guest
+    callback), private trampoline and published func_hash block (0: trace everything)."""
 
-    __slots__ = ("ops_id", "copy", "stub", "arrays", "hashes")
+    __slots__ = ("ops_id", "copy", "stub", "tramp", "hash_block")
 
-    def __init__(self, ops_id: int, copy: int, stub: int) -> None:
-        self.ops_id, self.copy, self.stub = ops_id, copy, stub
-        self.arrays: list[int] = []
-        self.hashes: tuple[frozenset[int], frozenset[int]] | None = None
+    def __init__(self, ops_id: int, copy: int, stub: int, tramp: int, hash_block: int) -> None:
+        self.ops_id, self.copy, self.stub, self.tramp = ops_id, copy, stub, tramp
+        self.hash_block = hash_block
+
+    def blocks(self) -> list[int]:
+        return [va for va in (self.copy, self.stub, self.tramp, self.hash_block) if va]
 
 
 class X86Ftrace:
@@ -66,22 +79,24 @@ class X86Ftrace:
         self.core: "Ftrace | None" = None
         self.poker = TextPoker(machine)
         self.recursion = RecursionRecorder()
-        self.callback_errors: list[tuple[FtraceOps, BaseException]] = []
         self.current_cpu: "VCpu | None" = None
         self.symbols: dict[int, tuple[str, int]] = {}
         self._guest: dict[int, GuestOps] = {}            # id(ops) -> where it lives
         self._by_ops_id: dict[int, FtraceOps] = {}
-        self._dead: set[int] = set()
         self._next_id = 1
-        self._to_free: list[int] = []
         self._tramp_call: dict[int, int] = {}
         self._callbacks: dict[int, tuple[FtraceOps, bool]] = {}   # ops id -> (ops, wants regs)
-        self._synced = False           # did the last synchronize_rcu_tasks complete?
         self._kernel_pa = machine.walker.kernel_pa
         self.fentry = machine.symbol_address("__fentry__") if machine.image.has_symbol("__fentry__") else 0
+        text = machine.image.sections.get(".text")
+        self._text = (text[0], text[0] + len(text[1])) if text else (0, 0)
         self._build_shared_code()
+        self.rcu = RcuTasks(machine, self._in_code, self._site_returns, self._free_block, log)
         machine.add_port(HCALL_CALLBACK_PORT, self._on_callback)
         machine.add_port(HCALL_RECURSION_PORT, self._on_recursion)
+
+    def _site_returns(self) -> set[int]:
+        return site_returns(self.core.records) if self.core else set()
 
     # ---- guest code ----------------------------------------------------------
     def _build_shared_code(self) -> None:
@@ -126,8 +141,8 @@ class X86Ftrace:
         return self.machine.read(va, n)
 
     # ---- snapshots ----------------------------------------------------------------
-    _STATE = ("symbols", "_guest", "_by_ops_id", "_dead", "_next_id", "_to_free", "code_ranges",
-              "_tramp_call", "callback_errors", "recursion", "_callbacks")
+    _STATE = ("symbols", "_guest", "_by_ops_id", "_next_id", "code_ranges", "_tramp_call",
+              "recursion", "_callbacks")
 
     def known_ops(self) -> list[FtraceOps]:
         """Every ops that has a guest copy now."""
@@ -135,17 +150,31 @@ class X86Ftrace:
 
     def snapshot_state(self) -> tuple:
         ops = self.known_ops()
-        return self._copy_state(ops), ops
+        return self._copy_state(ops), ops, self.rcu.state()
 
     def restore_state(self, st: tuple) -> None:
-        fields, ops = st
+        fields, ops, rcu = st
         self.__dict__.update(self._copy_state(ops, fields))
+        self.rcu.set_state(rcu)
 
     def _copy_state(self, ops: list[FtraceOps], src: dict | None = None) -> dict:
         """A deep copy of the host state (ops objects themselves are shared, not copied)."""
         memo = {id(o): o for o in ops}
         src = src if src is not None else {f: getattr(self, f) for f in self._STATE}
         return copy.deepcopy(src, memo)
+
+    # ---- the ftrace_lock side of the machine ------------------------------------------
+    def in_callback(self) -> bool:
+        """Is the host inside a callback (some vCPU in the middle of an instruction)?"""
+        return self.machine.in_guest()
+
+    @contextlib.contextmanager
+    def ftrace_lock(self) -> Iterator[None]:
+        """Held around every mutating API call: deferred work waits, and on the way out
+        the call_rcu queue is polled."""
+        with self.machine.hold_deferred():
+            yield
+        self.rcu.poll()
 
     # ---- FtraceArch: symbols and identity --------------------------------------
     def lookup(self, addr: int) -> tuple[str, int, int] | None:
@@ -172,113 +201,171 @@ class X86Ftrace:
         self.poker.text_poke_early(rec.ip, X86_NOP5)
 
     # ---- FtraceArch: ops in the guest -----------------------------------------
-    def _guest_ops(self, ops: FtraceOps) -> GuestOps:
-        g = self._guest.get(id(ops))
-        if g is None:
-            ops_id = self._next_id
-            self._next_id += 1
-            copy = self.machine.execmem.alloc(OPS_SIZE)
-            stub, code = self.machine.execmem.alloc(64), python_stub(ops_id, self.mailboxes)
-            self._write(stub, code)
+    def _alloc(self, sizes: list[int]) -> list[int]:
+        """Blocks of ``sizes`` bytes, all or none: when the area is full, wait for a grace
+        period to free what call_rcu holds and try once more; then ENOMEM."""
+        for attempt in (0, 1):
+            got: list[int] = []
+            try:
+                for size in sizes:
+                    got.append(self.machine.execmem.alloc(size))
+                return got
+            except MemoryError:
+                for va in got:
+                    self.machine.execmem.free(va)
+                if attempt or not self.rcu.queue or not self.rcu.synchronize():
+                    break
+        raise FtraceError(errno.ENOMEM, "ftrace: the code area (execmem) is full")
+
+    def _check_guest_func(self, ops: FtraceOps, tramp: int) -> None:
+        """A guest callback must be code the trampoline's rel32 call can reach: kernel text
+        or a block of the code area."""
+        f = ops.func
+        if not isinstance(f, int):
+            return
+        in_text = self._text[0] <= f < self._text[1]
+        in_execmem = any(va <= f < va + n for va, n in self.machine.execmem.used.items())
+        if not (in_text or in_execmem):
+            raise FtraceError(errno.EINVAL, f"guest callback {f:#x} is neither kernel text "
+                              "nor in the code area")
+        if self._ops_target(ops) == f:
+            rel = f - (tramp + self._tramp_template_call(ops) + MCOUNT_INSN_SIZE)
+            if not -(1 << 31) <= rel < 1 << 31:
+                raise FtraceError(errno.EINVAL, f"guest callback {f:#x} is out of reach of "
+                                  "the trampoline's call")
+
+    def _tramp_template_call(self, ops: FtraceOps) -> int:
+        return trampoline_template(self._tramp_regs(ops))[2]
+
+    def _tramp_regs(self, ops: FtraceOps) -> bool:
+        return bool(ops.flags & FL.SAVE_REGS) and self.supports_regs
+
+    def ftrace_ops_alloc(self, ops: FtraceOps) -> None:
+        """Build everything a registration needs in the guest (copy, stub, trampoline,
+        func_hash block), unreachable until ``ftrace_ops_list_add``: ENOMEM or EINVAL
+        (unusable guest callback) with nothing allocated."""
+        python = not isinstance(ops.func, int)
+        hashes = (ops.filter_hash, ops.notrace_hash)
+        sizes = [OPS_SIZE, TRAMP_SIZE] + ([STUB_SIZE] if python else []) + (
+            [_hash_size(*hashes)] if any(hashes) else [])
+        blocks = self._alloc(sizes)
+        copy_va, tramp = blocks[0], blocks[1]
+        try:
+            self._check_guest_func(ops, tramp)
+        except FtraceError:
+            for va in blocks:
+                self.machine.execmem.free(va)
+            raise
+        stub = blocks[2] if python else 0
+        hash_block = blocks[-1] if any(hashes) else 0
+        ops_id = self._next_id
+        self._next_id += 1
+        g = self._guest[id(ops)] = GuestOps(ops_id, copy_va, stub, tramp, hash_block)
+        self._by_ops_id[ops_id] = ops
+        if hash_block:
+            self._write(hash_block, _hash_bytes(*hashes))
+        if stub:
+            code = python_stub(ops_id, self.mailboxes)
+            self._write(stub, code + bytes(STUB_SIZE - len(code)))
             self.symbols[stub] = ("ftrace_ops_stub", len(code))
-            g = self._guest[id(ops)] = GuestOps(ops_id, copy, stub)
-            self._by_ops_id[ops_id] = ops
-            self.code_ranges.append((stub, stub + 64))
-        return g
+            self.code_ranges.append((stub, stub + STUB_SIZE))
+        private = ops.private if isinstance(ops.private, int) else 0
+        self._write(copy_va, struct.pack("<6Q", ops.func if not python else stub, int(ops.flags),
+                                         private & 0xFFFFFFFFFFFFFFFF, 0, hash_block, ops_id))
+
+    def ftrace_ops_free_unpublished(self, ops: FtraceOps) -> None:
+        """Undo ``ftrace_ops_alloc`` for an ops that never reached the guest list."""
+        g = self._guest.pop(id(ops))
+        self._by_ops_id.pop(g.ops_id, None)
+        for va in g.blocks():
+            self._free_block(va)
+
+    def ftrace_ops_list_add(self, ops: FtraceOps) -> None:
+        """add_ftrace_ops: link the copy to the current head, then publish it as the head."""
+        g = self._guest[id(ops)]
+        head = self._read_u64(self.ftrace_ops_list_head)
+        self._write(g.copy + OPS_NEXT, _q.pack(head))
+        self._write(self.ftrace_ops_list_head, _q.pack(g.copy))
+        self._callbacks[g.ops_id] = (ops, bool(ops.flags & FL.SAVE_REGS))
+
+    def ftrace_ops_list_del(self, ops: FtraceOps) -> None:
+        """remove_ftrace_ops (list_del_rcu): one store makes the predecessor (or the head)
+        skip the copy; the copy keeps its NEXT, so a vCPU standing on it walks on."""
+        assert self.core is not None
+        g = self._guest[id(ops)]
+        i = self.core.ops_list.index(ops)
+        link = (self._guest[id(self.core.ops_list[i - 1])].copy + OPS_NEXT if i
+                else self.ftrace_ops_list_head)
+        self._write(link, _q.pack(self._read_u64(g.copy + OPS_NEXT)))
+
+    def ftrace_hash_alloc(self, filter_hash: frozenset[int], notrace_hash: frozenset[int]) -> int:
+        """A func_hash block for the two hashes, not yet published (0 when both are empty)."""
+        if not filter_hash and not notrace_hash:
+            return 0
+        va = self._alloc([_hash_size(filter_hash, notrace_hash)])[0]
+        self._write(va, _hash_bytes(filter_hash, notrace_hash))
+        return va
+
+    def ftrace_hash_free(self, block: int) -> None:
+        """Free a block from ``ftrace_hash_alloc`` that was never published."""
+        if block:
+            self._free_block(block)
+
+    def ftrace_ops_publish_hashes(self, ops: FtraceOps, block: int) -> None:
+        """rcu_assign_pointer(ops->func_hash, block); the old block after a grace period."""
+        g = self._guest[id(ops)]
+        old, g.hash_block = g.hash_block, block
+        self._write(g.copy + OPS_HASH, _q.pack(block))
+        self.rcu.call_rcu([old])
+
+    def _read_u64(self, va: int) -> int:
+        return _q.unpack(self._read(va, 8))[0]
 
     def _ops_target(self, ops: FtraceOps) -> int:
         """ftrace_ops_get_func(ops) as a guest address."""
         f = ftrace_ops_get_func(ops, self.ftrace_ops_assist_func)
-        return f if isinstance(f, int) else self._guest_ops(ops).stub
-
-    def sync_guest_ops(self) -> None:
-        """Publish every registered ops (flags, func, private, hashes, list order) to the guest.
-        Host writes happen between guest instructions, so each publish is atomic for vCPUs."""
-        assert self.core is not None
-        ordered = self.core.ops_list
-        for i, ops in enumerate(ordered):
-            g = self._guest_ops(ops)
-            func = ops.func if isinstance(ops.func, int) else g.stub
-            private = ops.private if isinstance(ops.private, int) else 0
-            nxt = self._guest_ops(ordered[i + 1]).copy if i + 1 < len(ordered) else 0
-            hashes = (ops.filter_hash, ops.notrace_hash)
-            if g.hashes != hashes:
-                self._to_free += g.arrays
-                g.arrays = [self._array(h) for h in hashes]
-                g.hashes = hashes
-            if g.ops_id not in self._dead:
-                self._callbacks[g.ops_id] = (ops, bool(ops.flags & FL.SAVE_REGS))
-            fields = struct.pack("<8Q", func, int(ops.flags), private & 0xFFFFFFFFFFFFFFFF, nxt,
-                                 g.arrays[0], len(hashes[0]), g.arrays[1], len(hashes[1]))
-            self._write(g.copy, fields + _q.pack(g.ops_id))
-        head = self._guest_ops(ordered[0]).copy if ordered else 0
-        self._write(self.ftrace_ops_list_head, _q.pack(head))
-
-    def ftrace_ops_publish_hashes(self, ops: FtraceOps) -> None:
-        """The list function reads hashes from the guest copies: publish them now."""
-        self.sync_guest_ops()
-
-    def _array(self, ips: frozenset[int]) -> int:
-        if not ips:
-            return 0
-        va = self.machine.execmem.alloc(8 * len(ips))
-        self._write(va, b"".join(_q.pack(ip) for ip in sorted(ips)))
-        return va
+        return f if isinstance(f, int) else self._guest[id(ops)].stub
 
     # ---- FtraceArch: trampolines ---------------------------------------------
     def arch_ftrace_update_trampoline(self, ops: FtraceOps) -> None:
-        """Give ``ops`` a private trampoline (a copy of ftrace_caller or ftrace_regs_caller that
-        loads this ops and calls its function directly), or re-point the one it has."""
-        g = self._guest_ops(ops)
-        self.sync_guest_ops()
-        target = self._ops_target(ops)
-        if ops.trampoline:
-            call_site = ops.trampoline + self._tramp_call_offset(ops)
-            if self._read(call_site, MCOUNT_INSN_SIZE) != call_insn(call_site, target):
-                self.poker.text_poke_bp(call_site, call_insn(call_site, target))
-            return
-        regs = bool(ops.flags & FL.SAVE_REGS) and self.supports_regs
-        base = self.machine.execmem.alloc(TRAMP_SIZE)
-        code, call_off = instantiate_trampoline(regs, base, g.copy, target)
-        self._write(base, code)
-        ops.trampoline, ops.trampoline_size = base, len(code)
+        """Write ``ops``' private trampoline (a copy of ftrace_caller or ftrace_regs_caller
+        that loads this ops and calls its function directly) in the block reserved for it."""
+        g = self._guest[id(ops)]
+        code, call_off = instantiate_trampoline(self._tramp_regs(ops), g.tramp, g.copy,
+                                                self._ops_target(ops))
+        self._write(g.tramp, code)
+        ops.trampoline, ops.trampoline_size = g.tramp, len(code)
         ops.flags |= FL.ALLOC_TRAMP
-        self.symbols[base] = ("ftrace_trampoline", ops.trampoline_size)
-        self.code_ranges.append((base, base + TRAMP_SIZE))
-        self._tramp_call[base] = call_off
+        self.symbols[g.tramp] = ("ftrace_trampoline", ops.trampoline_size)
+        self.code_ranges.append((g.tramp, g.tramp + TRAMP_SIZE))
+        self._tramp_call[g.tramp] = call_off
 
-    def _tramp_call_offset(self, ops: FtraceOps) -> int:
-        return self._tramp_call[ops.trampoline]
+    def arch_ftrace_trampoline_free(self, ops: FtraceOps, synced: bool = True) -> None:
+        """Free the trampoline, copy, stub and func_hash block of an unlinked ops: now if
+        the rcu_tasks wait completed (``synced``), else after a later grace period."""
+        ops.trampoline = ops.trampoline_size = 0     # ALLOC_TRAMP stays, as in the kernel
+        g = self._guest.pop(id(ops))
+        self._callbacks.pop(g.ops_id, None)
+        self._by_ops_id.pop(g.ops_id, None)
+        if synced:
+            for va in g.blocks():
+                self._free_block(va)
+        else:
+            self.rcu.call_rcu(g.blocks())
 
-    def arch_ftrace_trampoline_free(self, ops: FtraceOps) -> None:
-        """Free the private trampoline, the guest copy and stub (after synchronize_rcu_tasks;
-        if that could not confirm every task left them, their memory is kept instead)."""
-        free = self.machine.execmem.free if self._synced else (lambda va: None)
-        if ops.trampoline and ops.flags & FL.ALLOC_TRAMP:
-            self.symbols.pop(ops.trampoline, None)
-            self.code_ranges.remove((ops.trampoline, ops.trampoline + TRAMP_SIZE))
-            free(ops.trampoline)
-        ops.trampoline = ops.trampoline_size = 0
-        ops.flags &= ~FL.ALLOC_TRAMP
-        g = self._guest.pop(id(ops), None)
-        if g is not None:
-            self._dead.add(g.ops_id)
-            self._callbacks.pop(g.ops_id, None)
-            self._by_ops_id.pop(g.ops_id, None)
-            self.symbols.pop(g.stub, None)
-            self.code_ranges.remove((g.stub, g.stub + 64))
-            for va in (g.copy, g.stub, *g.arrays, *self._to_free):
-                if va:
-                    free(va)
-            self._to_free = []
+    def _free_block(self, va: int) -> None:
+        """Give a block back to the code area, forgetting it as code or symbol."""
+        self.symbols.pop(va, None)
+        self._tramp_call.pop(va, None)
+        self.code_ranges = [r for r in self.code_ranges if r[0] != va]
+        self.machine.execmem.free(va)
 
     # ---- FtraceArch: code updates ---------------------------------------------
     def ftrace_update_ftrace_func(self, func) -> None:
         """Point ftrace_call and ftrace_regs_call at ``func`` (an address, or an ops whose
         function becomes the target after function_trace_op is set to it)."""
-        self.sync_guest_ops()
         if isinstance(func, FtraceOps):
-            self._write(self.function_trace_op, _q.pack(self._guest_ops(func).copy))
+            self._write(self.function_trace_op, _q.pack(self._guest[id(func)].copy))
             target = self._ops_target(func)
         else:
             target = func
@@ -288,7 +375,6 @@ class X86Ftrace:
 
     def ftrace_replace_code(self, plan) -> None:
         """Verify every site first, then write them all as one int3 batch."""
-        self.sync_guest_ops()
         batch = {}
         ram, text_pa = self.machine.ram, self.machine.text_pa
         for rec, _action, old, new in plan:
@@ -303,65 +389,10 @@ class X86Ftrace:
             batch[rec.ip] = site_insn(rec.ip, new)
         self.poker.text_poke_bp_batch(batch)
 
-    def synchronize_rcu_tasks(self, budget_ms: float = 200) -> None:
-        """The rcu_tasks wait: return once no task can still be inside ftrace code (a
-        trampoline, a stub, the list or assist function, or a callback they called).
-
-        Holdouts are the tasks running on a CPU that may be inside, and the runnable tasks
-        waiting for a CPU (they may have been preempted inside); blocked tasks slept
-        voluntarily, which a callback never does. A holdout is released when it blocks, or is
-        seen running outside ftrace code; after the text change it can only come back through
-        the new text. The machine runs meanwhile. If ``budget_ms`` passes first, the code is
-        kept rather than freed (``arch_ftrace_trampoline_free`` then leaks it)."""
-        self._synced = False
-        if self.machine.in_guest():
-            return          # called from a callback: the caller's own frame is inside
-        kernel, cpus = self.machine.kernel, self.machine.cpus
-        sites = {r.ip + MCOUNT_INSN_SIZE for r in self.core.records} if self.core else set()
-
-        def running() -> dict[int, "VCpu"]:
-            return {kernel.current(c.index): c for c in cpus if c.state != STOPPED}
-
-        now = running()
-        holdouts = {t for t, c in now.items() if self._cpu_inside(c, sites)}
-        holdouts |= {t for t in kernel.tasks() if t not in now and kernel.on_rq(t)}
-
-        def quiescent() -> bool:
-            now = running()
-            holdouts.difference_update([t for t in holdouts if (
-                not self._cpu_inside(now[t], sites) if t in now else not kernel.on_rq(t))])
-            return not holdouts
-        if not quiescent():
-            try:
-                self.machine.run_until(quiescent, budget_ms)
-            except BudgetExceeded:
-                self.log(f"ftrace: tasks still inside ftrace code after {budget_ms:g} ms: "
-                         "keeping the old trampolines")
-                return
-        self._synced = True
-
-    def _cpu_inside(self, cpu: "VCpu", sites: set[int]) -> bool:
-        """Might the task running on ``cpu`` return into ftrace code? Yes while it serves an
-        interrupt (it may have interrupted a trampoline); else if its RIP, a return address on
-        its frame-pointer chain (ftrace code, or just after a call site: a trampoline's frame),
-        or a word of its innermost frame (a leaf callback's return address) says so."""
-        if cpu.state != RUNNING or cpu.cpl() == 3:
-            return False
-        if self.machine.kernel.preempt_count(cpu.index) & (L.NMI_MASK | L.HARDIRQ_MASK | L.SOFTIRQ_OFFSET):
-            return True
-        from unicorn.x86_const import UC_X86_REG_RBP
-        rip, rsp, rbp = cpu.rip(), cpu.stack_pointer(), cpu.regs.read(UC_X86_REG_RBP)
-        returns = self.machine.return_addresses(cpu, rbp)
-        if any(r in sites for r in returns):
-            return True
-        words = [rip, *returns]
-        if rsp < rbp <= rsp + 512:
-            try:
-                raw = self.machine.read(rsp, rbp + 16 - rsp)
-                words += struct.unpack(f"<{len(raw) // 8}Q", raw)
-            except EmuError:
-                pass
-        return any(self._in_code(w) for w in words)
+    def synchronize_rcu_tasks(self, budget_ms: float = 200) -> bool:
+        """The rcu_tasks wait (rcu_tasks.py): True once no task can still be inside ftrace
+        code; False if ``budget_ms`` of virtual time passed first."""
+        return self.rcu.synchronize(budget_ms)
 
     def _in_code(self, addr: int) -> bool:
         return any(lo <= addr < hi for lo, hi in self.code_ranges)
@@ -377,14 +408,25 @@ class X86Ftrace:
         outer, self.current_cpu = self.current_cpu, cpu
         try:
             ops.saved_func(ip, parent_ip, ops, regs)
-        except Exception as e:       # the guest must not suffer: retire the ops cleanly
-            self._retire(ops, ops_id, e)
-            return
+        except CallbackError:
+            raise                    # from a nested Machine.call: it names the innermost
+        except Exception as exc:
+            raise self._callback_error(cpu, ops, ip, exc) from exc
         finally:
             self.current_cpu = outer
         if regs is not None and regs.dirty:
             for addr, data in regs.changes():
                 self.machine.walker.write(cpu.cr3(), addr, data)
+
+    def _callback_error(self, cpu: "VCpu", ops: FtraceOps, ip: int, exc: Exception) -> CallbackError:
+        """The loud end of a raising callback: the ops, the traced function, the CPU."""
+        assert self.core is not None
+        name = views.sprint_func(self.core, ops.saved_func)
+        where = self.machine.lookup(ip)
+        err = cpu.fatal(CallbackError, f"ftrace callback {name} raised {type(exc).__name__}: "
+                        f"{exc} (traced function {where})")
+        err.ops, err.ip = ops, ip      # type: ignore[attr-defined]
+        return err
 
     def _pt_regs(self, cpu: "VCpu", fregs: int) -> PtRegs | None:
         """The trampoline's frame as a PtRegs, or None for a frame without full regs."""
@@ -400,18 +442,16 @@ class X86Ftrace:
             return None
         return PtRegs(raw, fregs)
 
-    def _retire(self, ops: FtraceOps, ops_id: int, e: Exception) -> None:
-        self.callback_errors.append((ops, e))
-        name = getattr(ops.saved_func, "__qualname__", repr(ops.saved_func))
-        self.log(f"ftrace: callback {name} raised {type(e).__name__}: {e}; ops unregistered")
-        self._dead.add(ops_id)
-        self._callbacks.pop(ops_id, None)
-
-        def unregister() -> None:
-            if ops.flags & FL.ENABLED and self.core is not None:
-                self.core.unregister_ftrace_function(ops)
-        self.machine.defer(unregister)
-
     def _on_recursion(self, cpu: "VCpu", port: int, value: int) -> None:
         ip, parent_ip = struct.unpack("<QQ", self.machine.walker.read(cpu.cr3(), cpu.stack_pointer(), 16))
         self.recursion.ftrace_record_recursion(ip, parent_ip)
+
+
+def _hash_size(filter_hash: frozenset[int], notrace_hash: frozenset[int]) -> int:
+    return HASH_HEADER + 8 * (len(filter_hash) + len(notrace_hash))
+
+
+def _hash_bytes(filter_hash: frozenset[int], notrace_hash: frozenset[int]) -> bytes:
+    """A func_hash block: the two counts, then each hash's ips sorted (binary search)."""
+    ips = sorted(filter_hash) + sorted(notrace_hash)
+    return struct.pack(f"<2Q{len(ips)}Q", len(filter_hash), len(notrace_hash), *ips)

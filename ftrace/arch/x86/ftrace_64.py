@@ -38,10 +38,13 @@ TRACE_FTRACE_START, TRACE_LIST_START = 0, 5
 MCOUNT_FRAME_SIZE = 40          # the saved rbp and two fake frames
 FRAME_SIZE = 168
 
-# The guest copy of an ftrace_ops (what trampolines and the list function read).
-OPS_FUNC, OPS_FLAGS, OPS_PRIVATE, OPS_NEXT = 0x00, 0x08, 0x10, 0x18
-OPS_FILTER, OPS_FILTER_N, OPS_NOTRACE, OPS_NOTRACE_N, OPS_ID = 0x20, 0x28, 0x30, 0x38, 0x40  # n after array
-OPS_SIZE = 0x48
+# The guest copy of an ftrace_ops (what trampolines and the list function read). Its fields
+# are fixed while the ops is registered, except NEXT and HASH: RCU pointers, each changed by
+# one aligned 8-byte store. HASH points at an immutable func_hash block (or is 0: trace all):
+# u64 filter count, u64 notrace count, the sorted filter ips, then the sorted notrace ips.
+OPS_FUNC, OPS_FLAGS, OPS_PRIVATE, OPS_NEXT, OPS_HASH, OPS_ID = 0x00, 0x08, 0x10, 0x18, 0x20, 0x28
+OPS_SIZE = 0x30
+HASH_HEADER = 16
 
 _NMI, _HARD = L.NMI_MASK, L.NMI_MASK | L.HARDIRQ_MASK
 _SOFT = _HARD | L.SOFTIRQ_OFFSET
@@ -186,8 +189,7 @@ def emit_helpers(b: CodeBuilder, ops_list_head: int) -> None:
         jz 7f
         cmp qword ptr [r14 + {R['cs']}], 0
         je 7f
-    3:""" + hash_test(OPS_FILTER, "jz", lookup, "4f") + """
-    4:""" + hash_test(OPS_NOTRACE, "jnz", lookup, "5f") + """
+    3:""" + hash_test(lookup) + """
     5:""" + call_op + f"""
     7:  mov rbx, qword ptr [rbx + {OPS_NEXT}]
         jmp 1b
@@ -197,19 +199,34 @@ def emit_helpers(b: CodeBuilder, ops_list_head: int) -> None:
     b.align()
 
 
-def hash_test(array: int, skip_if: str, lookup: int, next_test: str) -> str:
-    """One hash of ftrace_ops_test for the ops in rbx, ip in r12: skip the ops (to 7f) when
-    ``skip_if`` holds after the lookup (filter: ``jz``, ip absent; notrace: ``jnz``, ip
-    present); an empty hash goes straight on to ``next_test``."""
+def hash_test(lookup: int) -> str:
+    """ftrace_ops_test for the ops in rbx, ip in r12: skip the ops (to 7f) unless the filter
+    is empty or holds ip, or when the notrace hash holds ip; go on to 5f otherwise. The
+    func_hash pointer is loaded once (into the frame's spare slot), so one test sees one
+    published block: never half an old hash and half a new one."""
     return f"""
-        mov rdx, qword ptr [rbx + {array + 8}]
+        mov rsi, qword ptr [rbx + {OPS_HASH}]
+        test rsi, rsi
+        jz 5f
+        mov qword ptr [rsp], rsi
+        mov rdx, qword ptr [rsi]
         test rdx, rdx
-        jz {next_test}
+        jz 4f
         mov rdi, r12
-        mov rsi, qword ptr [rbx + {array}]
+        add rsi, {HASH_HEADER}
         call {lookup}
         test eax, eax
-        {skip_if} 7f"""
+        jz 7f
+    4:  mov rsi, qword ptr [rsp]
+        mov rdx, qword ptr [rsi + 8]
+        test rdx, rdx
+        jz 5f
+        mov rdi, r12
+        mov rax, qword ptr [rsi]
+        lea rsi, [rsi + rax*8 + {HASH_HEADER}]
+        call {lookup}
+        test eax, eax
+        jnz 7f"""
 
 
 ARG_REGS = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9")
