@@ -364,12 +364,22 @@ class Ftrace:
         gone = {rec.ip for rec in self.records.remove_module(module)}
         if not gone:
             return
+        changed = []
         for ops in self.ops_list:
             hashes = (ops.filter_hash, ops.notrace_hash)
-            ops.filter_hash, ops.notrace_hash = (
-                frozenset(0 if ip in gone else ip for ip in h) for h in hashes)
-            if (ops.filter_hash, ops.notrace_hash) != hashes:
-                self.arch.ftrace_ops_publish_hashes(ops)
+            new = tuple(frozenset(0 if ip in gone else ip for ip in h) for h in hashes)
+            if new != hashes:
+                changed.append((ops, new))
+        blocks: list = []
+        try:                                # every block first: ENOMEM changes nothing
+            for _, (filter_hash, notrace_hash) in changed:
+                blocks.append(self.arch.ftrace_hash_alloc(filter_hash, notrace_hash))
+        except FtraceError:
+            for block in blocks:
+                self.arch.ftrace_hash_free(block)
+            raise
+        for (ops, (ops.filter_hash, ops.notrace_hash)), block in zip(changed, blocks):
+            self.arch.ftrace_ops_publish_hashes(ops, block)
 
     # -- kernel.ftrace_enabled --------------------------------------------------------------
 
