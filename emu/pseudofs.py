@@ -244,13 +244,14 @@ class PseudoFS:
     def open(self, path: str, flags: int = O_RDONLY) -> Handle:
         """open(2): EISDIR for a directory, EACCES where the file lacks the access."""
         node = self.lookup(path)
+        shown = self.path(path)
         if isinstance(node, Directory):
-            raise fs_error(errno.EISDIR, path)
+            raise fs_error(errno.EISDIR, shown)
         if wants_write(flags) and not node.mode & 0o222:
-            raise fs_error(errno.EACCES, path)
+            raise fs_error(errno.EACCES, shown)
         if wants_read(flags) and not node.mode & 0o444:
-            raise fs_error(errno.EACCES, path)
-        return _on_path(path, node.open, flags)
+            raise fs_error(errno.EACCES, shown)
+        return _on_path(shown, node.open, flags)
 
     def wait_event(self, cond: Callable[[], bool], timeout_s: float) -> bool:
         """Block until ``cond()`` while the guest runs; False on timeout (or with no waiter)."""
@@ -269,8 +270,8 @@ class PseudoFS:
             while chunk := h.read(READ_CHUNK, off):
                 chunks.append(chunk)
                 off += len(chunk)
-        finally:
             h.flush()
+        finally:
             h.release()
         return b"".join(chunks)
 
@@ -281,10 +282,12 @@ class PseudoFS:
     def write(self, path: str, text: str, append: bool = False) -> None:
         """``echo -n text > path`` (or ``>>`` with append): O_TRUNC or O_APPEND, write(2)
         until all is taken, close. A failing write still closes (what was accepted before
-        it is applied at release, as in the kernel), then raises."""
+        it is applied at release, as in the kernel), then raises; so does a failure that
+        only close finds (an unterminated last token of a filter file)."""
         if not isinstance(text, str):
             raise TypeError(f"text must be str, not {type(text).__name__}")
         h = self.open(path, O_WRONLY | (O_APPEND if append else O_TRUNC))
+        path = self.path(path)
         data = text.encode()
         try:
             off = 0
@@ -293,8 +296,8 @@ class PseudoFS:
                 if n <= 0:
                     raise fs_error(errno.EIO, path, "write took nothing")
                 off += n
+            _on_path(path, h.flush)
         finally:
-            h.flush()
             h.release()
 
     def listdir(self, path: str = "") -> list[str]:

@@ -179,5 +179,5 @@ class MachineFtrace(Ftrace):
 def attach(machine: "Machine", options: dict[str, Any]) -> MachineFtrace:
     """The ``ftemu.extensions`` entry point: ftrace for a new machine."""
     ft = MachineFtrace(machine, supports_regs=bool(options.pop("ftrace_regs", True)))
-    tracefs.register_ftrace_files(ft)
+    ft.instances = tracefs.register_ftrace_files(ft)
     return ft
