@@ -179,9 +179,10 @@ class Ftrace:
             raise FtraceError(errno.EINVAL, "ops was deleted")
         if flags & FL.ENABLED:
             raise FtraceError(errno.EBUSY, "ops is already registered")
-        if flags & ~(FL_USER | FL.DYNAMIC | FL.ALLOC_TRAMP):
-            raise FtraceError(errno.EINVAL, f"flags {FL(flags & ~(FL_USER | FL.DYNAMIC | FL.ALLOC_TRAMP))!r} "
-                              "are ftrace's own, not a user's")
+        foreign = int(flags) & ~int(FL_USER | FL.DYNAMIC | FL.ALLOC_TRAMP)
+        if foreign:
+            raise FtraceError(errno.EINVAL, f"flags {foreign:#x} are not a user's (ftrace "
+                              "sets them itself, or they do not exist)")
         if flags & FL.SAVE_REGS_IF_SUPPORTED:
             flags = flags | FL.SAVE_REGS if self.arch.supports_regs else flags & ~FL.SAVE_REGS
         elif flags & FL.SAVE_REGS and not self.arch.supports_regs:

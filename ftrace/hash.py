@@ -11,21 +11,17 @@ from ftrace.records import FTRACE_MCOUNT_MAX_OFFSET, FtraceRecords, SymbolLookup
 from ftrace.regex import FtraceGlob, MatchType, ftrace_match, filter_parse_regex
 
 
-def simple_strtoul(text: str) -> int:
-    """simple_strtoul(text, NULL, 0): 0x: hex, leading 0: octal, else decimal; stops at junk."""
-    base, digits = 10, text
-    if text.startswith("0"):
-        if text[1:2] in ("x", "X") and text[2:3] and text[2] in "0123456789abcdefABCDEF":
-            base, digits = 16, text[2:]
-        else:
-            base = 8
-    value = 0
-    for c in digits:
-        d = int(c, 16) if c in "0123456789abcdefABCDEF" else base
-        if d >= base:
-            break
-        value = value * base + d
-    return value
+def kstrtoul(text: str) -> int | None:
+    """kstrtoul(text, 0): 0x: hex, leading 0: octal, else decimal; the whole string must be
+    the number (one trailing newline allowed), else None ("3abc" is no index)."""
+    digits, base = text.removesuffix("\n"), 10
+    if digits[:2] in ("0x", "0X"):
+        digits, base = digits[2:], 16
+    elif digits.startswith("0") and len(digits) > 1:
+        digits, base = digits[1:], 8
+    if not digits or any(c not in "0123456789abcdef"[:base] for c in digits.lower()):
+        return None
+    return int(digits, base)
 
 
 def match_records(records: FtraceRecords, lookup: SymbolLookup, hash_: frozenset[int],
@@ -39,7 +35,10 @@ def match_records(records: FtraceRecords, lookup: SymbolLookup, hash_: frozenset
     """
     g = filter_parse_regex(pattern)
     if g.type == MatchType.MATCH_INDEX:
-        index = simple_strtoul(g.search) - 1
+        number = kstrtoul(g.search)
+        if number is None:
+            raise FtraceError(errno.EINVAL, f"{pattern!r}: an index must be a number")
+        index = number - 1
         if not 0 <= index < len(records):
             return hash_, g.remove, False
         hits = {records[index].ip}

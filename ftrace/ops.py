@@ -49,9 +49,9 @@ class FtraceOps:
     def __post_init__(self) -> None:
         check_func(self.func)
         self.flags = FtraceOpsFlags(check_u64("flags", self.flags))
-        if self.flags & ~FL_USER:
-            raise FtraceError(errno.EINVAL, f"flags {FtraceOpsFlags(self.flags & ~FL_USER)!r} "
-                              "are ftrace's own, not a user's")
+        if int(self.flags) & ~int(FL_USER):
+            raise FtraceError(errno.EINVAL, f"flags {int(self.flags) & ~int(FL_USER):#x} are "
+                              "not a user's (ftrace sets them itself, or they do not exist)")
 
 
 def check_u64(what: str, value: Any) -> int:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import SITE, cb
 from ftrace.errors import FtraceError
-from ftrace.hash import simple_strtoul
+from ftrace.hash import kstrtoul
 from ftrace.ops import FtraceOps
 from ftrace.regex import MatchType, filter_parse_regex, glob_match
 
@@ -57,10 +57,11 @@ def test_glob_match_is_lib_glob(pat, name, matched):
 
 
 @pytest.mark.parametrize("text, value", [
-    ("12", 12), ("0x1f", 31), ("010", 8), ("0", 0), ("3abc", 3), ("0x", 0), ("09", 0),
+    ("12", 12), ("0x1f", 31), ("010", 8), ("0", 0), ("7\n", 7),
+    ("3abc", None), ("0x", None), ("09", None), ("1 2", None),   # kstrtoul refuses them
 ])
-def test_index_numbers_are_base_0(text, value):
-    assert simple_strtoul(text) == value
+def test_index_numbers_are_base_0_and_whole(text, value):
+    assert kstrtoul(text) == value
 
 
 def names(ft, hash_):
