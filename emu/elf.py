@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import bisect
+import hashlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 
@@ -30,8 +33,10 @@ class KernelImage:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        with open(self.path, "rb") as f:
-            elf = ELFFile(f)
+        raw = self.path.read_bytes()
+        self.digest = hashlib.sha256(raw).hexdigest()      # which kernel (snapshots check it)
+        try:
+            elf = ELFFile(io.BytesIO(raw))
             self.entry: int = elf["e_entry"]
             self.segments = [Segment(s["p_vaddr"], s["p_paddr"], s.data(), s["p_memsz"])
                              for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
@@ -40,6 +45,8 @@ class KernelImage:
             symtab = elf.get_section_by_name(".symtab")
             syms = [] if symtab is None else list(symtab.iter_symbols())
             kinds = {i: _section_kind(s) for i, s in enumerate(elf.iter_sections())}
+        except ELFError as e:
+            raise ValueError(f"{self.path} is not an ELF kernel: {e}") from None
         self.kallsyms = sorted(
             (s["st_value"], _type_char(kinds.get(s["st_shndx"], "a"), s["st_info"]["bind"]), s.name)
             for s in syms if s.name and s["st_shndx"] != "SHN_UNDEF"

@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 from unicorn.x86_const import (UC_X86_REG_R8, UC_X86_REG_R9, UC_X86_REG_RCX, UC_X86_REG_RDI,
                                UC_X86_REG_RDX, UC_X86_REG_RIP, UC_X86_REG_RSI)
 
+from unicorn import UcError
+
 from . import memlayout as L
 from . import ucx
+from .errors import BudgetExceeded, EmuError
 
 if TYPE_CHECKING:
     from .cpu import VCpu
@@ -19,6 +22,7 @@ ARG_REGS = (UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX, UC_X86_REG_RCX, UC_X
 RFLAGS_IF = 1 << 9
 MSR_GS_BASE, MSR_KERNEL_GS_BASE = 0xC0000101, 0xC0000102
 KERNEL_HALF = 0xFFFF800000000000
+CALL_CHUNK = 1_000_000          # instructions between looks at Ctrl-C (about 10 ms)
 
 
 def enter_kernel_call(m: "Machine", c: "VCpu", addr: int, args: tuple[int, ...]) -> None:
@@ -47,3 +51,27 @@ def enter_kernel_call(m: "Machine", c: "VCpu", addr: int, args: tuple[int, ...])
     for reg, value in zip(ARG_REGS, args):
         c.regs.write(reg, value)
     c.regs.write(UC_X86_REG_RIP, addr)
+
+
+def run_to_return(m: "Machine", c: "VCpu", addr: int, max_insns: int, ctrlc) -> int:
+    """Run the call set up by enter_kernel_call until it returns to the stub; returns the
+    instructions it took. It runs in chunks so that Ctrl-C (``ctrlc.check()``) is seen
+    between them; the vCPU's clock goes on across chunks."""
+    c.slice_start, c.in_slice = c.now(), True
+    done = 0
+    while True:
+        chunk = min(max_insns - done, CALL_CHUNK)
+        try:
+            c.uc.emu_start(c.rip(), m.call_return_va, count=chunk)
+        except UcError as e:
+            raise c.fatal(EmuError, f"unicorn stopped in call to {m.lookup(addr)}: {e}") from None
+        ran = min(c.counter.value, chunk)
+        done += ran
+        c.slice_start += ran * L.NS_PER_INSN
+        c.after_emu_start()
+        m._check_exit()
+        if c.rip() == m.call_return_va:
+            return done
+        if ran < chunk or done >= max_insns:
+            raise c.fatal(BudgetExceeded, f"{m.lookup(addr)} did not return within {max_insns} instructions")
+        ctrlc.check()

@@ -8,24 +8,25 @@ time when every vCPU waits in ``hlt``.
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import struct
 from pathlib import Path
 from typing import Any, Callable
 
-from unicorn import UcError
 from unicorn.x86_const import (UC_X86_REG_CR3, UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RIP,
                                UC_X86_REG_RSP)
 
-from . import kbuild, loader, machine_files, snapshot, ucx
+from . import checks, kbuild, loader, machine_files, snapshot, ucx
 from . import memlayout as L
 from .apic import NEVER
 from .cpu import HALTED, RUNNING, STOPPED, VCpu
 from .devices import ExitPort, Serial16550
 from .elf import KernelImage
-from .errors import BudgetExceeded, CallbackError, EmuError, GuestPanic
+from .ctrlc import DeferredCtrlC
+from .errors import BudgetExceeded, CallbackError, EmuError, GuestMemoryError, GuestPanic
 from .execmem import ExecMem
-from .guestcall import ARG_REGS, enter_kernel_call
+from .guestcall import enter_kernel_call, run_to_return
 from .kernelview import KernelView
 from .module import Module, ModuleLoader
 from .paging import PageFault, PageWalker
@@ -97,10 +98,8 @@ class Machine:
                  cmdline: str = "console=ttyS0", *, quantum: int = 20000,
                  slice_seed: int | None = None, nmi_period_ms: float | None = None,
                  deterministic: bool = True, **options: Any) -> None:
-        if not 1 <= cpus <= L.NCPU:
-            raise ValueError(f"cpus must be 1..{L.NCPU}, not {cpus}")
-        if not 24 <= memory_mb <= 2048:
-            raise ValueError(f"memory_mb must be 24..2048, not {memory_mb}")
+        nmi_period = checks.machine_args(cpus, memory_mb, kernel, cmdline, quantum, slice_seed,
+                                         nmi_period_ms, deterministic)
         self.image = KernelImage(kernel or kbuild.kernel_path())
         self.cmdline = cmdline
         self.ram_size = memory_mb << 20
@@ -118,7 +117,8 @@ class Machine:
         if slice_seed is not None:
             import random
             self._rng = random.Random(slice_seed)
-        self.nmi_period = int(nmi_period_ms * 1e6) if nmi_period_ms else 0
+        self.nmi_period = nmi_period
+        self._ctrlc = DeferredCtrlC()
         self._next_nmi = self.nmi_period or NEVER
         self.exit_code: int | None = None
         self._exit_cpu: VCpu | None = None
@@ -253,18 +253,24 @@ class Machine:
         return L.BOOT_PML4_PA
 
     def read(self, addr: int, n: int) -> bytes:
-        """Read guest virtual memory (kernel mappings)."""
+        """Read guest virtual memory (kernel mappings); unmapped: GuestMemoryError."""
+        checks.guest_range(addr, n)
         try:
             return self.walker.read(self.kernel_cr3(), addr, n)
         except PageFault as e:
-            raise EmuError(f"read of unmapped guest address 0x{e.va:x}") from None
+            raise GuestMemoryError(f"read of unmapped guest address 0x{e.va:x}") from None
 
     def write(self, addr: int, data: bytes) -> None:
-        """Write guest virtual memory and drop any translated code of that range."""
+        """Write guest virtual memory and drop any translated code of that range. The whole
+        range is checked first: if any of it is unmapped (GuestMemoryError) nothing is written."""
+        data = checks.data_bytes(data)
+        checks.guest_range(addr, len(data))
+        if not data:
+            return
         try:
-            self.walker.write(self.kernel_cr3(), addr, bytes(data))
+            self.walker.write(self.kernel_cr3(), addr, data)
         except PageFault as e:
-            raise EmuError(f"write to unmapped guest address 0x{e.va:x}") from None
+            raise GuestMemoryError(f"write to unmapped guest address 0x{e.va:x}") from None
         self.invalidate_code(addr, len(data))
 
     def invalidate_code(self, addr: int, n: int) -> None:
@@ -396,9 +402,14 @@ class Machine:
         return max(1, min(q, limit_ns // L.NS_PER_INSN))
 
     def _run(self, until_ns: int, stop_when: Callable[[], bool] | None = None) -> None:
+        with self._ctrlc:
+            self._rounds(until_ns, stop_when)
+
+    def _rounds(self, until_ns: int, stop_when: Callable[[], bool] | None) -> None:
         cpus = self.cpus
         deferred = self._deferred.queue
         while True:
+            self._ctrlc.check()
             while deferred and not self._defer_holds:
                 deferred.pop(0)()
             self._check_exit()
@@ -435,12 +446,14 @@ class Machine:
     def run(self, ms: float) -> None:
         """Run for ``ms`` milliseconds of virtual time."""
         self._top_level("run")
-        self._run(self.now + int(ms * 1e6))
+        self._run(self.now + int(checks.duration_ms("ms", ms) * 1e6))
 
     def run_until(self, stop_when: Callable[[], bool], budget_ms: float) -> None:
         """Run until ``stop_when()`` is true; BudgetExceeded after ``budget_ms`` of virtual time."""
         self._top_level("run_until")
-        deadline = self.now + int(budget_ms * 1e6)
+        if not callable(stop_when):
+            raise TypeError(f"stop_when must be callable, not {type(stop_when).__name__}")
+        deadline = self.now + int(checks.duration_ms("budget_ms", budget_ms) * 1e6)
         self._run(deadline, stop_when)
         if not stop_when() and self.exit_code is None:
             cpu = next((c for c in self.cpus if c.state == RUNNING), self.cpus[0])
@@ -465,9 +478,9 @@ class Machine:
         """Run guest function ``func(*args)`` to completion on ``cpu`` in kernel context with
         interrupts off, and return its rax (``last_call_instructions`` says how many
         instructions it took). Works from callbacks too, nested up to MAX_CALL_DEPTH calls
-        deep (EmuError beyond)."""
-        if len(args) > len(ARG_REGS):
-            raise ValueError("at most six arguments")
+        deep (EmuError beyond). Ctrl-C stops it within ``CALL_CHUNK`` instructions, the vCPU
+        put back as before the call."""
+        args = checks.call_args(func, args, cpu, len(self.cpus), max_insns)
         if self._call_depth >= MAX_CALL_DEPTH:
             raise EmuError(f"Machine.call nested deeper than {MAX_CALL_DEPTH} calls")
         if not self.in_guest():
@@ -481,17 +494,9 @@ class Machine:
         in_slice, slice_start = c.in_slice, c.slice_start
         self._call_depth += 1
         try:
-            enter_kernel_call(self, c, addr, args)
-            c.slice_start, c.in_slice = c.now(), True
-            try:
-                c.uc.emu_start(addr, self.call_return_va, count=max_insns)
-            except UcError as e:
-                raise c.fatal(EmuError, f"unicorn stopped in call to {self.lookup(addr)}: {e}") from None
-            c.after_emu_start()
-            self._check_exit()
-            if c.rip() != self.call_return_va:
-                raise c.fatal(BudgetExceeded, f"{self.lookup(addr)} did not return within {max_insns} instructions")
-            self.last_call_instructions = c.counter.value
+            with self._ctrlc:
+                enter_kernel_call(self, c, addr, args)
+                self.last_call_instructions = run_to_return(self, c, addr, max_insns, self._ctrlc)
             return c.regs.read(UC_X86_REG_RAX)
         finally:
             c.uc.context_restore(saved)
@@ -520,10 +525,12 @@ class Machine:
 
     # ---- hotplug -----------------------------------------------------------
     def _hotplug(self, cpu: int, up: int, budget_ms: float) -> None:
-        ret = self.call("hotplug_request", cpu, up)
+        checks.integer("cpu", cpu, -(1 << 31), (1 << 31) - 1)       # the guest's int
+        ret = self.call("hotplug_request", cpu, up) & 0xFFFFFFFF
+        ret -= (ret >> 31) << 32                                   # int: 0 or -errno
         if ret:
-            err = (-ret) & 0xFFFFFFFF if ret & (1 << 63) else ret
-            raise EmuError(f"hotplug_request(cpu {cpu}, {'up' if up else 'down'}) failed: {err}")
+            name = errno.errorcode.get(-ret, str(ret))
+            raise EmuError(f"hotplug_request(cpu {cpu}, {'up' if up else 'down'}) failed: {name}")
         pending = self.symbol_address("hotplug_pending")
         self.run_until(lambda: struct.unpack("<i", self.read(pending, 4))[0] == 0, budget_ms)
 

@@ -49,6 +49,8 @@ class PageWalker:
         return pa | (va & 0xFFF)
 
     def _walk(self, table: int, va: int) -> int:
+        if (va >> 47) not in (0, 0x1FFFF):      # not canonical (or not a 64-bit address)
+            raise PageFault(va)
         for shift in (39, 30, 21, 12):
             off = table + ((va >> shift) & 511) * 8
             if off + 8 > self.size:
@@ -88,7 +90,7 @@ class PageWalker:
         return bytes(out)
 
     def write(self, cr3: int, va: int, data: bytes) -> None:
-        """Write guest virtual memory, page by page."""
+        """Write guest virtual memory; if any page is unmapped, nothing is written."""
         n = len(data)
         if (va & 0xFFF) + n <= 0x1000:                       # the common case: one page
             pa = self.translate(cr3, va)
@@ -96,9 +98,14 @@ class PageWalker:
                 raise PageFault(va)
             self.ram[pa:pa + n] = data
             return
-        pos = 0
+        pieces, pos = [], 0                                  # every page first: all or nothing
         while pos < n:
             chunk = min(n - pos, 0x1000 - (va & 0xFFF))
-            self.write(cr3, va, data[pos:pos + chunk])
+            pa = self.translate(cr3, va)
+            if pa + chunk > self.size:
+                raise PageFault(va)
+            pieces.append((pa, pos, chunk))
             va += chunk
             pos += chunk
+        for pa, pos, chunk in pieces:
+            self.ram[pa:pa + chunk] = data[pos:pos + chunk]

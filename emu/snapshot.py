@@ -20,6 +20,12 @@ class Snapshot:
     cpus: list[tuple]
     now: int
     devices: dict[str, Any] = field(default_factory=dict)
+    shape: tuple = ()         # (cpus, RAM bytes, kernel digest) of the machine it came from
+
+
+def shape(m: "Machine") -> tuple:
+    """What a snapshot must share with the machine it is restored into."""
+    return len(m.cpus), m.ram_size, m.image.digest
 
 
 def take(m: "Machine") -> Snapshot:
@@ -30,11 +36,19 @@ def take(m: "Machine") -> Snapshot:
            "exit": m.exit_code, "nmi": m._next_nmi,
            "rng": m._rng.getstate() if m._rng else None,
            "participants": [p.snapshot_state() for p in m.snapshot_participants]}
-    return Snapshot(bytes(m.ram), cpus, m.now, dev)
+    return Snapshot(bytes(m.ram), cpus, m.now, dev, shape(m))
 
 
 def restore(m: "Machine", snap: Snapshot) -> None:
-    """Continue from ``snap`` exactly as the machine would have from that moment."""
+    """Continue from ``snap`` exactly as the machine would have from that moment; a snapshot
+    of another machine shape is refused (ValueError) before anything changes."""
+    if not isinstance(snap, Snapshot):
+        raise TypeError(f"restore needs a Snapshot, not {type(snap).__name__}")
+    if snap.shape != shape(m):
+        (cpus, ram, kernel), (my_cpus, my_ram, my_kernel) = (snap.shape or (None,) * 3), shape(m)
+        raise ValueError(f"snapshot of a machine with {cpus} CPUs, {ram} bytes of RAM and kernel "
+                         f"{str(kernel)[:12]} cannot be restored into one with {my_cpus} CPUs, "
+                         f"{my_ram} bytes and kernel {my_kernel[:12]}")
     m.ram[:] = snap.ram
     for c, (ctx, state, apic, startup, insns) in zip(m.cpus, snap.cpus):
         c.uc.context_restore(ctx)
