@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import errno
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 from emu import memlayout as L
 from emu.module import MODULE_STATE_COMING, MODULE_STATE_GOING
@@ -29,6 +29,15 @@ if TYPE_CHECKING:
     from emu.cpu import VCpu
 
 _u32, _u64 = struct.Struct("<I"), struct.Struct("<Q")
+
+
+class TaskInfo(NamedTuple):
+    """What ``ft.current`` tells of a task: pid, comm and state (the kernel's __state:
+    0 TASK_RUNNING, 1 TASK_INTERRUPTIBLE, 2 TASK_UNINTERRUPTIBLE, 0x80 TASK_DEAD)."""
+
+    pid: int
+    comm: str
+    state: int
 
 
 class MachineFtrace(Ftrace):
@@ -120,6 +129,48 @@ class MachineFtrace(Ftrace):
 
     def _current_task(self, c: "VCpu") -> int:
         return _u64.unpack(self.machine.read(self._pcpu(c, L.PCPU_CURRENT), 8))[0]
+
+    def smp_processor_id(self) -> int:
+        """The CPU the callback runs on (CPU 0 outside callbacks)."""
+        return self._cpu(None).index
+
+    @property
+    def current(self) -> TaskInfo:
+        """The task running on the callback's CPU (ENODEV before the CPU has one)."""
+        task = self._current_task(self._cpu(None))
+        if not task:
+            raise FtraceError(errno.ENODEV, "no task runs on this CPU yet")
+        raw = self.machine.read(task, L.TASK_COMM + 16)
+        pid, state = struct.unpack_from("<ii", raw, L.TASK_PID)
+        comm = raw[L.TASK_COMM:L.TASK_COMM + 16].split(b"\0")[0].decode("ascii", "replace")
+        return TaskInfo(pid, comm, state)
+
+    def trace_clock(self) -> int:
+        """trace_clock(): the callback's CPU's virtual time in ns, exact to the instruction
+        (deterministic: the same run gives the same values)."""
+        return self._cpu(None).now()
+
+    def stack_trace_save(self) -> list[int]:
+        """stack_trace_save(): the return addresses of the callback's CPU, innermost first,
+        starting in the traced function (ftrace's own frames skipped): the traced function's
+        caller is the second entry, thanks to save_mcount_regs' two frames."""
+        from unicorn.x86_const import UC_X86_REG_RBP
+        c = self._cpu(None)
+        addrs = self.machine.return_addresses(c, c.regs.read(UC_X86_REG_RBP))
+        while addrs and self.x86._in_code(addrs[0]):
+            addrs.pop(0)
+        return addrs
+
+    def on_text_poke_step(self, fn: Callable[[int, dict[int, bytes]], None]) -> Callable[[], None]:
+        """Call ``fn(step, batch)`` after each of the int3 protocol's three steps is written
+        (1: int3 on every site, 2: the tail bytes, 3: the new first byte), before the other
+        vCPUs run; ``batch`` maps each site to its new bytes. Returns the remover."""
+        return self.x86.poker.hooks.add("step", fn)
+
+    def on_text_poke_int3(self, fn: Callable[[int, int, bytes], None]) -> Callable[[], None]:
+        """Call ``fn(cpu, ip, insn)`` when a vCPU hits the int3 of a site being patched (the
+        handler then emulates ``insn``, the new instruction). Returns the remover."""
+        return self.x86.poker.hooks.add("int3", fn)
 
     def ftrace_test_recursion_trylock(self, ip: int, parent_ip: int) -> int:
         """The kernel's helper on the current task's trace_recursion: a bit >= 0 (preemption

@@ -3,7 +3,7 @@
 Register contracts, as comments above each entry point in the kernel:
 - ``ftrace_caller``: entered by the ``call`` at a site ([rsp] = site+5, [rsp+8] = parent
   return). Saves only what a C callee may clobber of the traced function's entry state (the
-  argument registers and rax) under one frame-pointer frame, calls
+  argument registers and rax) under the kernel's two frame-pointer frames, calls
   ``func(ip, parent_ip, op, NULL)`` at ``ftrace_call``, restores and returns. The seed's
   "regs is NULL without SAVE_REGS", and IPMODIFY needs SAVE_REGS, so no pt_regs is built
   here (the kernel builds one with cs = 0); that halves the cost of a plain callback.
@@ -230,6 +230,15 @@ def hash_test(lookup: int) -> str:
 
 
 ARG_REGS = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9")
+# save_mcount_regs' two frame-pointer frames (the kernel's, with CONFIG_FRAME_POINTER): one for
+# the traced function, returning to its caller, and one for the trampoline, returning into
+# the traced function; __fentry__ runs before the traced function builds a frame of its own,
+# so without the first a stack trace would skip the caller. rbp ends at the second frame.
+MCOUNT_FRAMES = ["push rbp",                          # the original rbp
+                 "push qword ptr [rsp + 16]",         # the parent's return address
+                 "push rbp", "mov rbp, rsp",
+                 "push qword ptr [rsp + 24]",         # site + 5
+                 "push rbp", "mov rbp, rsp"]
 
 
 def emit_caller(b: CodeBuilder, name: str, regs: bool, op_load: str, target: int) -> None:
@@ -240,13 +249,14 @@ def emit_caller(b: CodeBuilder, name: str, regs: bool, op_load: str, target: int
     if regs:
         _emit_regs_body(b, name, op_load, target)
     else:
-        b.emit("\n".join(["push rbp", "mov rbp, rsp"] + [f"push {r}" for r in ARG_REGS] + [
+        b.emit("\n".join(MCOUNT_FRAMES + [f"push {r}" for r in ARG_REGS] + [
             "mov rdi, qword ptr [rbp + 8]", "sub rdi, 5",        # ip: the site
-            "mov rsi, qword ptr [rbp + 16]",                       # parent_ip
+            "mov rsi, qword ptr [rbp + 24]",                       # parent_ip
             op_load, "xor ecx, ecx"]))                             # regs: NULL
         b.label(name + "_call")
         b.emit(f"call {target}")
-        b.emit("\n".join([f"pop {r}" for r in reversed(ARG_REGS)] + ["pop rbp", "ret"]))
+        b.emit("\n".join([f"pop {r}" for r in reversed(ARG_REGS)]
+                         + [f"add rsp, {MCOUNT_FRAME_SIZE - 8}", "pop rbp", "ret"]))
     b.label(name + "_end")
     b.align()
 

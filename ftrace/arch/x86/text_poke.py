@@ -11,7 +11,9 @@ so the vCPU behaves as if the new instruction were already there.
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
+
+from emu import CallbackError
 
 from unicorn.x86_const import UC_X86_REG_RIP, UC_X86_REG_RSP
 
@@ -24,6 +26,33 @@ if TYPE_CHECKING:
 BATCH_FLUSH_ALL = 32      # above this many sites one full translation flush beats per-site removal
 
 
+class TextPokeHooks:
+    """Public observers of the protocol: "step" hooks get (step 1-3, batch) once a step is
+    written, "int3" hooks get (cpu index, ip, new insn) when a vCPU meets one of our int3s.
+    A hook that raises cannot stop a half-done update: its error is kept as a CallbackError
+    for the machine's next run."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self.machine = machine
+        self.hooks: dict[str, list[Callable]] = {"step": [], "int3": []}
+
+    def add(self, kind: str, fn: Callable) -> Callable[[], None]:
+        if not callable(fn):
+            raise TypeError(f"a text_poke hook must be callable, not {type(fn).__name__}")
+        self.hooks[kind].append(fn)
+        return lambda: self.hooks[kind].remove(fn) if fn in self.hooks[kind] else None
+
+    def fire(self, kind: str, *args) -> None:
+        for fn in list(self.hooks[kind]):
+            try:
+                fn(*args)
+            except Exception as exc:
+                err = CallbackError(f"text_poke {kind} hook {getattr(fn, '__qualname__', '?')} "
+                                    f"raised {type(exc).__name__}: {exc}")
+                err.__cause__ = exc
+                self.machine.defer_error(err)
+
+
 class TextPoker:
     """Writes guest text through the int3 protocol; installs the breakpoint handler."""
 
@@ -31,6 +60,7 @@ class TextPoker:
         self.machine = machine
         self.batch: dict[int, bytes] = {}
         self.int3_hits = 0
+        self.hooks = TextPokeHooks(machine)
         machine.add_trap_hook(3, self.poke_int3_handler)
 
     def text_poke_early(self, ip: int, insn: bytes) -> None:
@@ -48,14 +78,15 @@ class TextPoker:
         self.batch = dict(batch)
         pa = {ip: self.machine.text_pa(ip) for ip in batch}   # 5 bytes never cross a page
         try:
-            self._step({pa[ip]: bytes([INT3_INSN_OPCODE]) for ip in batch}, 0, batch)
-            self._step({pa[ip]: insn[1:] for ip, insn in batch.items()}, 1, batch)
-            self._step({pa[ip]: insn[:1] for ip, insn in batch.items()
-                        if insn[0] != INT3_INSN_OPCODE}, 0, batch)
+            self._step(1, {pa[ip]: bytes([INT3_INSN_OPCODE]) for ip in batch}, 0, batch)
+            self._step(2, {pa[ip]: insn[1:] for ip, insn in batch.items()}, 1, batch)
+            self._step(3, {pa[ip]: insn[:1] for ip, insn in batch.items()
+                           if insn[0] != INT3_INSN_OPCODE}, 0, batch)
         finally:
             self.batch = {}
 
-    def _step(self, writes: dict[int, bytes], offset: int, batch: dict[int, bytes]) -> None:
+    def _step(self, step: int, writes: dict[int, bytes], offset: int,
+              batch: dict[int, bytes]) -> None:
         """Write ``writes`` (physical address of a site -> bytes at ``offset`` in it), drop
         the translations of the sites, and let the other vCPUs run a little."""
         m = self.machine
@@ -68,6 +99,8 @@ class TextPoker:
         else:
             for ip in batch:
                 m.invalidate_code(ip, MCOUNT_INSN_SIZE)
+        if self.hooks.hooks["step"]:
+            self.hooks.fire("step", step, dict(batch))
         m.sync_cores()
 
     def poke_int3_handler(self, cpu: "VCpu") -> bool:
@@ -77,6 +110,8 @@ class TextPoker:
         if insn is None:
             return False
         self.int3_hits += 1
+        if self.hooks.hooks["int3"]:
+            self.hooks.fire("int3", cpu.index, ip, insn)
         after = ip + MCOUNT_INSN_SIZE
         if insn[0] == CALL_INSN_OPCODE:
             rsp = cpu.regs.read(UC_X86_REG_RSP) - 8
