@@ -48,15 +48,17 @@ def test_ftrace_caller_saves_the_argument_registers_and_passes_null_regs(booted_
     m = booted_snapshots(1)
     x86 = m.ftrace.x86
     assert disasm(m, x86.ftrace_caller, x86.ftrace_call + 5) == [
-        "push rbp", "mov rbp, rsp",
+        "push rbp", "push qword ptr [rsp + 0x10]", "push rbp", "mov rbp, rsp",   # two frames,
+        "push qword ptr [rsp + 0x18]", "push rbp", "mov rbp, rsp",              # as the kernel's
         "push rax", "push rcx", "push rdx", "push rsi", "push rdi", "push r8", "push r9",
         "mov rdi, qword ptr [rbp + 8]", "sub rdi, 5",           # ip = return address - 5
-        "mov rsi, qword ptr [rbp + 0x10]",                        # parent_ip
+        "mov rsi, qword ptr [rbp + 0x18]",                        # parent_ip
         f"mov rdx, 0x{x86.function_trace_op:x}", "mov rdx, qword ptr [rdx]",
         "xor ecx, ecx",                                           # regs = NULL
         f"call 0x{x86.ftrace_stub:x}"]
-    assert disasm(m, x86.ftrace_call + 5, x86.ftrace_call + 16)[:9] == [
-        "pop r9", "pop r8", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax", "pop rbp", "ret"]
+    assert disasm(m, x86.ftrace_call + 5, x86.ftrace_call + 20)[:10] == [
+        "pop r9", "pop r8", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
+        "add rsp, 0x20", "pop rbp", "ret"]
 
 
 def test_ftrace_regs_caller_starts_with_pushfq_and_saves_every_register(booted_snapshots):
