@@ -45,6 +45,7 @@ class VCpu:
         self.startup_pending = False
         self.in_slice = False
         self.slice_start = 0
+        self.clock_ns = 0               # where this CPU's clock stood after its last slice
         self._host_start = 0
         self.instructions = 0
         self._stop_requested = False
@@ -173,7 +174,7 @@ class VCpu:
         """This CPU's virtual time in ns: exact to the instruction inside a deterministic
         slice, host-clock based in free-running mode."""
         if not self.in_slice:
-            return self.machine.now
+            return max(self.machine.now, self.clock_ns)
         if self.machine.deterministic:
             return self.slice_start + max(self.counter.value - 1, 0) * L.NS_PER_INSN
         return self.slice_start + time.perf_counter_ns() - self._host_start
@@ -267,6 +268,25 @@ class VCpu:
             self.state = HALTED if self.rflags() & RFLAGS_IF else PARKED
         return budget_ns
 
+    def run_from(self, start_ns: int, count: int) -> int:
+        """run_slice over the part of [start_ns, start_ns + count instructions) this CPU has
+        not run yet: a CPU already ahead of ``start_ns`` (bursts of Machine.sync_cores, calls
+        between rounds) runs only the rest, so its clock never steps back. Returns the ns
+        the whole span takes, as run_slice does."""
+        skip = max(0, self.clock_ns - start_ns) // L.NS_PER_INSN
+        if skip < count:
+            before = self.instructions
+            self.run_slice(start_ns + skip * L.NS_PER_INSN, count - skip)
+            self.clock_ns = self.slice_start + (self.instructions - before) * L.NS_PER_INSN
+        return count * L.NS_PER_INSN
+
+    def resume_after_call(self, in_slice: bool, slice_start: int, spent_ns: int) -> None:
+        """After Machine.call: the call's time passed on this CPU's clock, so the slice it
+        interrupted resumes that much later (or, between slices, the clock moves on)."""
+        self.in_slice, self.slice_start = in_slice, slice_start + spent_ns
+        if not in_slice:
+            self.clock_ns = max(self.clock_ns, self.machine.now) + spent_ns
+
     def _after_hlt(self) -> bool:
         """Free-running mode has no instruction count: look for the hlt just executed."""
         try:
@@ -276,16 +296,24 @@ class VCpu:
 
     def nmi_blocked(self) -> bool:
         """NMIs are held while RSP is inside this CPU's NMI IST stack (as if until its iretq),
-        and while the CPU has no IDT yet (just started): a real CPU would triple-fault."""
+        and while the CPU's IDT has no present NMI gate yet (just started, or loaded before
+        it was filled): a real CPU would triple-fault; the NMI is taken once the gate is there."""
         self.uc.context_update(self.ctx)
-        if not struct.unpack_from("<I", self.ctx_buf, ucx.CTX_IDT_BASE + 8)[0]:
+        idt, limit = struct.unpack_from("<QI", self.ctx_buf, ucx.CTX_IDT_BASE)
+        if limit < 16 * T_NMI + 15:
+            return True
+        try:
+            gate = self.machine.walker.read(self.cr3(), idt + 16 * T_NMI, 16)
+        except PageFault:
+            return True
+        if not gate[5] & 0x80:
             return True
         tss = _u64.unpack_from(self.ctx_buf, ucx.CTX_TR_BASE)[0]
         if not tss:
             return True
         try:
             top = _u64.unpack(self.machine.walker.read(self.cr3(), tss + 0x24 + 8 * (L.IST_NMI - 1), 8))[0]
-        except Exception:
+        except PageFault:
             return False
         return top - L.IST_STACK_SIZE <= self.stack_pointer() < top
 

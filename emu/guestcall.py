@@ -56,8 +56,7 @@ def enter_kernel_call(m: "Machine", c: "VCpu", addr: int, args: tuple[int, ...])
 def run_to_return(m: "Machine", c: "VCpu", addr: int, max_insns: int, ctrlc) -> int:
     """Run the call set up by enter_kernel_call until it returns to the stub; returns the
     instructions it took. It runs in chunks so that Ctrl-C (``ctrlc.check()``) is seen
-    between them; the vCPU's clock goes on across chunks."""
-    c.slice_start, c.in_slice = c.now(), True
+    between them; the vCPU's clock (``slice_start``, set by the caller) goes on across them."""
     done = 0
     while True:
         chunk = min(max_insns - done, CALL_CHUNK)

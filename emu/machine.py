@@ -236,7 +236,7 @@ class Machine:
             if c.state == RUNNING and not c.in_slice:
                 n = burst if self._rng is None else self._rng.randint(1, 2 * burst)
                 try:
-                    c.run_slice(c.now(), n)
+                    c.run_from(c.now(), n)
                 except CallbackError as e:     # mid-update: raised by the next run or call
                     self.defer_error(e)
 
@@ -433,7 +433,7 @@ class Machine:
             for c in cpus:
                 c.deliver_pending()
                 if c.state == RUNNING:
-                    used = max(used, c.run_slice(now, count))
+                    used = max(used, c.run_from(now, count))
                     if self.exit_code is not None:
                         break
             if used:
@@ -492,8 +492,10 @@ class Machine:
         saved = c.uc.context_save()
         counters = c.save_counters()
         in_slice, slice_start = c.in_slice, c.slice_start
+        start = c.now()
         self._call_depth += 1
         try:
+            c.slice_start, c.in_slice = start, True
             with self._ctrlc:
                 enter_kernel_call(self, c, addr, args)
                 self.last_call_instructions = run_to_return(self, c, addr, max_insns, self._ctrlc)
@@ -501,7 +503,7 @@ class Machine:
         finally:
             c.uc.context_restore(saved)
             c.restore_counters(counters)
-            c.in_slice, c.slice_start = in_slice, slice_start
+            c.resume_after_call(in_slice, slice_start, c.slice_start - start)
             self._call_depth -= 1
 
     # ---- modules and the kernel log ---------------------------------------------

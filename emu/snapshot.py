@@ -30,8 +30,8 @@ def shape(m: "Machine") -> tuple:
 
 def take(m: "Machine") -> Snapshot:
     """Capture RAM, every CPU and the devices."""
-    cpus = [(c.uc.context_save(), c.state, c.apic.state(), c.startup_pending, c.instructions)
-            for c in m.cpus]
+    cpus = [(c.uc.context_save(), c.state, c.apic.state(), c.startup_pending, c.instructions,
+             c.clock_ns) for c in m.cpus]
     dev = {"serial": m.serial.state(), "execmem": m.execmem.state(),
            "exit": m.exit_code, "nmi": m._next_nmi,
            "rng": m._rng.getstate() if m._rng else None,
@@ -50,11 +50,11 @@ def restore(m: "Machine", snap: Snapshot) -> None:
                          f"{str(kernel)[:12]} cannot be restored into one with {my_cpus} CPUs, "
                          f"{my_ram} bytes and kernel {my_kernel[:12]}")
     m.ram[:] = snap.ram
-    for c, (ctx, state, apic, startup, insns) in zip(m.cpus, snap.cpus):
+    for c, (ctx, state, apic, startup, insns, clock) in zip(m.cpus, snap.cpus):
         c.uc.context_restore(ctx)
         c.uc.ctl_flush_tb()
         c.uc.reg_write(UC_X86_REG_CR3, c.uc.reg_read(UC_X86_REG_CR3))   # flushes the TLB
-        c.state, c.startup_pending, c.instructions = state, startup, insns
+        c.state, c.startup_pending, c.instructions, c.clock_ns = state, startup, insns, clock
         c.apic.set_state(apic)
     dev = snap.devices
     m.serial.set_state(dev["serial"])

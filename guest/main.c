@@ -73,8 +73,8 @@ void __noreturn main(u64 boot_params_pa)
 {
 	cpu_prepare(0);                         // GDT and TSS first: NMIs may come
 	cpu_init(0);
-	idt_load();                             // interrupt descriptor table
-	idt_init();
+	idt_init();                             // interrupt descriptor table, filled
+	idt_load();                             // before it is loaded: an NMI may come
 	boot_params_init(boot_params_pa);       // cpus, memory, command line
 	uart_init();                            // console
 	printk("ftemu kernel: x86-64, %d CPUs, %lu MiB\n", nr_cpus_present, mem_bytes >> 20);

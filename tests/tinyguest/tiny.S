@@ -2,7 +2,8 @@
    syscall, then power off with the tick count. Built by the tests with gcc; no ftrace.
    Variants (-D): TRIPLE_FAULT, SPIN, BAD_OPCODE; USER_OUT / USER_IN: ring 3 does port I/O
    on USER_PORT first (a #GP powers off with code 13), allowed by USER_IOPL3 or, for port
-   0xe0 only, by IO_BITMAP (a TSS I/O permission bitmap). */
+   0xe0 only, by IO_BITMAP (a TSS I/O permission bitmap); LIDT_FIRST loads the IDT before
+   filling it (NMIs count in nmi_count). */
 #ifndef USER_PORT
 #define USER_PORT 0xe0
 #endif
@@ -45,10 +46,18 @@ _start:
     mov $TSS_SEL, %ax
     ltr %ax
     /* IDT: every vector -> generic stubs */
+#ifdef LIDT_FIRST
+    lidt idt_desc(%rip)
+#endif
     lea idt(%rip), %rdi
     xor %ecx, %ecx
+    .globl idt_fill
+idt_fill:
 2:  lea vec_default(%rip), %rax
-    cmp $3, %ecx
+    cmp $2, %ecx
+    jne 21f
+    lea vec_nmi(%rip), %rax
+21: cmp $3, %ecx
     jne 3f
     lea vec_bp(%rip), %rax
 3:  cmp $14, %ecx
@@ -72,7 +81,9 @@ _start:
     inc %ecx
     cmp $256, %ecx
     jne 2b
+#ifndef LIDT_FIRST
     lidt idt_desc(%rip)
+#endif
     /* syscall MSRs */
     mov $0xc0000081, %ecx
     xor %eax, %eax
@@ -187,6 +198,9 @@ vec_default:
 vec_bp:
     incq bp_count(%rip)
     iretq
+vec_nmi:
+    incq nmi_count(%rip)
+    iretq
 vec_pf:
     push %rax
     mov %cr2, %rax
@@ -262,8 +276,9 @@ empty_idt_desc: .word 0
     .quad 0
 idt_desc: .word 4095
     .quad idt
-    .globl ticks, bp_count, last_cr2, last_pf_err, gp_rax, gp_err, gp_rip, gp_cs
+    .globl nmi_count, ticks, bp_count, last_cr2, last_pf_err, gp_rax, gp_err, gp_rip, gp_cs
 ticks: .quad 0
+nmi_count: .quad 0
 gp_rax: .quad 0
 gp_err: .quad -1
 gp_rip: .quad 0
