@@ -1,0 +1,260 @@
+"""Guest code of the tracers, generated at run time: the trace clocks, the ring-buffer writer
+(reserve and commit, inlined per event type) and the function tracer's callback.
+
+Register contracts, as comments above each entry point in the kernel:
+- ``trace_clock``: r8 = struct trace_array; returns the clock in rdx; clobbers rax, rcx.
+  local = the TSC (virtual ns, exact per instruction), global and mono = the TSC made
+  monotonic across CPUs, counter = a global atomic count, uptime = jiffies in USER_HZ.
+- ``function_trace_call(ip, parent_ip, op, fregs)``: a plain C-ABI ftrace callback; op's
+  private is the trace_array. Writes one TRACE_FN event into this CPU's buffer with the
+  latency flags of the guest's real state. Interrupts are off while it writes (so an irq
+  cannot interleave a half-written event); an NMI that arrives inside a write finds the
+  buffer's nest flag set and its event is counted as dropped instead.
+
+struct trace_array (TR_*), as this code reads it: the per-CPU ring_buffer_per_cpu array,
+tracing_on, the clock id and tracing_cpumask.
+"""
+from __future__ import annotations
+
+from emu import memlayout as L
+
+from ...ring_buffer import (BUF_PAGE_SIZE, PGT_START, RB_DROPPED, RB_ENTRIES, RB_HEAD_PAGE,
+                            RB_LOST, RB_NEST, RB_NR_PAGES, RB_OVERRUN, RB_OVERWRITE, RB_PAGES,
+                            RB_READ, RB_TAIL_PAGE, RB_WRITE_STAMP, RINGBUF_TYPE_PADDING,
+                            RINGBUF_TYPE_TIME_EXTEND, TS_DELTA_MAX)
+from .asm import CodeBuilder
+from .ftrace_64 import OPS_PRIVATE
+
+TR_BUFFERS, TR_ON, TR_CLOCK, TR_CPUMASK = 0x00, 0x08, 0x0C, 0x10
+TR_SIZE = 0x40
+CLOCK_LOCAL, CLOCK_GLOBAL, CLOCK_COUNTER, CLOCK_UPTIME, CLOCK_MONO = range(5)
+USER_HZ = 100
+
+# trace_flag_type (include/linux/trace_events.h, v6.13+)
+TRACE_FLAG_IRQS_OFF, TRACE_FLAG_NEED_RESCHED, TRACE_FLAG_HARDIRQ = 0x01, 0x04, 0x08
+TRACE_FLAG_SOFTIRQ, TRACE_FLAG_NMI, TRACE_FLAG_BH_OFF = 0x10, 0x40, 0x80
+TRACE_FN = 1
+
+# Shared clock state (one page per machine): the last global time, the counter.
+CLK_GLOBAL_LAST, CLK_COUNTER = 0x00, 0x08
+
+
+def emit_trace_clock(b: CodeBuilder, clock_data: int, jiffies: int) -> None:
+    """trace_clock (see the module docstring)."""
+    b.label("trace_clock")
+    b.emit(f"""
+        mov ecx, dword ptr [r8 + {TR_CLOCK}]
+        cmp ecx, {CLOCK_COUNTER}
+        je 3f
+        cmp ecx, {CLOCK_UPTIME}
+        je 4f
+        rdtsc
+        shl rdx, 32
+        or rdx, rax
+        test ecx, ecx
+        jz 9f
+        movabs rcx, {clock_data + CLK_GLOBAL_LAST}
+        mov rax, qword ptr [rcx]
+    1:  cmp rdx, rax
+        jb 2f
+        lock cmpxchg qword ptr [rcx], rdx
+        jnz 1b
+        ret
+    2:  mov rdx, rax
+        ret
+    3:  movabs rcx, {clock_data + CLK_COUNTER}
+        mov edx, 1
+        lock xadd qword ptr [rcx], rdx
+        inc rdx
+        ret
+    4:  movabs rcx, {jiffies}
+        mov rax, qword ptr [rcx]
+        xor edx, edx
+        mov ecx, {L.HZ // USER_HZ}
+        div rcx
+        mov rdx, rax
+    9:  ret""")
+    b.align()
+
+
+def reserve(length: int) -> str:
+    """Inline ring_buffer_lock_reserve for a ``length``-byte payload (a multiple of 4, at
+    most 112) in this CPU's buffer rdi at time rdx. Leaves rax = the payload, r11 = the page,
+    r9 = the new commit; rax = 0 if the event was dropped (buffer full, no overwrite).
+    Clobbers rcx, r8. An empty page is stamped with the event's time (delta 0); a delta of
+    27 bits or more gets a TIME_EXTEND first; a full page is closed with padding and the
+    next page taken, dropping the oldest page in overwrite mode."""
+    assert length % 4 == 0 and 0 < length <= 112
+    return f"""
+        mov rax, qword ptr [rdi + {RB_TAIL_PAGE}]
+        shl rax, 4
+        add rax, qword ptr [rdi + {RB_PAGES}]
+        mov r11, qword ptr [rax]
+        mov rcx, qword ptr [r11 + 8]
+        test rcx, rcx
+        jnz 21f
+        mov qword ptr [r11], rdx
+        mov qword ptr [rdi + {RB_WRITE_STAMP}], rdx
+    21: mov r8, rdx
+        sub r8, qword ptr [rdi + {RB_WRITE_STAMP}]
+        jae 22f
+        xor r8d, r8d
+    22: lea r9, [rcx + {length + 4}]
+        cmp r8, {TS_DELTA_MAX}
+        jbe 23f
+        add r9, 8
+    23: cmp r9, {BUF_PAGE_SIZE}
+        ja 25f
+    30: mov qword ptr [rdi + {RB_WRITE_STAMP}], rdx
+        lea rax, [r11 + rcx + 16]
+        cmp r8, {TS_DELTA_MAX}
+        jbe 24f
+        mov ecx, r8d
+        shl ecx, 5
+        or ecx, {RINGBUF_TYPE_TIME_EXTEND}
+        mov dword ptr [rax], ecx
+        shr r8, 27
+        mov dword ptr [rax + 4], r8d
+        add rax, 8
+        xor r8d, r8d
+    24: shl r8d, 5
+        or r8d, {length // 4}
+        mov dword ptr [rax], r8d
+        add rax, 4
+        jmp 39f
+    25: mov eax, {BUF_PAGE_SIZE}
+        sub eax, ecx
+        cmp eax, 8
+        jb 26f
+        sub eax, 4
+        mov dword ptr [r11 + rcx + 20], eax
+        mov dword ptr [r11 + rcx + 16], {RINGBUF_TYPE_PADDING | 1 << 5}
+        mov qword ptr [r11 + 8], {BUF_PAGE_SIZE}
+        jmp 27f
+    26: cmp eax, 4
+        jb 27f
+        mov dword ptr [r11 + rcx + 16], {RINGBUF_TYPE_PADDING}
+    27: mov rcx, qword ptr [rdi + {RB_TAIL_PAGE}]
+        inc rcx
+        cmp rcx, qword ptr [rdi + {RB_NR_PAGES}]
+        jb 28f
+        xor ecx, ecx
+    28: cmp rcx, qword ptr [rdi + {RB_HEAD_PAGE}]
+        jne 31f
+        cmp dword ptr [rdi + {RB_OVERWRITE}], 0
+        je 38f
+        mov r9, rcx
+        inc r9
+        cmp r9, qword ptr [rdi + {RB_NR_PAGES}]
+        jb 29f
+        xor r9d, r9d
+    29: mov qword ptr [rdi + {RB_HEAD_PAGE}], r9
+        mov qword ptr [rdi + {RB_READ}], 0
+        shl r9, 4
+        add r9, qword ptr [rdi + {RB_PAGES}]
+        mov r9, qword ptr [r9 + {PGT_START}]
+        mov rax, rcx
+        shl rax, 4
+        add rax, qword ptr [rdi + {RB_PAGES}]
+        sub r9, qword ptr [rax + {PGT_START}]
+        add qword ptr [rdi + {RB_OVERRUN}], r9
+        add qword ptr [rdi + {RB_LOST}], r9
+    31: mov qword ptr [rdi + {RB_TAIL_PAGE}], rcx
+        shl rcx, 4
+        add rcx, qword ptr [rdi + {RB_PAGES}]
+        mov rax, qword ptr [rdi + {RB_ENTRIES}]
+        mov qword ptr [rcx + {PGT_START}], rax
+        mov r11, qword ptr [rcx]
+        mov qword ptr [r11 + 8], 0
+        mov qword ptr [r11], rdx
+        xor ecx, ecx
+        xor r8d, r8d
+        mov r9d, {length + 4}
+        jmp 30b
+    38: inc qword ptr [rdi + {RB_DROPPED}]
+        xor eax, eax
+    39:"""
+
+
+COMMIT = f"""
+        mov qword ptr [r11 + 8], r9
+        inc qword ptr [rdi + {RB_ENTRIES}]"""
+
+
+def trace_ctx(type_id: int, out: str = "rcx") -> str:
+    """struct trace_entry's first word in ``out`` (rcx or another register but rdx, r8):
+    type, the latency flags (irqs-off from the RFLAGS saved at [rsp], the preempt_count
+    bits, need-resched of current), min(preempt depth, 15) and current's pid. Clobbers rdx,
+    r8."""
+    o32 = {"rcx": "ecx"}.get(out, out + "d")
+    return f"""
+        mov {o32}, dword ptr gs:[{L.PCPU_PREEMPT_COUNT}]
+        xor r8d, r8d
+        test byte ptr [rsp + 1], 2
+        jnz 41f
+        or r8d, {TRACE_FLAG_IRQS_OFF}
+    41: test {o32}, {L.NMI_MASK}
+        jz 42f
+        or r8d, {TRACE_FLAG_NMI}
+    42: test {o32}, {L.HARDIRQ_MASK}
+        jz 43f
+        or r8d, {TRACE_FLAG_HARDIRQ}
+    43: test {o32}, {L.SOFTIRQ_OFFSET}
+        jz 44f
+        or r8d, {TRACE_FLAG_SOFTIRQ}
+    44: test {o32}, 0xfe00
+        jz 45f
+        or r8d, {TRACE_FLAG_BH_OFF}
+    45: mov rdx, qword ptr gs:[{L.PCPU_CURRENT}]
+        test rdx, rdx
+        jz 47f
+        test qword ptr [rdx + {L.TASK_FLAGS}], {1 << L.TIF_NEED_RESCHED}
+        jz 46f
+        or r8d, {TRACE_FLAG_NEED_RESCHED}
+    46: mov edx, dword ptr [rdx + {L.TASK_PID}]
+    47: and {o32}, 0xff
+        cmp {o32}, 15
+        jbe 48f
+        mov {o32}, 15
+    48: shl {o32}, 24
+        shl r8d, 16
+        or {o32}, r8d
+        or {o32}, {type_id}
+        shl rdx, 32
+        or {out}, rdx"""
+
+
+def emit_function_trace_call(b: CodeBuilder) -> None:
+    """function_trace_call (see the module docstring)."""
+    clock = b.labels["trace_clock"]
+    b.label("function_trace_call")
+    b.emit(f"""
+        mov r8, qword ptr [rdx + {OPS_PRIVATE}]
+        cmp dword ptr [r8 + {TR_ON}], 0
+        je 99f
+        mov eax, dword ptr gs:[{L.PCPU_CPU}]
+        bt qword ptr [r8 + {TR_CPUMASK}], rax
+        jnc 99f
+        mov r10, rsi
+        mov rsi, rdi
+        shl eax, 7
+        mov rdi, qword ptr [r8 + {TR_BUFFERS}]
+        add rdi, rax
+        pushfq
+        cli
+        cmp dword ptr [rdi + {RB_NEST}], 0
+        jne 98f
+        mov dword ptr [rdi + {RB_NEST}], 1
+        call {clock}""" + reserve(24) + """
+        test rax, rax
+        jz 97f""" + trace_ctx(TRACE_FN) + f"""
+        mov qword ptr [rax], rcx
+        mov qword ptr [rax + 8], rsi
+        mov qword ptr [rax + 16], r10""" + COMMIT + f"""
+    97: mov dword ptr [rdi + {RB_NEST}], 0
+        popfq
+    99: ret
+    98: inc qword ptr [rdi + {RB_DROPPED}]
+        popfq
+        ret""")
+    b.align()

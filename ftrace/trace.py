@@ -1,0 +1,342 @@
+"""Trace arrays (kernel/trace/trace.c): a ring buffer, a current tracer, tracing_on, options,
+the trace clock and tracing_cpumask, for the top level and for each instance; ``m.tracing``.
+
+A trace array is also a guest struct (TR_* in arch/x86/trace_64.py) that the tracers' guest
+callbacks read through their ops' private pointer; the host changes it with single aligned
+stores between guest instructions. Its ring buffer is allocated at minimum size (two pages
+per CPU) when first needed and expanded to ``trace_buf_size`` the first time a tracer runs,
+as the kernel does.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+from typing import TYPE_CHECKING, Any
+
+from emu import memlayout as L
+
+from .arch.x86.asm import CodeBuilder
+from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
+                                CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_ON,
+                                emit_function_trace_call, emit_trace_clock)
+from .errors import FtraceError
+from .ops import FtraceOps
+from .ring_buffer import (BUF_PAGE_SIZE, RB_CPU_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT,
+                          GuestPages, RingBuffer)
+from .trace_output import TraceEntry, TraceFormatter, format_trace, merge_by_time, parse_entry
+
+if TYPE_CHECKING:
+    from emu import Machine
+
+TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_COUNTER,
+                "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
+CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False, "mono": True}
+DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
+
+# Trace options (trace.h TRACE_FLAGS) in the kernel's listing order, with their defaults.
+TRACE_OPTIONS: dict[str, bool] = {
+    "print-parent": True, "sym-offset": False, "sym-addr": False, "verbose": False,
+    "raw": False, "hex": False, "bin": False, "block": False, "fields": False,
+    "trace_printk": True, "annotate": True, "userstacktrace": False, "sym-userobj": False,
+    "printk-msg-only": False, "context-info": True, "latency-format": False,
+    "record-cmd": True, "record-tgid": False, "overwrite": True, "disable_on_free": False,
+    "irq-info": True, "markers": True, "event-fork": False, "pause-on-trace": False,
+    "hash-ptr": True, "function-trace": True, "function-fork": False, "display-graph": False,
+    "stacktrace": False,
+}
+
+
+class Tracer:
+    """struct tracer: a name and what starting and stopping it does to a trace array."""
+
+    name = "nop"
+
+    def init(self, tr: "TraceArray") -> None:
+        """Start tracing into ``tr``."""
+
+    def reset(self, tr: "TraceArray") -> None:
+        """Stop tracing into ``tr``."""
+
+
+class TraceArray:
+    """One trace array: the top level (``name`` "") or an instance."""
+
+    def __init__(self, tracing: "Tracing", name: str) -> None:
+        self.tracing, self.m, self.name = tracing, tracing.m, name
+        self.va = self.m.execmem.alloc(4096, align=4096)
+        self.pages = tracing.pages
+        self.buffer: RingBuffer | None = None
+        self.expanded = False
+        self.tracer: Tracer = tracing.tracers["nop"]
+        self.options = {k for k, on in TRACE_OPTIONS.items() if on}
+        self.clock = "local"
+        self._on = True
+        self.cpumask = (1 << len(self.m.cpus)) - 1
+        # The ops the function tracers register; tracefs filter files act on it.
+        self.ops = FtraceOps(tracing.function_trace_call, private=self.va)
+        raw = bytearray(4096)
+        struct.pack_into("<QII", raw, TR_BUFFERS, self.va + DESCRIPTORS, 1, CLOCK_LOCAL)
+        struct.pack_into("<Q", raw, TR_CPUMASK, self.cpumask)
+        self.pages.write(self.va, bytes(raw))
+
+    # ---- the guest struct -------------------------------------------------------------
+    def _store32(self, off: int, v: int) -> None:
+        self.pages.write(self.va + off, struct.pack("<I", v))
+
+    @property
+    def tracing_on(self) -> bool:
+        """tracer_tracing_is_on: recording into the ring buffer (the hooks stay in place)."""
+        return self._on
+
+    @tracing_on.setter
+    def tracing_on(self, on: bool) -> None:
+        self._on = bool(on)
+        self._store32(TR_ON, int(self._on))
+
+    def set_clock(self, name: str) -> None:
+        """trace_clock: one of TRACE_CLOCKS; the buffer is reset (timestamps of different
+        clocks cannot be compared)."""
+        if name not in TRACE_CLOCKS:
+            raise FtraceError(errno.EINVAL, f"unknown trace clock {name!r}")
+        self.clock = name
+        self._store32(TR_CLOCK, TRACE_CLOCKS[name])
+        self.reset_buffer()
+
+    def set_cpumask(self, mask: int) -> None:
+        self.cpumask = mask & ((1 << len(self.m.cpus)) - 1)
+        self.pages.write(self.va + TR_CPUMASK, struct.pack("<Q", self.cpumask))
+
+    # ---- buffer --------------------------------------------------------------------------
+    def ring_buffer(self) -> RingBuffer:
+        """The buffer, allocated at minimum size on first use (while nothing records: the
+        descriptors are still zero, so no writer can reach it)."""
+        if self.buffer is None:
+            self.buffer = RingBuffer(self.m, self.va + DESCRIPTORS, len(self.m.cpus), 1, self.pages)
+            self.buffer.set_overwrite("overwrite" in self.options)
+        return self.buffer
+
+    def expand(self) -> None:
+        """tracing_update_buffers: the default size the first time a tracer is used."""
+        if not self.expanded:
+            self._resize(TRACE_BUF_SIZE_DEFAULT, None)
+
+    def _resize(self, size: int, cpu: int | None) -> None:
+        """Resize with recording off (ring_buffer_record_disable): the guest allocator the
+        pages come from is itself traced."""
+        self._store32(TR_ON, 0)
+        try:
+            self._quiesce()
+            self.ring_buffer().resize(size, cpu)
+            self.expanded = True
+        finally:
+            self._store32(TR_ON, int(self._on))
+
+    def _quiesce(self) -> None:
+        """Wait until no vCPU is in the middle of writing an event into this buffer."""
+        if self.buffer is None:
+            return
+        def idle() -> bool:
+            return all(not struct.unpack("<I", self.pages.read(self.buffer.desc(c) + RB_NEST, 4))[0]
+                       for c in range(self.buffer.ncpus))
+        if not idle():
+            self.m.run_until(idle, 100)
+
+    def reset_buffer(self) -> None:
+        """tracing_reset_online_cpus: empty every CPU's buffer (``echo > trace``)."""
+        if self.buffer is not None:
+            self._quiesce()
+            self.buffer.reset()
+
+    def resize(self, kb: int, cpu: int | None = None) -> None:
+        """buffer_size_kb: per-CPU size in KiB (0 -> EINVAL)."""
+        if kb <= 0:
+            raise FtraceError(errno.EINVAL, "buffer size must be positive")
+        self._resize(kb << 10, cpu)
+
+    def buffer_size_kb(self, cpu: int | None = None) -> str:
+        """What buffer_size_kb reads: ``N``, ``N (expanded: M)`` or ``X`` if CPUs differ."""
+        sizes = [self._size(c) for c in (range(len(self.m.cpus)) if cpu is None else [cpu])]
+        if len(set(sizes)) > 1:
+            return "X\n"
+        if not self.expanded:
+            return f"{sizes[0] >> 10} (expanded: {TRACE_BUF_SIZE_DEFAULT >> 10})\n"
+        return f"{sizes[0] >> 10}\n"
+
+    def buffer_total_size_kb(self) -> str:
+        total = sum(self._size(c) >> 10 for c in range(len(self.m.cpus)))
+        if not self.expanded:
+            return f"{total} (expanded: {len(self.m.cpus) * (TRACE_BUF_SIZE_DEFAULT >> 10)})\n"
+        return f"{total}\n"
+
+    def _size(self, cpu: int) -> int:
+        return self.buffer.size(cpu) if self.buffer is not None else 2 * BUF_PAGE_SIZE
+
+    # ---- tracers and options -------------------------------------------------------------
+    def set_tracer(self, name: str) -> None:
+        """current_tracer: EINVAL for an unknown name; the old tracer is stopped first."""
+        name = name.strip()
+        tracer = self.tracing.tracers.get(name)
+        if tracer is None:
+            raise FtraceError(errno.EINVAL, f"no tracer named {name!r}")
+        if tracer is self.tracer:
+            return
+        if name != "nop":
+            self.expand()
+        self.tracer.reset(self)
+        self.tracer = self.tracing.tracers["nop"]
+        tracer.init(self)
+        self.tracer = tracer
+
+    def set_option(self, text: str) -> None:
+        """trace_options: ``name`` or ``no<name>``; EINVAL for an unknown option."""
+        word = text.strip()
+        on = not word.startswith("no")
+        name = word if on else word[2:]
+        if name not in TRACE_OPTIONS:
+            raise FtraceError(errno.EINVAL, f"no trace option {word!r}")
+        (self.options.add if on else self.options.discard)(name)
+        if name == "overwrite" and self.buffer is not None:
+            self.buffer.set_overwrite(on)
+
+    def trace_options(self) -> str:
+        return "".join(f"{'' if k in self.options else 'no'}{k}\n" for k in TRACE_OPTIONS)
+
+    # ---- reading -------------------------------------------------------------------------
+    def formatter(self) -> TraceFormatter:
+        return TraceFormatter(self.tracing.lookup, self.tracing.comm, self.options,
+                              CLOCK_IN_NS[self.clock])
+
+    def _cpus(self) -> list[int]:
+        return list(range(len(self.m.cpus))) if self.buffer is not None else []
+
+    def entries(self) -> list[TraceEntry]:
+        """Every unread entry, all CPUs merged by time, without consuming."""
+        if self.buffer is None:
+            return []
+        buf = self.buffer
+        return list(merge_by_time((c, buf.events(c)) for c in self._cpus()))
+
+    def counts(self) -> tuple[int, int]:
+        """(entries in buffer, entries written) summed over CPUs."""
+        if self.buffer is None:
+            return 0, 0
+        per = [self.buffer.counts(c) for c in self._cpus()]
+        return sum(p[0] for p in per), sum(p[1] for p in per)
+
+    def trace(self) -> str:
+        """The ``trace`` file."""
+        self.tracing.refresh_cmdlines()
+        overruns = self.buffer is not None and any(self.buffer.stats(c, 0).overrun for c in self._cpus())
+        return format_trace(self.tracer.name, self.formatter(), self.entries(), self.counts(),
+                            len(self.m.online_cpus()), annotate_cpus=overruns)
+
+    def consume(self, cpu: int | None = None, max_entries: int = 1 << 30) -> str:
+        """trace_pipe: format and consume the oldest entries (of one CPU, or all merged);
+        ``CPU:n [LOST m EVENTS]`` first where the writer overwrote unread events."""
+        if self.buffer is None:
+            return ""
+        self.tracing.refresh_cmdlines()
+        buf, fmt = self.buffer, self.formatter()
+        cpus = self._cpus() if cpu is None else [cpu]
+        lost = {c: buf.take_lost(c) for c in cpus}
+        out, taken = [], {c: 0 for c in cpus}
+        for e in merge_by_time((c, buf.events(c)) for c in cpus):
+            if len(out) >= max_entries:
+                break
+            if lost.get(e.cpu):
+                out.append(f"CPU:{e.cpu} [LOST {lost.pop(e.cpu)} EVENTS]\n")
+            out.append(fmt.line(e))
+            taken[e.cpu] += 1
+        for c, n in taken.items():
+            if n:
+                buf.consume(c, n)
+        return "".join(out)
+
+
+class Tracing:
+    """``m.tracing``: the guest code of the tracers, the tracer registry, the saved cmdlines,
+    the top-level trace array (``m.tracing.top``) and the instances."""
+
+    def __init__(self, machine: "Machine") -> None:
+        self.m = machine
+        self.ft = machine.ftrace
+        self.pages = GuestPages(machine)
+        self.saved_cmdlines: dict[int, str] = {}
+        self.tracers: dict[str, Tracer] = {}
+        from .trace_functions import FunctionTracer
+        for t in (Tracer(), FunctionTracer()):
+            self.tracers[t.name] = t
+        self._build_code()
+        self.top = TraceArray(self, "")
+        self.instances: dict[str, TraceArray] = {}
+
+    def _build_code(self) -> None:
+        m = self.m
+        self.clock_data = m.execmem.alloc(4096, align=4096)
+        self.pages.write(self.clock_data, bytes(4096))
+        base = m.execmem.alloc(4096, align=64)
+        b = CodeBuilder(base)
+        jiffies = m.symbol_address("jiffies") if m.image.has_symbol("jiffies") else self.clock_data + 16
+        emit_trace_clock(b, self.clock_data, jiffies)
+        emit_function_trace_call(b)
+        if len(b.code) > 4096:
+            raise RuntimeError("tracer guest code outgrew its block")
+        self.pages.write(base, bytes(b.code))
+        m.invalidate_code(base, len(b.code))
+        self.function_trace_call = b.labels["function_trace_call"]
+        names = sorted(b.labels.items(), key=lambda kv: kv[1])
+        for (name, addr), nxt in zip(names, [a for _, a in names[1:]] + [base + len(b.code)]):
+            self.ft.x86.symbols[addr] = (name, nxt - addr)
+
+    # ---- helpers the formatter uses -----------------------------------------------------
+    def lookup(self, addr: int) -> tuple[str, int, int] | None:
+        return self.ft.arch.lookup(addr)
+
+    def comm(self, pid: int) -> str | None:
+        return self.saved_cmdlines.get(pid)
+
+    def refresh_cmdlines(self) -> None:
+        """Record the comm of every live task (the kernel saves them at sched_switch)."""
+        for t in self.m.kernel.tasks():
+            raw = self.m.read(t, L.TASK_COMM + 16)
+            pid = struct.unpack_from("<i", raw, L.TASK_PID)[0]
+            if pid:
+                self.saved_cmdlines[pid] = raw[L.TASK_COMM:].split(b"\0", 1)[0].decode("ascii", "replace")
+
+    def saved_cmdlines_text(self) -> str:
+        """saved_cmdlines: ``<pid> <comm>`` per line."""
+        self.refresh_cmdlines()
+        return "".join(f"{pid} {comm}\n" for pid, comm in sorted(self.saved_cmdlines.items()))
+
+    def available_tracers(self) -> str:
+        """Most recently registered first, as register_tracer links them."""
+        return " ".join(reversed(list(self.tracers))) + "\n"
+
+    # ---- instances ------------------------------------------------------------------------
+    def trace_array_create(self, name: str) -> TraceArray:
+        """An instance (``mkdir instances/<name>``); EEXIST if it exists."""
+        if name in self.instances:
+            raise FtraceError(errno.EEXIST, f"instance {name!r} exists")
+        tr = self.instances[name] = TraceArray(self, name)
+        return tr
+
+    def trace_array_destroy(self, name: str) -> None:
+        """Remove an instance (``rmdir``): its tracer is stopped and its memory freed."""
+        tr = self.instances.get(name)
+        if tr is None:
+            raise FtraceError(errno.ENOENT, f"no instance {name!r}")
+        tr.set_tracer("nop")
+        tr._quiesce()
+        if tr.buffer is not None:
+            tr.buffer.free()
+        self.m.execmem.free(tr.va)
+        del self.instances[name]
+
+
+def attach(machine: "Machine", options: dict[str, Any]) -> Tracing:
+    """The ``ftemu.extensions`` entry point: tracers for a new machine (after ftrace)."""
+    from .trace_files import register_trace_files
+    tracing = Tracing(machine)
+    register_trace_files(tracing, tracing.top, machine.tracefs)
+    return tracing
+

@@ -1,0 +1,167 @@
+"""The tracefs files of a trace array (kernel/trace/trace.c's tracer_init_tracefs and
+init_tracer_tracefs): buffers, tracers, options, clocks, per-CPU files and the ftrace event
+formats, registered in the machine's tree for the top level and for each instance."""
+from __future__ import annotations
+
+import errno
+import os
+from typing import TYPE_CHECKING
+
+from emu.pseudofs import Handle, fs_error, wants_write
+
+from .ring_buffer import PAGE_SIZE, header_event_format, header_page_format
+from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS
+from .trace_output import format_trace, merge_by_time
+
+if TYPE_CHECKING:
+    from emu.pseudofs import PseudoFS
+
+    from .trace import TraceArray, Tracing
+
+COMMON_FIELDS = ("\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
+                 "\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
+                 "\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n"
+                 "\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n")
+
+# events/ftrace/<name>/format: (ID, fields, print fmt), as trace_entries.h declares them.
+FTRACE_EVENTS = {
+    "function": (1, [("unsigned long ip", 8, 8, 0), ("unsigned long parent_ip", 16, 8, 0)],
+                 '" %ps <-- %ps", (void *)REC->ip, (void *)REC->parent_ip'),
+    "print": (5, [("unsigned long ip", 8, 8, 0), ("char buf[]", 16, 0, 1)],
+              '"%ps: %s", (void *)REC->ip, REC->buf'),
+}
+
+
+def event_format(name: str) -> str:
+    """The ``format`` file of an ftrace-internal event."""
+    eid, fields, fmt = FTRACE_EVENTS[name]
+    body = "".join(f"\tfield:{decl};\toffset:{off};\tsize:{size};\tsigned:{signed};\n"
+                   for decl, off, size, signed in fields)
+    return f"name: {name}\nID: {eid}\nformat:\n{COMMON_FIELDS}{body}\nprint fmt: {fmt}\n"
+
+
+def _bool(text: str) -> int:
+    word = text.strip()
+    if not word.isdigit():
+        raise fs_error(errno.EINVAL, detail=f"expected a number, got {text!r}")
+    return int(word)
+
+
+def _cpumask(text: str) -> int:
+    try:
+        return int(text.strip().replace(",", ""), 16)
+    except ValueError:
+        raise fs_error(errno.EINVAL, detail=f"not a hex CPU mask: {text!r}") from None
+
+
+class PipeHandle(Handle):
+    """trace_pipe (text) or trace_pipe_raw (pages): consuming reads that block while the
+    buffer is empty (EAGAIN with O_NONBLOCK) and end once tracing is off after data came."""
+
+    def __init__(self, tr: "TraceArray", fs: "PseudoFS", cpu: int | None, raw: bool, flags: int) -> None:
+        self.tr, self.fs, self.cpu, self.raw = tr, fs, cpu, raw
+        self.nonblock = bool(flags & os.O_NONBLOCK)
+        self.pending = b""
+        self.seen = False
+
+    def _fetch(self, size: int) -> bytes:
+        tr = self.tr
+        if tr.buffer is None:
+            return b""
+        if self.raw:
+            return tr.buffer.read_full_page(self.cpu) or b""
+        return tr.consume(self.cpu, max(1, size // 48)).encode()
+
+    def read(self, size: int, offset: int) -> bytes:
+        while not self.pending:
+            self.pending = self._fetch(size)
+            if self.pending:
+                break
+            if self.nonblock:
+                raise fs_error(errno.EAGAIN)
+            if self.seen and not self.tr.tracing_on:
+                return b""
+            self.fs.wait_event(self._has_data, 1.0)
+        if self.raw and size < PAGE_SIZE:
+            raise fs_error(errno.EINVAL, detail="trace_pipe_raw reads whole pages")
+        out, self.pending = self.pending[:size], self.pending[size:]
+        self.seen = True
+        return out
+
+    def _has_data(self) -> bool:
+        buf = self.tr.buffer
+        if buf is None:
+            return False
+        cpus = range(buf.ncpus) if self.cpu is None else [self.cpu]
+        return any(buf.counts(c)[0] for c in cpus)
+
+
+class PipeFile:
+    mode = 0o444
+
+    def __init__(self, tr: "TraceArray", fs: "PseudoFS", cpu: int | None, raw: bool) -> None:
+        self.tr, self.fs, self.cpu, self.raw = tr, fs, cpu, raw
+
+    def open(self, flags: int) -> Handle:
+        if wants_write(flags):
+            raise fs_error(errno.EACCES)
+        return PipeHandle(self.tr, self.fs, self.cpu, self.raw, flags)
+
+
+def _cpu_trace(tr: "TraceArray", cpu: int) -> str:
+    tr.tracing.refresh_cmdlines()
+    buf = tr.buffer
+    entries = list(merge_by_time([(cpu, buf.events(cpu))])) if buf is not None else []
+    counts = buf.counts(cpu) if buf is not None else (0, 0)
+    return format_trace(tr.tracer.name, tr.formatter(), entries, counts, len(tr.m.online_cpus()))
+
+
+def _stats(tr: "TraceArray", cpu: int) -> str:
+    buf = tr.ring_buffer()
+    st = buf.stats(cpu, tr.m.cpus[cpu].now())
+
+    def ts(v: int) -> str:
+        if CLOCK_IN_NS[tr.clock]:
+            us = (v + 500) // 1000
+            return f"{us // 1000000:5d}.{us % 1000000:06d}"
+        return f"{v}"
+    return (f"entries: {st.entries}\noverrun: {st.overrun}\ncommit overrun: {st.commit_overrun}\n"
+            f"bytes: {st.bytes}\noldest event ts: {ts(st.oldest_event_ts)}\nnow ts: {ts(st.now_ts)}\n"
+            f"dropped events: {st.dropped_events}\nread events: {st.read_events}\n")
+
+
+def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -> None:
+    """Every file of ``tr`` under ``fs`` (the tracefs root or an instance directory)."""
+    top = tr is tracing.top
+    fs.register_text("available_tracers", tracing.available_tracers)
+    fs.register_text("current_tracer", lambda: tr.tracer.name + "\n", tr.set_tracer, mode=0o644)
+    fs.register_text("tracing_on", lambda: f"{int(tr.tracing_on)}\n",
+                     lambda t: setattr(tr, "tracing_on", _bool(t)), mode=0o644)
+    fs.register_text("trace", tr.trace, None, mode=0o644, truncate=tr.reset_buffer)
+    fs.register("trace_pipe", PipeFile(tr, fs, None, raw=False))
+    fs.register_text("buffer_size_kb", tr.buffer_size_kb, lambda t: tr.resize(_bool(t)), mode=0o644)
+    fs.register_text("buffer_total_size_kb", tr.buffer_total_size_kb)
+    fs.register_text("trace_clock", lambda: " ".join(f"[{c}]" if c == tr.clock else c for c in TRACE_CLOCKS) + "\n",
+                     lambda t: tr.set_clock(t.strip()), mode=0o644)
+    fs.register_text("trace_options", tr.trace_options, tr.set_option, mode=0o644)
+    for name in TRACE_OPTIONS:
+        fs.register_text(f"options/{name}", lambda n=name: f"{int(n in tr.options)}\n",
+                         lambda t, n=name: tr.set_option(n if _bool(t) else "no" + n), mode=0o644)
+    fs.register_text("tracing_cpumask", lambda: f"{tr.cpumask:x}\n",
+                     lambda t: tr.set_cpumask(_cpumask(t)), mode=0o644)
+    for cpu in range(len(tr.m.cpus)):
+        d = f"per_cpu/cpu{cpu}"
+        fs.register_text(f"{d}/trace", lambda c=cpu: _cpu_trace(tr, c), None, mode=0o644,
+                         truncate=lambda c=cpu: tr.buffer and tr.buffer.reset_cpu(c))
+        fs.register(f"{d}/trace_pipe", PipeFile(tr, fs, cpu, raw=False))
+        fs.register(f"{d}/trace_pipe_raw", PipeFile(tr, fs, cpu, raw=True))
+        fs.register_text(f"{d}/stats", lambda c=cpu: _stats(tr, c))
+        fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
+                         lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
+    fs.register_text("events/header_page", header_page_format)
+    fs.register_text("events/header_event", header_event_format)
+    for name in FTRACE_EVENTS:
+        fs.register_text(f"events/ftrace/{name}/format", lambda n=name: event_format(n))
+    if top:
+        fs.register_text("saved_cmdlines", tracing.saved_cmdlines_text)
+

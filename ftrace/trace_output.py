@@ -1,0 +1,191 @@
+"""Trace text, byte for byte as the kernel prints it (kernel/trace/trace.c s_show and
+print_*_header, kernel/trace/trace_output.c): the ``trace`` header, the context columns,
+the latency flags and the function tracer's lines.
+
+Pure functions over decoded entries: ``parse_entry`` turns a ring-buffer payload into a
+``TraceEntry``; ``TraceFormatter`` formats entries given a symbol lookup, a pid -> comm map
+and the trace options. The trace.dat tools use the same functions.
+"""
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from .ring_buffer import RingBufferEvent
+
+TRACE_FN, TRACE_PRINT = 1, 5
+TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
+
+# trace_flag_type
+IRQS_OFF, NEED_RESCHED_LAZY, NEED_RESCHED, HARDIRQ = 0x01, 0x02, 0x04, 0x08
+SOFTIRQ, PREEMPT_RESCHED, NMI, BH_OFF = 0x10, 0x20, 0x40, 0x80
+
+_entry = struct.Struct("<HBBi")
+_fn = struct.Struct("<QQ")
+
+Symbolizer = Callable[[int], "tuple[str, int, int] | None"]
+
+
+@dataclass(slots=True)
+class TraceEntry:
+    """One event with its CPU and timestamp: struct trace_entry's fields and the payload
+    after them."""
+
+    cpu: int
+    ts: int
+    type: int
+    flags: int
+    preempt_count: int
+    pid: int
+    body: bytes
+
+
+def parse_entry(cpu: int, ev: RingBufferEvent) -> TraceEntry:
+    """A ring-buffer event as a trace entry (struct trace_entry first)."""
+    etype, flags, pc, pid = _entry.unpack_from(ev.data, 0)
+    return TraceEntry(cpu, ev.ts, etype, flags, pc, pid, ev.data[_entry.size:])
+
+
+def merge_by_time(per_cpu: Iterable[tuple[int, Iterable[RingBufferEvent]]]) -> Iterator[TraceEntry]:
+    """Every CPU's entries in timestamp order; on a tie the lower CPU first (the kernel's
+    iterator takes the strictly smallest timestamp, scanning CPUs in order)."""
+    import heapq
+    streams = [((ev.ts, cpu, i, ev) for i, ev in enumerate(evs)) for cpu, evs in per_cpu]
+    for _ts, cpu, _i, ev in heapq.merge(*streams):
+        yield parse_entry(cpu, ev)
+
+
+def lat_fmt(flags: int, preempt_count: int) -> str:
+    """The five latency columns (trace_print_lat_fmt)."""
+    irqs_off = ("D" if flags & BH_OFF else "d") if flags & IRQS_OFF else ("b" if flags & BH_OFF else ".")
+    nr = flags & (NEED_RESCHED | NEED_RESCHED_LAZY | PREEMPT_RESCHED)
+    need = {NEED_RESCHED | NEED_RESCHED_LAZY | PREEMPT_RESCHED: "B", NEED_RESCHED | PREEMPT_RESCHED: "N",
+            NEED_RESCHED_LAZY | PREEMPT_RESCHED: "L", NEED_RESCHED | NEED_RESCHED_LAZY: "b",
+            NEED_RESCHED: "n", PREEMPT_RESCHED: "p", NEED_RESCHED_LAZY: "l"}.get(nr, ".")
+    nmi, hard, soft = flags & NMI, flags & HARDIRQ, flags & SOFTIRQ
+    hs = ("Z" if hard else "z") if nmi else ("H" if hard and soft else "h" if hard else "s" if soft else ".")
+    return irqs_off + need + hs + _nibble(preempt_count & 0xF) + _nibble(preempt_count >> 4 & 0xF)
+
+
+def _nibble(v: int) -> str:
+    return f"{v:x}" if v else "."
+
+
+class TraceFormatter:
+    """Formats entries as the ``trace`` and ``trace_pipe`` files show them.
+
+    ``options`` is the set of trace options that are on (``print-parent``, ``sym-offset``,
+    ``sym-addr``, ``irq-info``, ``context-info``, ``record-tgid``, ``raw``, ``verbose``...);
+    ``comm(pid)`` gives a saved command name or None; ``in_ns`` says whether the clock counts
+    nanoseconds (else timestamps print raw)."""
+
+    def __init__(self, lookup: Symbolizer, comm: Callable[[int], str | None],
+                 options: set[str], in_ns: bool = True) -> None:
+        self.lookup, self.comm, self.options, self.in_ns = lookup, comm, options, in_ns
+
+    # ---- symbols (seq_print_ip_sym) ----------------------------------------------------
+    def sym(self, ip: int) -> str:
+        if not ip:
+            return "0"
+        s = self.lookup(ip)
+        if s is None:
+            text = f"0x{ip:08x}"
+        elif "sym-offset" in self.options:
+            text = f"{s[0]}+0x{s[1]:x}/0x{s[2]:x}"
+        else:
+            text = s[0]
+        if "sym-addr" in self.options:
+            text += f" <{ip:016x}>"
+        return text
+
+    # ---- context columns ----------------------------------------------------------------
+    def task(self, pid: int) -> str:
+        if pid == 0:
+            return "<idle>"
+        return self.comm(pid) or "<...>"
+
+    def time(self, ts: int) -> str:
+        if self.in_ns:
+            us = (ts + 500) // 1000
+            return f" {us // 1000000:5d}.{us % 1000000:06d}"
+        return f" {ts:12d}"
+
+    def context(self, e: TraceEntry) -> str:
+        """trace_print_context: task-pid, [tgid], [cpu], latency flags, timestamp, ': '."""
+        out = f"{self.task(e.pid):>16s}-{e.pid:<7d} "
+        if "record-tgid" in self.options:
+            out += f"({e.pid:7d}) "
+        out += f"[{e.cpu:03d}] "
+        if "irq-info" in self.options:
+            out += self.lat(e)
+        return out + self.time(e.ts) + ": "
+
+    @staticmethod
+    def lat(e: TraceEntry) -> str:
+        return lat_fmt(e.flags, e.preempt_count)
+
+    # ---- lines --------------------------------------------------------------------------
+    def line(self, e: TraceEntry) -> str:
+        """One entry, ending in a newline (print_trace_line)."""
+        if "raw" in self.options:
+            return self.raw_line(e)
+        prefix = self.context(e) if "context-info" in self.options else ""
+        if e.type == TRACE_FN:
+            ip, parent = _fn.unpack_from(e.body, 0)
+            text = self.sym(ip)
+            if "print-parent" in self.options and parent:
+                text += " <-" + self.sym(parent)
+            return prefix + text + "\n"
+        if e.type == TRACE_PRINT:
+            ip = struct.unpack_from("<Q", e.body, 0)[0]
+            msg = e.body[8:].split(b"\0", 1)[0].decode("utf-8", "replace")
+            return prefix + f"{self.sym(ip)}: {msg}" + ("" if msg.endswith("\n") else "\n")
+        return prefix + f"Unknown type {e.type}\n"
+
+    def raw_line(self, e: TraceEntry) -> str:
+        """The ``raw`` option: ``<pid> <cpu> <ts> `` then the event's raw fields."""
+        out = f"{e.pid} {e.cpu} {e.ts} "
+        if e.type == TRACE_FN:
+            ip, parent = _fn.unpack_from(e.body, 0)
+            return out + f"{ip:x} {parent:x}\n"
+        return out + f"type:{e.type}\n"
+
+    # ---- headers --------------------------------------------------------------------------
+    @staticmethod
+    def event_info(in_buffer: int, written: int, online_cpus: int) -> str:
+        return (f"# entries-in-buffer/entries-written: {in_buffer}/{written}   #P:{online_cpus}\n"
+                "#\n")
+
+    def help_header(self, in_buffer: int, written: int, online_cpus: int) -> str:
+        """trace_default_header for a non-latency trace (print_func_help_header[_irq])."""
+        if "context-info" not in self.options or "verbose" in self.options:
+            return ""
+        tgid = "record-tgid" in self.options
+        info = self.event_info(in_buffer, written, online_cpus)
+        if "irq-info" not in self.options:
+            return info + (f"#           TASK-PID    {'   TGID   ' if tgid else ''} CPU#     TIMESTAMP  FUNCTION\n"
+                           f"#              | |      {'     |    ' if tgid else ''}   |         |         |\n")
+        pad = " " * (12 if tgid else 2)
+        tg, tb = ("     TGID   ", "       |    ") if tgid else ("  ", "  ")
+        lines = ["  _-----=> irqs-off/BH-disabled", " / _----=> need-resched",
+                 "| / _---=> hardirq/softirq", "|| / _--=> preempt-depth",
+                 "||| / _-=> migrate-disable", "|||| /     delay"]
+        out = info + "".join(f"#                            {pad}{s}\n" for s in lines)
+        return out + (f"#           TASK-PID  {tg} CPU#  |||||  TIMESTAMP  FUNCTION\n"
+                      f"#              | |    {tb}   |   |||||     |         |\n")
+
+
+def format_trace(tracer: str, fmt: TraceFormatter, entries: Iterable[TraceEntry],
+                 counts: tuple[int, int], online_cpus: int, annotate_cpus: bool = False) -> str:
+    """The whole ``trace`` file: ``# tracer:`` line, header, lines. ``annotate_cpus`` adds the
+    ``##### CPU N buffer started ####`` lines (the kernel does when events were overrun)."""
+    out = [f"# tracer: {tracer}\n#\n", fmt.help_header(counts[0], counts[1], online_cpus)]
+    started: set[int] = set()
+    for idx, e in enumerate(entries):
+        if annotate_cpus and "annotate" in fmt.options and e.cpu not in started:
+            started.add(e.cpu)
+            if idx > 0:
+                out.append(f"##### CPU {e.cpu} buffer started ####\n")
+        out.append(fmt.line(e))
+    return "".join(out)

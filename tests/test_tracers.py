@@ -1,0 +1,174 @@
+"""The function tracer through tracefs, as a tutorial uses it: the guest writes kernel-format
+ring-buffer pages, ``trace`` prints them byte for byte as the kernel would."""
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from emu import Machine
+from ftrace.ring_buffer import BUF_PAGE_SIZE, decode_page
+from ftrace.trace_output import TRACE_FN, parse_entry
+
+GOLDEN = Path(__file__).parent / "golden"
+FIB_CALLS = 4181                     # bench_fib(18): traced calls per run
+
+
+def booted(cpus: int = 1) -> Machine:
+    m = Machine(cpus=cpus)
+    m.boot()
+    return m
+
+
+def lines(trace: str) -> list[str]:
+    return [line for line in trace.splitlines() if not line.startswith("#")]
+
+
+def trace_fib(m: Machine) -> None:
+    m.ftrace.ftrace_set_filter(m.tracing.top.ops, "bench_fib", True)
+    m.tracefs.write("current_tracer", "function")
+
+
+def test_function_tracer_golden_trace_of_sched_functions_on_two_cpus():
+    """A deterministic run gives the same trace every time: header, columns, flags."""
+    m = booted(2)
+    m.ftrace.ftrace_set_filter(m.tracing.top.ops, "*sched*", True)
+    m.tracefs.write("current_tracer", "function")
+    m.run(ms=3)
+    assert m.tracefs.read("trace") == (GOLDEN / "trace_function_sched.txt").read_text()
+
+
+def test_each_traced_call_is_one_entry_with_ip_parent_and_the_guest_latency_flags():
+    m = booted()
+    trace_fib(m)
+    m.call("bench_fib", 18)
+    text = m.tracefs.read("trace")
+    assert f"# entries-in-buffer/entries-written: {FIB_CALLS}/{FIB_CALLS}   #P:1\n" in text
+    body = lines(text)
+    assert len(body) == FIB_CALLS
+    # m.call runs with interrupts off, in init's context: 'd', no preemption depth.
+    assert body[0].endswith("bench_fib <-0xffffffffa0000010")
+    assert all(" init-1       [000] d....  " in line for line in body)
+    assert all(line.endswith(": bench_fib <-bench_fib") for line in body[1:])
+
+
+def test_header_and_options_change_the_columns():
+    m = booted()
+    trace_fib(m)
+    m.call("bench_fib", 1)
+    tfs = m.tracefs
+    tfs.write("trace_options", "noirq-info")
+    text = tfs.read("trace")
+    assert "#           TASK-PID     CPU#     TIMESTAMP  FUNCTION\n" in text
+    assert "#              | |         |         |         |\n" in text
+    line = lines(text)[0]
+    assert line.startswith("            init-1       [000]  ")
+    tfs.write("options/print-parent", "0")
+    tfs.write("options/sym-offset", "1")
+    tfs.write("options/sym-addr", "1")
+    addr = m.symbol_address("bench_fib")
+    size = m.image.symbol("bench_fib").size
+    assert lines(tfs.read("trace"))[0].endswith(f": bench_fib+0x0/{size:#x} <{addr:016x}>")
+    assert "nosym-addr" not in tfs.read("trace_options") and "sym-addr\n" in tfs.read("trace_options")
+    tfs.write("options/context-info", "0")
+    assert tfs.read("trace").startswith("# tracer: function\n#\nbench_fib+0x0/")
+
+
+def test_trace_pipe_consumes_and_trace_pipe_raw_gives_kernel_pages():
+    m = booted()
+    trace_fib(m)
+    m.call("bench_fib", 5)                        # 8 calls
+    tfs = m.tracefs
+    h = tfs.open("trace_pipe")
+    first = h.read(4096, 0).decode()
+    h.release()
+    assert len(first.splitlines()) == 8 and first.splitlines()[1].endswith("bench_fib <-bench_fib")
+    assert "entries-in-buffer/entries-written: 0/0" in tfs.read("trace")
+    assert tfs.read("per_cpu/cpu0/stats").endswith("dropped events: 0\nread events: 8\n")
+    m.call("bench_fib", 5)
+    h = tfs.open("per_cpu/cpu0/trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK)
+    page = h.read(4096, 0)
+    with pytest.raises(OSError) as e:
+        h.read(4096, 0)
+    assert e.value.errno == errno.EAGAIN
+    dp = decode_page(page)
+    entries = [parse_entry(0, ev) for ev in dp.events]
+    assert len(entries) == 8 and {e.type for e in entries} == {TRACE_FN}
+    assert dp.time_stamp == entries[0].ts and dp.commit == 8 * 28
+    assert [e.ts for e in entries] == sorted(e.ts for e in entries)
+
+
+def test_overwrite_keeps_the_newest_pages_and_counts_the_overrun():
+    m = booted()
+    trace_fib(m)
+    m.tracefs.write("buffer_size_kb", "8")
+    assert m.tracefs.read("buffer_size_kb") == "11\n"          # 3 pages of 4080 bytes
+    m.tracefs.write("trace", "")
+    m.call("bench_fib", 18)
+    stats = m.tracefs.read("per_cpu/cpu0/stats")
+    per_page = BUF_PAGE_SIZE // 28
+    kept = FIB_CALLS - (FIB_CALLS // per_page - 2) * per_page
+    assert stats.startswith(f"entries: {kept}\noverrun: {FIB_CALLS - kept}\n")
+    text = m.tracefs.read("trace")
+    assert f"entries-in-buffer/entries-written: {kept}/{FIB_CALLS}   #P:1" in text
+    assert len(lines(text)) == kept
+
+
+def test_without_overwrite_new_events_are_dropped_when_full():
+    m = booted()
+    trace_fib(m)
+    m.tracefs.write("buffer_size_kb", "8")
+    m.tracefs.write("options/overwrite", "0")
+    m.tracefs.write("trace", "")
+    m.call("bench_fib", 18)
+    kept = 3 * (BUF_PAGE_SIZE // 28)
+    stats = m.tracefs.read("per_cpu/cpu0/stats")
+    assert stats.startswith(f"entries: {kept}\noverrun: 0\n")
+    assert f"dropped events: {FIB_CALLS - kept}\n" in stats
+    assert lines(m.tracefs.read("trace"))[0].endswith("bench_fib <-0xffffffffa0000010")
+
+
+def test_tracing_on_clear_cpumask_and_clock():
+    m = booted(2)
+    tfs = m.tracefs
+    trace_fib(m)
+    tfs.write("tracing_on", "0")
+    m.call("bench_fib", 5)
+    assert lines(tfs.read("trace")) == []
+    tfs.write("tracing_on", "1")
+    tfs.write("tracing_cpumask", "2")
+    m.call("bench_fib", 5, cpu=0)
+    m.call("bench_fib", 5, cpu=1)
+    body = lines(tfs.read("trace"))
+    assert len(body) == 8 and all("[001]" in line for line in body)
+    tfs.write("trace", "")
+    assert lines(tfs.read("trace")) == []
+    tfs.write("trace_clock", "counter")
+    assert tfs.read("trace_clock") == "local global [counter] uptime mono\n"
+    m.call("bench_fib", 3, cpu=1)
+    stamps = [line.split(":")[0].split()[-1] for line in lines(tfs.read("trace"))]
+    assert stamps == ["1", "2", "3"]
+
+
+def test_bad_writes_are_refused_with_the_kernels_errno():
+    m = booted()
+    for path, text in (("current_tracer", "bogus"), ("buffer_size_kb", "0"),
+                       ("trace_options", "nosuchoption"), ("trace_clock", "sundial"),
+                       ("options/overwrite", "yes")):
+        with pytest.raises(OSError) as e:
+            m.tracefs.write(path, text)
+        assert e.value.errno == errno.EINVAL, path
+    assert m.tracefs.read("current_tracer") == "nop\n"
+    assert m.tracefs.read("available_tracers") == "function nop\n"
+    assert m.tracefs.read("buffer_size_kb") == "7 (expanded: 1408)\n"
+
+
+def test_event_formats_and_header_files():
+    m = booted()
+    fmt = m.tracefs.read("events/ftrace/function/format")
+    assert fmt.startswith("name: function\nID: 1\nformat:\n\tfield:unsigned short common_type;\toffset:0;")
+    assert "\tfield:unsigned long parent_ip;\toffset:16;\tsize:8;\tsigned:0;\n" in fmt
+    assert m.tracefs.read("events/header_page").endswith("\tfield: char data;\toffset:16;\tsize:4080;\tsigned:1;\n")
+    assert "\ttime_extend : type == 30\n" in m.tracefs.read("events/header_event")
