@@ -8,6 +8,7 @@ and the trace options. The trace.dat tools use the same functions.
 """
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -50,10 +51,14 @@ def parse_entry(cpu: int, ev: RingBufferEvent) -> TraceEntry:
 def merge_by_time(per_cpu: Iterable[tuple[int, Iterable[RingBufferEvent]]]) -> Iterator[TraceEntry]:
     """Every CPU's entries in timestamp order; on a tie the lower CPU first (the kernel's
     iterator takes the strictly smallest timestamp, scanning CPUs in order)."""
-    import heapq
-    streams = [((ev.ts, cpu, i, ev) for i, ev in enumerate(evs)) for cpu, evs in per_cpu]
+    streams = [_keyed(cpu, evs) for cpu, evs in per_cpu]
     for _ts, cpu, _i, ev in heapq.merge(*streams):
         yield parse_entry(cpu, ev)
+
+
+def _keyed(cpu: int, events: Iterable[RingBufferEvent]) -> Iterator[tuple[int, int, int, RingBufferEvent]]:
+    for i, ev in enumerate(events):
+        yield ev.ts, cpu, i, ev
 
 
 def lat_fmt(flags: int, preempt_count: int) -> str:

@@ -31,13 +31,35 @@ def trace_fib(m: Machine) -> None:
     m.tracefs.write("current_tracer", "function")
 
 
-def test_function_tracer_golden_trace_of_sched_functions_on_two_cpus():
-    """A deterministic run gives the same trace every time: header, columns, flags."""
+def golden_run(*options: str) -> str:
+    """Every function traced on two CPUs around guest calls, with the counter clock (so the
+    text depends on what the calls do, not on how long boot took)."""
     m = booted(2)
-    m.ftrace.ftrace_set_filter(m.tracing.top.ops, "*sched*", True)
-    m.tracefs.write("current_tracer", "function")
-    m.run(ms=3)
-    assert m.tracefs.read("trace") == (GOLDEN / "trace_function_sched.txt").read_text()
+    tfs = m.tracefs
+    for opt in options:
+        tfs.write("trace_options", opt)
+    tfs.write("trace_clock", "counter")
+    tfs.write("current_tracer", "function")
+    tfs.write("trace", "")
+    page = m.call("kalloc", cpu=0)
+    m.call("kfree", page, cpu=1)
+    m.call("trace_selftest_dynamic_test_func", cpu=1)
+    tfs.write("tracing_on", "0")
+    return tfs.read("trace")
+
+
+@pytest.mark.parametrize("name,options", [
+    ("trace_function_default.txt", ()),
+    ("trace_function_noirq_noparent.txt", ("noirq-info", "noprint-parent")),
+])
+def test_function_tracer_golden_traces(name, options):
+    """Header, columns, flags and merge order, byte for byte from a deterministic run
+    (regenerate with FTEMU_REGEN_GOLDEN=1 after a deliberate guest change)."""
+    text = golden_run(*options)
+    if os.environ.get("FTEMU_REGEN_GOLDEN"):
+        (GOLDEN / name).write_text(text)
+    assert text == (GOLDEN / name).read_text()
+    assert text == golden_run(*options)
 
 
 def test_each_traced_call_is_one_entry_with_ip_parent_and_the_guest_latency_flags():
