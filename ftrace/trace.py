@@ -18,15 +18,17 @@ from emu import memlayout as L
 from .arch.x86.asm import CodeBuilder
 from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
                                 CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_ON,
-                                emit_function_trace_call, emit_trace_clock)
+                                emit_function_trace_call, emit_trace_clock,
+                                function_trace_thunk)
 from .errors import FtraceError
-from .ops import FtraceOps
 from .ring_buffer import (BUF_PAGE_SIZE, RB_CPU_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT,
                           GuestPages, RingBuffer)
 from .trace_output import TraceEntry, TraceFormatter, format_trace, merge_by_time, parse_entry
 
 if TYPE_CHECKING:
     from emu import Machine
+
+    from .instance import FtraceInstance
 
 TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_COUNTER,
                 "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
@@ -59,10 +61,12 @@ class Tracer:
 
 
 class TraceArray:
-    """One trace array: the top level (``name`` "") or an instance."""
+    """One trace array: the top level (``name`` "") or an instance. ``inst`` is the ftrace
+    side the tracefs files set (filters, pids, cpumask, tr->ops); this is the tracing side,
+    and the TraceActions the function commands (traceon, dump, ...) act through."""
 
-    def __init__(self, tracing: "Tracing", name: str) -> None:
-        self.tracing, self.m, self.name = tracing, tracing.m, name
+    def __init__(self, tracing: "Tracing", inst: "FtraceInstance") -> None:
+        self.tracing, self.m, self.inst, self.name = tracing, tracing.m, inst, inst.name
         self.va = self.m.execmem.alloc(4096, align=4096)
         self.pages = tracing.pages
         self.buffer: RingBuffer | None = None
@@ -71,13 +75,18 @@ class TraceArray:
         self.options = {k for k, on in TRACE_OPTIONS.items() if on}
         self.clock = "local"
         self._on = True
-        self.cpumask = (1 << len(self.m.cpus)) - 1
-        # The ops the function tracers register; tracefs filter files act on it.
-        self.ops = FtraceOps(tracing.function_trace_call, private=self.va)
+        # tr->ops: the function tracer registers it with this array's guest callback.
+        self.ops = inst.ops
+        self.callback = self.m.execmem.alloc(32)
+        code = function_trace_thunk(self.callback, self.va, tracing.function_trace_call)
+        self.pages.write(self.callback, code)
+        self.m.invalidate_code(self.callback, len(code))
         raw = bytearray(4096)
         struct.pack_into("<QII", raw, TR_BUFFERS, self.va + DESCRIPTORS, 1, CLOCK_LOCAL)
-        struct.pack_into("<Q", raw, TR_CPUMASK, self.cpumask)
         self.pages.write(self.va, bytes(raw))
+        self._cpumask_changed("tracing_cpumask")
+        inst.listeners.append(self._cpumask_changed)
+        inst.trace = self
 
     # ---- the guest struct -------------------------------------------------------------
     def _store32(self, off: int, v: int) -> None:
@@ -102,9 +111,40 @@ class TraceArray:
         self._store32(TR_CLOCK, TRACE_CLOCKS[name])
         self.reset_buffer()
 
-    def set_cpumask(self, mask: int) -> None:
-        self.cpumask = mask & ((1 << len(self.m.cpus)) - 1)
-        self.pages.write(self.va + TR_CPUMASK, struct.pack("<Q", self.cpumask))
+    def _cpumask_changed(self, what: str) -> None:
+        """tracing_cpumask (a file of the ftrace side): CPUs outside it do not record."""
+        if what == "tracing_cpumask":
+            self.pages.write(self.va + TR_CPUMASK, struct.pack("<Q", self.inst.tracing_cpumask))
+
+    # ---- TraceActions: what the function commands do -----------------------------------
+    def tracer_tracing_is_on(self) -> bool:
+        return self.tracing_on
+
+    def tracer_tracing_on(self) -> None:
+        self.tracing_on = True
+
+    def tracer_tracing_off(self) -> None:
+        self.tracing_on = False
+
+    def tracing_alloc_snapshot(self) -> None:
+        raise FtraceError(errno.ENODEV, "snapshot buffers are not implemented")
+
+    def tracing_snapshot(self) -> None:
+        raise FtraceError(errno.ENODEV, "snapshot buffers are not implemented")
+
+    def ftrace_dump(self, cpu: int | None) -> None:
+        """ftrace_dump: the buffer (every CPU, or one) to the console log, consumed; a dump
+        of every CPU also turns tracing off, as DUMP_ALL does."""
+        log = self.tracing.ft.log_lines
+        if cpu is None:
+            self.tracing_on = False
+        log.append("Dumping ftrace buffer:")
+        log.append("---------------------------------")
+        log.extend(self.consume(cpu).splitlines())
+        log.append("---------------------------------")
+
+    def trace_dump_stack(self, cpu: int) -> None:
+        raise FtraceError(errno.ENODEV, "stack trace entries are not implemented")
 
     # ---- buffer --------------------------------------------------------------------------
     def ring_buffer(self) -> RingBuffer:
@@ -267,8 +307,9 @@ class Tracing:
         for t in (Tracer(), FunctionTracer()):
             self.tracers[t.name] = t
         self._build_code()
-        self.top = TraceArray(self, "")
-        self.instances: dict[str, TraceArray] = {}
+        self.arrays: dict[str, TraceArray] = {}
+        machine.ftrace.instances.add_hooks(self.trace_array_create, self.trace_array_destroy)
+        self.top = self.arrays[""]
 
     def _build_code(self) -> None:
         m = self.m
@@ -313,30 +354,28 @@ class Tracing:
         return " ".join(reversed(list(self.tracers))) + "\n"
 
     # ---- instances ------------------------------------------------------------------------
-    def trace_array_create(self, name: str) -> TraceArray:
-        """An instance (``mkdir instances/<name>``); EEXIST if it exists."""
-        if name in self.instances:
-            raise FtraceError(errno.EEXIST, f"instance {name!r} exists")
-        tr = self.instances[name] = TraceArray(self, name)
+    def trace_array_create(self, inst: "FtraceInstance") -> TraceArray:
+        """The tracing side of a new trace array (the top level, or ``mkdir instances/x``)
+        with its files in the trace array's directory."""
+        from .trace_files import register_trace_files
+        tr = self.arrays[inst.name] = TraceArray(self, inst)
+        register_trace_files(self, tr, inst.fs)
         return tr
 
-    def trace_array_destroy(self, name: str) -> None:
-        """Remove an instance (``rmdir``): its tracer is stopped and its memory freed."""
-        tr = self.instances.get(name)
-        if tr is None:
-            raise FtraceError(errno.ENOENT, f"no instance {name!r}")
+    def trace_array_destroy(self, inst: "FtraceInstance") -> None:
+        """``rmdir instances/x``: the tracer is stopped and the buffer's memory freed."""
+        tr = self.arrays.pop(inst.name)
         tr.set_tracer("nop")
         tr._quiesce()
         if tr.buffer is not None:
             tr.buffer.free()
+        inst.listeners.remove(tr._cpumask_changed)
+        inst.trace = None
         self.m.execmem.free(tr.va)
-        del self.instances[name]
+        self.m.execmem.free(tr.callback)
 
 
 def attach(machine: "Machine", options: dict[str, Any]) -> Tracing:
     """The ``ftemu.extensions`` entry point: tracers for a new machine (after ftrace)."""
-    from .trace_files import register_trace_files
-    tracing = Tracing(machine)
-    register_trace_files(tracing, tracing.top, machine.tracefs)
-    return tracing
+    return Tracing(machine)
 

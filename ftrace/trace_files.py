@@ -47,13 +47,6 @@ def _bool(text: str) -> int:
     return int(word)
 
 
-def _cpumask(text: str) -> int:
-    try:
-        return int(text.strip().replace(",", ""), 16)
-    except ValueError:
-        raise fs_error(errno.EINVAL, detail=f"not a hex CPU mask: {text!r}") from None
-
-
 class PipeHandle(Handle):
     """trace_pipe (text) or trace_pipe_raw (pages): consuming reads that block while the
     buffer is empty (EAGAIN with O_NONBLOCK) and end once tracing is off after data came."""
@@ -132,7 +125,7 @@ def _stats(tr: "TraceArray", cpu: int) -> str:
 
 def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -> None:
     """Every file of ``tr`` under ``fs`` (the tracefs root or an instance directory)."""
-    top = tr is tracing.top
+    top = tr.name == ""
     fs.register_text("available_tracers", tracing.available_tracers)
     fs.register_text("current_tracer", lambda: tr.tracer.name + "\n", tr.set_tracer, mode=0o644)
     fs.register_text("tracing_on", lambda: f"{int(tr.tracing_on)}\n",
@@ -147,8 +140,6 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
     for name in TRACE_OPTIONS:
         fs.register_text(f"options/{name}", lambda n=name: f"{int(n in tr.options)}\n",
                          lambda t, n=name: tr.set_option(n if _bool(t) else "no" + n), mode=0o644)
-    fs.register_text("tracing_cpumask", lambda: f"{tr.cpumask:x}\n",
-                     lambda t: tr.set_cpumask(_cpumask(t)), mode=0o644)
     for cpu in range(len(tr.m.cpus)):
         d = f"per_cpu/cpu{cpu}"
         fs.register_text(f"{d}/trace", lambda c=cpu: _cpu_trace(tr, c), None, mode=0o644,

@@ -18,7 +18,7 @@ class FunctionTracer(Tracer):
     name = "function"
 
     def init(self, tr: "TraceArray") -> None:
-        tr.ops.func = tr.tracing.function_trace_call
+        tr.ops.func = tr.callback
         tr.tracing.ft.register_ftrace_function(tr.ops)
 
     def reset(self, tr: "TraceArray") -> None:

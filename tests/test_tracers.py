@@ -194,3 +194,23 @@ def test_event_formats_and_header_files():
     assert "\tfield:unsigned long parent_ip;\toffset:16;\tsize:8;\tsigned:0;\n" in fmt
     assert m.tracefs.read("events/header_page").endswith("\tfield: char data;\toffset:16;\tsize:4080;\tsigned:1;\n")
     assert "\ttime_extend : type == 30\n" in m.tracefs.read("events/header_event")
+
+
+def test_an_instance_has_its_own_buffer_tracer_and_filter():
+    m = booted()
+    tfs = m.tracefs
+    tfs.mkdir("instances/foo")
+    foo = "instances/foo/"
+    assert tfs.read(foo + "current_tracer") == "nop\n"
+    tfs.write(foo + "set_ftrace_filter", "trace_selftest_dynamic_test_func")
+    tfs.write(foo + "current_tracer", "function")
+    trace_fib(m)
+    m.call("bench_fib", 3)
+    m.call("trace_selftest_dynamic_test_func")
+    assert [line.split(": ")[-1] for line in lines(tfs.read(foo + "trace"))] == [
+        "trace_selftest_dynamic_test_func <-0xffffffffa0000010"]
+    assert len(lines(tfs.read("trace"))) == 3
+    tfs.rmdir("instances/foo")                # as the kernel: the tracer is torn down
+    assert not tfs.exists("instances/foo")
+    m.call("trace_selftest_dynamic_test_func")
+    assert len(lines(tfs.read("trace"))) == 3

@@ -5,8 +5,9 @@ Register contracts, as comments above each entry point in the kernel:
 - ``trace_clock``: r8 = struct trace_array; returns the clock in rdx; clobbers rax, rcx.
   local = the TSC (virtual ns, exact per instruction), global and mono = the TSC made
   monotonic across CPUs, counter = a global atomic count, uptime = jiffies in USER_HZ.
-- ``function_trace_call(ip, parent_ip, op, fregs)``: a plain C-ABI ftrace callback; op's
-  private is the trace_array. Writes one TRACE_FN event into this CPU's buffer with the
+- ``function_trace_call(ip, parent_ip, op, fregs)`` with r8 = the trace_array: a plain C-ABI
+  ftrace callback reached through a per-trace-array thunk (``function_trace_thunk``) that
+  loads r8, since op's private belongs to the ftrace files. Writes one TRACE_FN event into this CPU's buffer with the
   latency flags of the guest's real state. Interrupts are off while it writes (so an irq
   cannot interleave a half-written event); an NMI that arrives inside a write finds the
   buffer's nest flag set and its event is counted as dropped instead.
@@ -22,8 +23,7 @@ from ...ring_buffer import (BUF_PAGE_SIZE, PGT_START, RB_DROPPED, RB_ENTRIES, RB
                             RB_LOST, RB_NEST, RB_NR_PAGES, RB_OVERRUN, RB_OVERWRITE, RB_PAGES,
                             RB_READ, RB_TAIL_PAGE, RB_WRITE_STAMP, RINGBUF_TYPE_PADDING,
                             RINGBUF_TYPE_TIME_EXTEND, TS_DELTA_MAX)
-from .asm import CodeBuilder
-from .ftrace_64 import OPS_PRIVATE
+from .asm import CodeBuilder, assemble
 
 TR_BUFFERS, TR_ON, TR_CLOCK, TR_CPUMASK = 0x00, 0x08, 0x0C, 0x10
 TR_SIZE = 0x40
@@ -229,7 +229,6 @@ def emit_function_trace_call(b: CodeBuilder) -> None:
     clock = b.labels["trace_clock"]
     b.label("function_trace_call")
     b.emit(f"""
-        mov r8, qword ptr [rdx + {OPS_PRIVATE}]
         cmp dword ptr [r8 + {TR_ON}], 0
         je 99f
         mov eax, dword ptr gs:[{L.PCPU_CPU}]
@@ -258,3 +257,8 @@ def emit_function_trace_call(b: CodeBuilder) -> None:
         popfq
         ret""")
     b.align()
+
+
+def function_trace_thunk(at: int, tr: int, target: int) -> bytes:
+    """The callback of one trace array's ops, placed at ``at``: r8 = ``tr``, then ``target``."""
+    return assemble(f"movabs r8, {tr}\njmp {target}", at)
