@@ -21,6 +21,7 @@ from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_
                                 emit_function_trace_call, emit_trace_clock,
                                 function_trace_thunk)
 from .errors import FtraceError
+from .flags import FtraceOpsFlags as FL
 from .ring_buffer import (BUF_PAGE_SIZE, RB_CPU_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT,
                           GuestPages, RingBuffer)
 from .trace_output import TraceEntry, TraceFormatter, format_trace, merge_by_time, parse_entry
@@ -363,8 +364,13 @@ class Tracing:
         return tr
 
     def trace_array_destroy(self, inst: "FtraceInstance") -> None:
-        """``rmdir instances/x``: the tracer is stopped and the buffer's memory freed."""
-        tr = self.arrays.pop(inst.name)
+        """``rmdir instances/x``: the tracer is stopped and the buffer's memory freed. While
+        someone other than a tracer has the array's ops registered, the ftrace side refuses
+        the rmdir (EBUSY) after the hooks, so nothing is torn down here."""
+        tr = self.arrays[inst.name]
+        if tr.tracer.name == "nop" and inst.ops.flags & FL.ENABLED:
+            return
+        del self.arrays[inst.name]
         tr.set_tracer("nop")
         tr._quiesce()
         if tr.buffer is not None:

@@ -173,6 +173,7 @@ def test_commands_are_listed_as_the_kernel_lists_them(m):
 
 def test_command_errors(m):
     t = m.tracefs
+    m.ftrace.instances.top.trace = None                # as if no tracer side were attached
     with pytest.raises(OSError) as e:                  # no trace array behind it yet
         t.write("set_ftrace_filter", "schedule:traceoff\n")
     assert e.value.errno == errno.ENODEV
