@@ -194,6 +194,15 @@ class VCpu:
             self._stop_requested = True
             self.uc.emu_stop()
 
+    def stop_after_instruction(self) -> None:
+        """End the current slice once the instruction now executing has completed, with RIP
+        past it. For memory hooks: ``emu_stop`` there leaves RIP on the access, which has
+        already happened and would happen again on resume. Needs instruction counting (the
+        deterministic mode): the engine's limit is lowered to what has run."""
+        if self.in_slice:
+            self._stop_requested = True
+            self.limit.value = self.counter.value
+
     def load_cs_ss(self, buf, cs_sel: int, ss_sel: int, cpl: int) -> None:
         """Load CS and SS with their hidden state and set CPL, in a saved context buffer.
 

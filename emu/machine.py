@@ -525,6 +525,17 @@ class Machine:
         """Log a line on the kernel's behalf (the host's half of the kernel prints here)."""
         self.log.printk(text, level)
 
+    def gdbserver(self, port: int = 1234, host: str = "127.0.0.1", sessions: int | None = None) -> str:
+        """Serve the GDB remote protocol on ``host:port`` (loopback) until gdb kills the target
+        or ``sessions`` debugger sessions ended; the guest is stopped while gdb holds it and
+        runs between sessions once gdb detached. See ``emu.gdbstub``."""
+        from .gdbstub import GdbServer
+        server = GdbServer(self, port, host)
+        try:
+            return server.serve(sessions)
+        finally:
+            server.close()
+
     # ---- hotplug -----------------------------------------------------------
     def _hotplug(self, cpu: int, up: int, budget_ms: float) -> None:
         checks.integer("cpu", cpu, -(1 << 31), (1 << 31) - 1)       # the guest's int
