@@ -56,14 +56,25 @@ class StopEvent:
 
 
 class _Watchpoint:
-    """A Z2/Z3/Z4 watchpoint: a memory hook on every vCPU over [addr, addr+length)."""
+    """A Z2/Z3/Z4 watchpoint: memory hooks on every vCPU over [addr, addr+length).
 
-    def __init__(self, stub: "GdbServer", kind: int, addr: int, length: int) -> None:
+    Unicorn's memory hooks see physical addresses (paging on), so the range is translated
+    page by page through ``cr3`` when inserted; the stop reply names the virtual address."""
+
+    def __init__(self, stub: "GdbServer", kind: int, addr: int, length: int, cr3: int) -> None:
         name, hook_type = WATCH_KINDS[kind]
+        pieces = []                           # (physical start, length, virtual start)
+        va, end = addr, addr + length
+        while va < end:
+            chunk = min(end - va, 0x1000 - (va & 0xFFF))
+            pieces.append((stub.m.walker.translate(cr3, va), chunk, va))
+            va += chunk
         self.handles = []
         for cpu in stub.m.cpus:
-            cb = (lambda c: lambda uc, access, a, size, value, ud: stub._watch_hit(c, name, addr, a))(cpu)
-            self.handles.append((cpu, cpu.uc.hook_add(hook_type, cb, None, addr, addr + length - 1)))
+            for pa, n, start in pieces:
+                def hit(uc, access, a, size, value, ud, cpu=cpu, pa=pa, start=start) -> None:
+                    stub._watch_hit(cpu, name, start + max(a - pa, 0))
+                self.handles.append((cpu, cpu.uc.hook_add(hook_type, hit, None, pa, pa + n - 1)))
             cpu.uc.ctl_flush_tb()             # translated code would not call the new hook
 
     def remove(self) -> None:
@@ -358,7 +369,10 @@ class GdbServer:
                 return "E01"
             key = (kind, addr, length)
             if key not in self.watchpoints:
-                self.watchpoints[key] = _Watchpoint(self, kind, addr, length)
+                try:
+                    self.watchpoints[key] = _Watchpoint(self, kind, addr, length, self._cr3())
+                except PageFault:
+                    return "E14"
             return "OK"
         return ""
 
@@ -380,8 +394,8 @@ class GdbServer:
         self._events.append(StopEvent(cpu.index, SIGTRAP, f"{reason}:;"))
         cpu.request_stop()
 
-    def _watch_hit(self, cpu: "VCpu", name: str, start: int, addr: int) -> None:
-        self._events.append(StopEvent(cpu.index, SIGTRAP, f"{name}:{max(start, addr):x};"))
+    def _watch_hit(self, cpu: "VCpu", name: str, addr: int) -> None:
+        self._events.append(StopEvent(cpu.index, SIGTRAP, f"{name}:{addr:x};"))
         cpu.stop_after_instruction()
 
     # ---- running --------------------------------------------------------------------

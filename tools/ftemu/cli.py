@@ -7,10 +7,10 @@ import sys
 
 from emu import EmuError
 
-from . import boot, kmod
+from . import boot, gdb_cmd, kmod
 from .options import Parser, UsageError
 
-COMMANDS = (boot, kmod)
+COMMANDS = (boot, kmod, gdb_cmd)
 
 
 def build_parser() -> Parser:
