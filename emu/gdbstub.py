@@ -467,7 +467,6 @@ class GdbServer:
         try:
             if cpu.state == RUNNING:
                 cpu.run_slice(self.m.now, 1)
-                cpu.raise_hook_error()
                 return next((e for e in self._events if e.cpu == cpu.index), StopEvent(cpu.index))
             return self._step_waiting(cpu)
         finally:
