@@ -324,15 +324,17 @@ class Ftrace:
             self.arch.ftrace_hash_free(block)
             raise
         old_filter, old_notrace = ops.filter_hash, ops.notrace_hash
-        ftrace_hash_rec_update(self.records, ops, False, self.ops_list)
+        changed = ftrace_hash_rec_update(self.records, ops, False, self.ops_list)
         ops.filter_hash, ops.notrace_hash = new_filter, new_notrace
         if registered:
             self.arch.ftrace_ops_publish_hashes(ops, block)
-        ftrace_hash_rec_update(self.records, ops, True, self.ops_list)
-        if self._ftrace_enabled and registered:
+        changed |= ftrace_hash_rec_update(self.records, ops, True, self.ops_list)
+        if self._ftrace_enabled and registered and changed:   # else the plan would be empty
             ops.flags |= FL.MODIFYING
             ops.old_filter_hash, ops.old_notrace_hash = old_filter, old_notrace
-            self._run_update_code(UPDATE_CALLS)
+            # Only sites in the old or new filter can change (both non-empty: else all).
+            scope = old_filter | new_filter if old_filter and new_filter else None
+            self._run_update_code(UPDATE_CALLS, scope)
             ops.old_filter_hash = ops.old_notrace_hash = EMPTY_HASH
             ops.flags &= ~FL.MODIFYING
 
@@ -435,16 +437,17 @@ class Ftrace:
         if command and self._ftrace_enabled:
             self._run_update_code(command)
 
-    def _run_update_code(self, command: FtraceCommand) -> None:
+    def _run_update_code(self, command: FtraceCommand,
+                         scope: frozenset[int] | None = None) -> None:
         """ftrace_modify_all_code: list function first, then the sites, then the final func."""
         list_func = self.arch.ftrace_ops_list_func
         update = command & UPDATE_TRACE_FUNC
         if update and not self._update_ftrace_call(list_func):
             return
         if command & UPDATE_CALLS:
-            self._ftrace_replace_code(True)
+            self._ftrace_replace_code(True, scope)
         elif command & DISABLE_CALLS:
-            self._ftrace_replace_code(False)
+            self._ftrace_replace_code(False, scope)
         if update and self.ftrace_trace_function != list_func:
             self._update_ftrace_call(self.ftrace_trace_function)
 
@@ -458,10 +461,12 @@ class Ftrace:
         self.ftrace_call = func
         return True
 
-    def ftrace_plan(self, enable: bool) -> list[FtraceUpdate]:
+    def ftrace_plan(self, enable: bool, scope: frozenset[int] | None = None) -> list[FtraceUpdate]:
         """Every site whose code must change, with the address it calls now and must call."""
         plan = []
-        for rec in self.records:
+        recs = self.records if scope is None else [
+            rec for ip in sorted(scope) if (rec := self.records.lookup_rec(ip, ip)) and rec.ip == ip]
+        for rec in recs:
             action = ftrace_test_record(rec, enable)
             if action == IGNORE:
                 continue
@@ -484,8 +489,8 @@ class Ftrace:
             return self.arch.ftrace_caller
         return addr
 
-    def _ftrace_replace_code(self, enable: bool) -> None:
-        plan = self.ftrace_plan(enable)
+    def _ftrace_replace_code(self, enable: bool, scope: frozenset[int] | None = None) -> None:
+        plan = self.ftrace_plan(enable, scope)
         if not plan:
             return
         try:

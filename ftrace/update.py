@@ -125,7 +125,7 @@ def ftrace_hash_rec_update(records: FtraceRecords, ops: FtraceOps, inc: bool,
     if not ops.flags & FtraceOpsFlags.ENABLED:
         return False
     update = False
-    for rec in records:
+    for rec in _candidates(records, ops):
         if rec.flags & FTRACE_FL_DISABLED and not rec.flags & FTRACE_FL_ENABLED:
             continue
         if not ops_traces_ip(ops, rec.ip):
@@ -136,6 +136,15 @@ def ftrace_hash_rec_update(records: FtraceRecords, ops: FtraceOps, inc: bool,
             _rec_dec(rec, ops, ops_list)
         update |= ftrace_test_record(rec, True) != IGNORE
     return update
+
+
+def _candidates(records: FtraceRecords | Sequence[DynFtrace], ops: FtraceOps):
+    """The records the ops may trace, in record order: with a filter, only its sites (found
+    by binary search) rather than every record."""
+    if not ops.filter_hash or not isinstance(records, FtraceRecords):
+        return records
+    found = (records.lookup_rec(ip, ip) for ip in sorted(ops.filter_hash))
+    return [rec for rec in found if rec is not None and rec.ip in ops.filter_hash]
 
 
 def _rec_inc(rec: DynFtrace, ops: FtraceOps) -> None:

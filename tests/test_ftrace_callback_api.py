@@ -84,3 +84,25 @@ def test_text_poke_hooks_show_the_three_steps_and_the_int3_hits():
     remove_int3()
     ft.unregister_ftrace_function(ops)
     assert len(steps) == 6                          # ftrace_call's round, then the sites'
+
+
+def test_no_vcpu_clock_steps_back_around_registrations():
+    # Between the int3 steps the other vCPUs run short bursts; each burst used to start
+    # again from the machine's time, so a vCPU's clock went back by up to a burst.
+    m = Machine(cpus=2, quantum=2000, cmdline="console=ttyS0 bench=2")
+    m.boot()
+    ft = m.ftrace
+    stamps: list[tuple[int, int]] = []
+    clock = FtraceOps(lambda *a: stamps.append((ft.smp_processor_id(), ft.trace_clock())))
+    ft.register_ftrace_function(clock)                  # every function
+    for name in ("kstat_inc", "schedule", "*lock*", "bench_fib"):
+        ops = FtraceOps(lambda *a: None)
+        ft.ftrace_set_filter(ops, name, True)
+        ft.register_ftrace_function(ops)
+        m.run(ms=0.2)
+        ft.unregister_ftrace_function(ops)
+    ft.unregister_ftrace_function(clock)
+    for cpu in (0, 1):
+        mine = [t for c, t in stamps if c == cpu]
+        assert len(mine) > 100
+        assert all(b >= a for a, b in zip(mine, mine[1:])), f"CPU {cpu}'s clock went back"

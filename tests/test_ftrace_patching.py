@@ -170,11 +170,21 @@ def test_unregister_returns_while_other_ops_keep_every_vcpu_busy_in_ftrace_code(
     busy = FtraceOps(lambda *a: None, flags)           # every bench_fib call, on every CPU
     ft.ftrace_set_filter(busy, "bench_fib", True)
     ft.register_ftrace_function(busy)
-    other = FtraceOps(lambda *a: None)
+    calls = []
+    other = FtraceOps(lambda *a: calls.append(1))
     ft.ftrace_set_filter(other, "bench_fib", True)
     ft.register_ftrace_function(other)
     m.run(ms=2)
+    sites = {r.ip + 5 for r in ft.records}
+    inside = [c.index for c in m.cpus if ft.x86.rcu._cpu_inside(c, sites)]
+    assert len(inside) >= 4                           # most vCPUs are inside ftrace code now
+    blocks = ft.x86._guest[id(other)].blocks()
     ft.unregister_ftrace_function(other)              # quiescent per vCPU, not all at once
+    assert not any(b in m.execmem.used for b in blocks)   # the wait completed: freed at once
+    assert not [line for line in ft.log_lines if "still inside" in line]
+    n = len(calls)
+    m.run(ms=2)
+    assert calls and len(calls) == n
     ft.unregister_ftrace_function(busy)
 
 

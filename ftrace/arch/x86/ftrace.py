@@ -117,7 +117,7 @@ class X86Ftrace:
         if len(b.code) > SHARED_CODE_SIZE:
             raise RuntimeError("ftrace shared code outgrew its block")
         self._write(base, bytes(b.code) + bytes(SHARED_CODE_SIZE - len(b.code)))
-        self._write(self.data, bytes(4096))
+        self._write_data(self.data, bytes(4096))
         lab = b.labels
         self.ftrace_stub = lab["ftrace_stub"]
         self.ftrace_ops_list_func = lab["ftrace_ops_list_func"]
@@ -133,9 +133,16 @@ class X86Ftrace:
                 self.symbols[addr] = (name, max(nxt - addr, 1))
 
     def _write(self, va: int, data: bytes) -> None:
+        """Write code: vCPUs drop their translations of it."""
+        self._write_data(va, data)
+        self.machine.invalidate_code(va, len(data))
+
+    def _write_data(self, va: int, data: bytes) -> None:
+        """Write what the guest reads but never runs (copies, links, hash blocks): a block
+        that once held code is rewritten as code before it runs again, so no translation
+        needs dropping."""
         pa = va - L.EXECMEM_VA + L.EXECMEM_PA
         self.machine.ram[pa:pa + len(data)] = data
-        self.machine.invalidate_code(va, len(data))
 
     def _read(self, va: int, n: int) -> bytes:
         return self.machine.read(va, n)
@@ -178,7 +185,8 @@ class X86Ftrace:
 
     # ---- FtraceArch: symbols and identity --------------------------------------
     def lookup(self, addr: int) -> tuple[str, int, int] | None:
-        for start, (name, size) in self.symbols.items():
+        in_execmem = L.EXECMEM_VA <= addr < L.EXECMEM_VA + L.EXECMEM_SIZE
+        for start, (name, size) in self.symbols.items() if in_execmem else ():
             if start <= addr < start + size:
                 return name, addr - start, size
         s = self.machine.image.containing(addr)
@@ -263,15 +271,16 @@ class X86Ftrace:
         g = self._guest[id(ops)] = GuestOps(ops_id, copy_va, stub, tramp, hash_block)
         self._by_ops_id[ops_id] = ops
         if hash_block:
-            self._write(hash_block, _hash_bytes(*hashes))
+            self._write_data(hash_block, _hash_bytes(*hashes))
         if stub:
             code = python_stub(ops_id, self.mailboxes)
             self._write(stub, code + bytes(STUB_SIZE - len(code)))
             self.symbols[stub] = ("ftrace_ops_stub", len(code))
             self.code_ranges.append((stub, stub + STUB_SIZE))
         private = ops.private if isinstance(ops.private, int) else 0
-        self._write(copy_va, struct.pack("<6Q", ops.func if not python else stub, int(ops.flags),
-                                         private & 0xFFFFFFFFFFFFFFFF, 0, hash_block, ops_id))
+        func = ops.func if not python else stub
+        self._write_data(copy_va, struct.pack("<6Q", func, int(ops.flags),
+                                              private & 0xFFFFFFFFFFFFFFFF, 0, hash_block, ops_id))
 
     def ftrace_ops_free_unpublished(self, ops: FtraceOps) -> None:
         """Undo ``ftrace_ops_alloc`` for an ops that never reached the guest list."""
@@ -284,8 +293,8 @@ class X86Ftrace:
         """add_ftrace_ops: link the copy to the current head, then publish it as the head."""
         g = self._guest[id(ops)]
         head = self._read_u64(self.ftrace_ops_list_head)
-        self._write(g.copy + OPS_NEXT, _q.pack(head))
-        self._write(self.ftrace_ops_list_head, _q.pack(g.copy))
+        self._write_data(g.copy + OPS_NEXT, _q.pack(head))
+        self._write_data(self.ftrace_ops_list_head, _q.pack(g.copy))
         self._callbacks[g.ops_id] = (ops, bool(ops.flags & FL.SAVE_REGS))
 
     def ftrace_ops_list_del(self, ops: FtraceOps) -> None:
@@ -296,14 +305,14 @@ class X86Ftrace:
         i = self.core.ops_list.index(ops)
         link = (self._guest[id(self.core.ops_list[i - 1])].copy + OPS_NEXT if i
                 else self.ftrace_ops_list_head)
-        self._write(link, _q.pack(self._read_u64(g.copy + OPS_NEXT)))
+        self._write_data(link, _q.pack(self._read_u64(g.copy + OPS_NEXT)))
 
     def ftrace_hash_alloc(self, filter_hash: frozenset[int], notrace_hash: frozenset[int]) -> int:
         """A func_hash block for the two hashes, not yet published (0 when both are empty)."""
         if not filter_hash and not notrace_hash:
             return 0
         va = self._alloc([_hash_size(filter_hash, notrace_hash)])[0]
-        self._write(va, _hash_bytes(filter_hash, notrace_hash))
+        self._write_data(va, _hash_bytes(filter_hash, notrace_hash))
         return va
 
     def ftrace_hash_free(self, block: int) -> None:
@@ -315,7 +324,7 @@ class X86Ftrace:
         """rcu_assign_pointer(ops->func_hash, block); the old block after a grace period."""
         g = self._guest[id(ops)]
         old, g.hash_block = g.hash_block, block
-        self._write(g.copy + OPS_HASH, _q.pack(block))
+        self._write_data(g.copy + OPS_HASH, _q.pack(block))
         self.rcu.call_rcu([old])
 
     def _read_u64(self, va: int) -> int:
@@ -365,7 +374,7 @@ class X86Ftrace:
         """Point ftrace_call and ftrace_regs_call at ``func`` (an address, or an ops whose
         function becomes the target after function_trace_op is set to it)."""
         if isinstance(func, FtraceOps):
-            self._write(self.function_trace_op, _q.pack(self._guest[id(func)].copy))
+            self._write_data(self.function_trace_op, _q.pack(self._guest[id(func)].copy))
             target = self._ops_target(func)
         else:
             target = func

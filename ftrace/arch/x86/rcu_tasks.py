@@ -41,18 +41,26 @@ class RcuTasks:
         self.queued_bytes = 0
         self.completed = 0                        # grace periods completed so far
         self._holdouts: set[int] | None = None    # the grace period in progress, if any
+        self._quiet: tuple[int, int] | None = None   # _progress() when none was inside
 
     # ---- grace periods ---------------------------------------------------------------------
     def _running(self) -> dict[int, "VCpu"]:
         kernel = self.machine.kernel
         return {kernel.current(c.index): c for c in self.machine.cpus if c.state != STOPPED}
 
+    def _progress(self) -> tuple[int, int]:
+        """Changes whenever a vCPU runs (Machine.call returns to where it was, so not it)."""
+        return self.machine.now, sum(c.instructions for c in self.machine.cpus)
+
     def _start(self) -> set[int]:
+        if self._quiet == self._progress():
+            return set()            # no holdout last time, and no vCPU has run since
         kernel = self.machine.kernel
         sites = self._sites()
         now = self._running()
         holdouts = {t for t, c in now.items() if self._cpu_inside(c, sites)}
         holdouts |= {t for t in kernel.tasks() if t not in now and kernel.on_rq(t)}
+        self._quiet = None if holdouts else self._progress()
         return holdouts
 
     def _release(self, holdouts: set[int]) -> bool:
@@ -94,7 +102,7 @@ class RcuTasks:
 
     def set_state(self, st: tuple) -> None:
         queue, self.queued_bytes, self.completed, holdouts = st
-        self.queue = list(queue)
+        self.queue, self._quiet = list(queue), None
         self._holdouts = None if holdouts is None else set(holdouts)
 
     # ---- call_rcu ------------------------------------------------------------------------
@@ -116,7 +124,7 @@ class RcuTasks:
             return
         if self._holdouts is None:
             self._holdouts = self._start()
-        if self._release(self._holdouts):
+        if not self._holdouts or self._release(self._holdouts):
             self.completed += 1
             self._holdouts = None
             done = [(va, w) for va, w in self.queue if w <= self.completed]
