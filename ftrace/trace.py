@@ -318,8 +318,7 @@ class Tracing:
         self.pages.write(self.clock_data, bytes(4096))
         base = m.execmem.alloc(4096, align=64)
         b = CodeBuilder(base)
-        jiffies = m.symbol_address("jiffies") if m.image.has_symbol("jiffies") else self.clock_data + 16
-        emit_trace_clock(b, self.clock_data, jiffies)
+        emit_trace_clock(b, self.clock_data, m.symbol_address("jiffies"))
         emit_function_trace_call(b)
         if len(b.code) > 4096:
             raise RuntimeError("tracer guest code outgrew its block")
@@ -381,7 +380,11 @@ class Tracing:
         self.m.execmem.free(tr.callback)
 
 
-def attach(machine: "Machine", options: dict[str, Any]) -> Tracing:
-    """The ``ftemu.extensions`` entry point: tracers for a new machine (after ftrace)."""
+def attach(machine: "Machine", options: dict[str, Any]) -> Tracing | None:
+    """The ``ftemu.extensions`` entry point: tracers for a new machine (after ftrace). None
+    for a kernel without what the buffers need (its page allocator and per-CPU areas, e.g.
+    the tests' tiny guest): nothing is written into such a guest's memory."""
+    if not all(machine.image.has_symbol(s) for s in ("kalloc", "kfree", "percpu", "jiffies")):
+        return None
     return Tracing(machine)
 
