@@ -15,11 +15,14 @@ guest instructions, so it always sees a committed state (page->commit is stored 
 """
 from __future__ import annotations
 
+import errno
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator
 
 from emu import memlayout as L
+
+from .errors import FtraceError
 
 if TYPE_CHECKING:
     from emu import Machine
@@ -231,16 +234,23 @@ class RingBuffer:
         return self.pages.read(self.page_va(cpu, index), PAGE_SIZE)
 
     def _alloc_cpu(self, cpu: int, nr: int) -> None:
+        """Give ``cpu`` a fresh empty buffer of ``nr`` pages (its counters zero); the old
+        pages, if any, are freed only once the new ones are all there."""
         vas = self.pages.alloc_pages(nr)
         table = self.pages.alloc_table(nr * PGT_SLOT)
         self.pages.write(table, b"".join(_u64.pack(va) + bytes(8) for va in vas))
         for va in vas:
             self.pages.write(va, bytes(BUF_PAGE_HDR_SIZE))
+        old = [(self.page_va(cpu, i)) for i in range(self.nr_pages[cpu])], self.tables[cpu]
         desc = bytearray(RB_CPU_SIZE)
         struct.pack_into("<QQ", desc, RB_PAGES, table, nr)
         struct.pack_into("<I", desc, RB_OVERWRITE, int(self.overwrite))
         self.pages.write(self.desc(cpu), bytes(desc))
         self.nr_pages[cpu], self.tables[cpu] = nr, table
+        for va in old[0]:
+            self.pages.free_page(va)
+        if old[1]:
+            self.pages.free_table(old[1])
 
     def _free_cpu(self, cpu: int) -> None:
         for i in range(self.nr_pages[cpu]):
@@ -254,17 +264,12 @@ class RingBuffer:
         return self.nr_pages[cpu] * BUF_PAGE_SIZE
 
     def resize(self, size_bytes: int, cpu: int | None = None) -> None:
-        """ring_buffer_resize: new pages for one or every CPU (the contents are lost here;
-        the kernel keeps them, a difference no reader of a stopped buffer sees)."""
+        """ring_buffer_resize: new pages for one or every CPU. The contents and counters
+        start afresh (the kernel keeps what fits); ENOMEM leaves a CPU as it was."""
         nr = nr_pages_for(size_bytes)
         for c in range(self.ncpus) if cpu is None else [cpu]:
             if self.nr_pages[c] != nr:
-                stamp_and_counts = [self._get(c, f) for f in (RB_ENTRIES, RB_OVERRUN, RB_DROPPED, RB_READ_EVENTS)]
-                self._free_cpu(c)
                 self._alloc_cpu(c, nr)
-                for f, v in zip((RB_ENTRIES, RB_OVERRUN, RB_DROPPED, RB_READ_EVENTS), stamp_and_counts):
-                    self._set(c, f, v)
-                self.reset_cpu(c)
 
     def set_overwrite(self, on: bool) -> None:
         """The ``overwrite`` option: drop the oldest page when full (else drop new events)."""
@@ -422,8 +427,8 @@ class GuestPages:
         return not self._kmem_lock or not _u32.unpack(self.m.read(self._kmem_lock, 4))[0]
 
     def alloc_pages(self, n: int) -> list[int]:
-        """``n`` zeroed pages from the guest's allocator; MemoryError (nothing kept) if the
-        guest runs out."""
+        """``n`` zeroed pages from the guest's allocator; ENOMEM (nothing kept) if the guest
+        runs out."""
         if not self._lock_free():
             self.m.run_until(self._lock_free, 100)
         out: list[int] = []
@@ -432,7 +437,7 @@ class GuestPages:
             if not va:
                 for p in out:
                     self.free_page(p)
-                raise MemoryError(f"the guest has no memory for {n} ring-buffer pages")
+                raise FtraceError(errno.ENOMEM, f"the guest has no memory for {n} ring-buffer pages")
             out.append(va)
         return out
 

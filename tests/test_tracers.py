@@ -214,3 +214,14 @@ def test_an_instance_has_its_own_buffer_tracer_and_filter():
     assert not tfs.exists("instances/foo")
     m.call("trace_selftest_dynamic_test_func")
     assert len(lines(tfs.read("trace"))) == 3
+
+
+def test_a_buffer_the_guest_has_no_memory_for_is_refused_and_the_old_one_kept():
+    m = booted()
+    trace_fib(m)
+    with pytest.raises(OSError) as e:
+        m.tracefs.write("buffer_size_kb", "1000000")
+    assert e.value.errno == errno.ENOMEM
+    assert m.tracefs.read("buffer_size_kb") == "1410\n"
+    m.call("bench_fib", 3)
+    assert len(lines(m.tracefs.read("trace"))) == 3
