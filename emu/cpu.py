@@ -280,7 +280,7 @@ class VCpu:
     def run_from(self, start_ns: int, count: int) -> int:
         """run_slice over the part of [start_ns, start_ns + count instructions) this CPU has
         not run yet: a CPU already ahead of ``start_ns`` (bursts of Machine.sync_cores, calls
-        between rounds) runs only the rest, so its clock never steps back. Returns the ns
+        from callbacks) runs only the rest, so its clock never steps back. Returns the ns
         the whole span takes, as run_slice does."""
         skip = max(0, self.clock_ns - start_ns) // L.NS_PER_INSN
         if skip < count:
@@ -290,11 +290,11 @@ class VCpu:
         return count * L.NS_PER_INSN
 
     def resume_after_call(self, in_slice: bool, slice_start: int, spent_ns: int) -> None:
-        """After Machine.call: the call's time passed on this CPU's clock, so the slice it
-        interrupted resumes that much later (or, between slices, the clock moves on)."""
-        self.in_slice, self.slice_start = in_slice, slice_start + spent_ns
-        if not in_slice:
-            self.clock_ns = max(self.clock_ns, self.machine.now) + spent_ns
+        """After Machine.call: a call made inside a slice (from a callback) took time on this
+        CPU's clock, so the slice resumes that much later. A call between slices runs outside
+        the machine's timeline: the clock stays where the round left it."""
+        self.in_slice = in_slice
+        self.slice_start = slice_start + spent_ns if in_slice else slice_start
 
     def _after_hlt(self) -> bool:
         """Free-running mode has no instruction count: look for the hlt just executed."""

@@ -103,7 +103,9 @@ idt_fill:
     int3
 #endif
 #ifdef SPIN
-7:  jmp 7b
+    .globl spin
+spin:
+    jmp spin
 #endif
 #ifdef BAD_OPCODE
     ud2
