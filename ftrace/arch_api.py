@@ -7,7 +7,8 @@ guest text and owns trampolines; core decides what to write and keeps all bookke
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, Union
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, Union
 
 from ftrace.ops import FtraceOps
 from ftrace.records import DynFtrace
@@ -39,13 +40,39 @@ class FtraceArch(Protocol):
         """Boot: verify `call __fentry__` at rec.ip and write the NOP directly (no int3).
         FtracePatchError(EINVAL, actual, expected) on mismatch, EFAULT if unreadable."""
 
+    def ftrace_ops_alloc(self, ops: FtraceOps) -> None:
+        """Registration, before anything is visible: build all the guest needs for `ops`
+        (its copy, trampoline block, func_hash block). FtraceError(ENOMEM) when out of room,
+        EINVAL for an unusable guest callback; nothing allocated then."""
+
+    def ftrace_ops_free_unpublished(self, ops: FtraceOps) -> None:
+        """Undo ftrace_ops_alloc for an ops whose registration failed before it was listed."""
+
+    def ftrace_ops_list_add(self, ops: FtraceOps) -> None:
+        """Publish `ops` at the head of the guest's list (one pointer store)."""
+
+    def ftrace_ops_list_del(self, ops: FtraceOps) -> None:
+        """Unlink `ops` from the guest's list (one pointer store; its own link stays). Called
+        first in every unregistration, before the ops leaves core's ops_list."""
+
+    def ftrace_hash_alloc(self, filter_hash: frozenset[int], notrace_hash: frozenset[int]) -> Any:
+        """An unpublished func_hash block for the two hashes (ENOMEM when out of room)."""
+
+    def ftrace_hash_free(self, block: Any) -> None:
+        """Free a block from ftrace_hash_alloc that was never published."""
+
+    def ftrace_ops_publish_hashes(self, ops: FtraceOps, block: Any) -> None:
+        """Make `block` the hashes the list function tests for a registered ops (the
+        kernel's rcu_assign_pointer of ops->func_hash); the old block after a grace period."""
+
     def arch_ftrace_update_trampoline(self, ops: FtraceOps) -> None:
-        """At every registration: allocate ops' private trampoline if it has none (set
-        ops.trampoline, ops.trampoline_size and ALLOC_TRAMP), else re-point its call at
+        """At every registration: set up ops' private trampoline (set ops.trampoline,
+        ops.trampoline_size and ALLOC_TRAMP), or re-point the one it has at
         ftrace_ops_get_func(ops). Leaving ops.trampoline 0 is allowed (the list is used)."""
 
-    def arch_ftrace_trampoline_free(self, ops: FtraceOps) -> None:
-        """Free a trampoline the arch allocated (ALLOC_TRAMP) and set ops.trampoline = 0."""
+    def arch_ftrace_trampoline_free(self, ops: FtraceOps, synced: bool = True) -> None:
+        """After unregistration: free what ftrace_ops_alloc built, now if `synced` (the
+        rcu_tasks wait completed), else after a later grace period; ops.trampoline = 0."""
 
     def ftrace_update_ftrace_func(self, func: FtraceCallTarget) -> None:
         """Retarget ftrace_call and ftrace_regs_call (int3 protocol, one site at a time).
@@ -56,9 +83,12 @@ class FtraceArch(Protocol):
         only then write all of them (`call new`, or the NOP if new is None) as one int3 batch.
         On a mismatch raise FtracePatchError with the record and write nothing."""
 
-    def ftrace_ops_publish_hashes(self, ops: FtraceOps) -> None:
-        """Make a registered ops' new filter/notrace hashes the ones the list function tests
-        (the kernel's rcu_assign_pointer of ops->func_hash), before any site changes."""
+    def synchronize_rcu_tasks(self) -> bool:
+        """Return once no vCPU is inside a trampoline or an ftrace callback: True, or False
+        if that could not be confirmed in time (the caller then frees through call_rcu)."""
 
-    def synchronize_rcu_tasks(self) -> None:
-        """Return once no vCPU is inside a trampoline or an ftrace callback."""
+    def in_callback(self) -> bool:
+        """Is the caller inside a callback (where ftrace_lock cannot be taken: EDEADLK)?"""
+
+    def ftrace_lock(self) -> AbstractContextManager[None]:
+        """Held around every mutating API call (deferred work waits meanwhile)."""
