@@ -226,16 +226,17 @@ class X86Ftrace:
         raise FtraceError(errno.ENOMEM, "ftrace: the code area (execmem) is full")
 
     def _check_guest_func(self, ops: FtraceOps, tramp: int) -> None:
-        """A guest callback must be code the trampoline's rel32 call can reach: kernel text
-        or a block of the code area."""
+        """A guest callback must be code the trampoline's rel32 call can reach: kernel text,
+        module text, or a block of the code area."""
         f = ops.func
         if not isinstance(f, int):
             return
         in_text = self._text[0] <= f < self._text[1]
+        in_modules = L.MODULES_VA <= f < L.MODULES_VA + L.MODULES_SIZE
         in_execmem = any(va <= f < va + n for va, n in self.machine.execmem.used.items())
-        if not (in_text or in_execmem):
-            raise FtraceError(errno.EINVAL, f"guest callback {f:#x} is neither kernel text "
-                              "nor in the code area")
+        if not (in_text or in_modules or in_execmem):
+            raise FtraceError(errno.EINVAL, f"guest callback {f:#x} is neither kernel or "
+                              "module text nor in the code area")
         if self._ops_target(ops) == f:
             rel = f - (tramp + self._tramp_template_call(ops) + MCOUNT_INSN_SIZE)
             if not -(1 << 31) <= rel < 1 << 31:
