@@ -65,8 +65,8 @@ def _online_reader(m: "Machine", cpu: int):
 def _online_writer(m: "Machine", cpu: int):
     def write(text: str) -> None:
         up = kstrtobool(text)
-        if up == (cpu in m.online_cpus()):
-            return
+        # Always asked of the guest, even when the CPU looks to be in that state already:
+        # the guest's own hotplug cycle may be taking it down and up right now.
         try:
             (m.cpu_up if up else m.cpu_down)(cpu)
         except EmuError as e:

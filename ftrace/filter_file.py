@@ -17,9 +17,10 @@ from emu.pseudofs import O_TRUNC, Handle, fs_error, wants_write
 
 from . import views
 from .func_probe import PROBE_COMMANDS, probe_command
+from .flags import FTRACE_FL_DISABLED
 from .hash import match_records
 from .ops import EMPTY_HASH, FtraceOps
-from .regex import filter_parse_regex, ftrace_match
+from .regex import MatchType, filter_parse_regex, ftrace_match
 
 if TYPE_CHECKING:
     from .instance import FtraceInstance
@@ -85,23 +86,12 @@ class RegexFile:
         return pending
 
     def _mod(self, pending: frozenset[int], func: str, module: str) -> frozenset[int]:
-        """ftrace_mod_callback: ``func:mod:module``. Every ftemu function is core kernel
-        text (no module is loaded), so only an excluding module glob (``!name``) matches:
-        then ``func`` selects among all functions (empty means all). Otherwise the pair is
-        cached for when that module loads, and listed."""
+        """ftrace_mod_callback: ``func:mod:module`` applied to the pending hash, or, when
+        nothing matched, cached for when that module loads (and listed until then)."""
         if not module:
             raise fs_error(errno.EINVAL, detail="':mod:' needs a module name")
-        if module.startswith("!"):
-            g = filter_parse_regex(func)
-            hits = {rec.ip for rec in self.ft.records
-                    if not func or g.search == "" or self._name_matches(rec.ip, g)}
-            if hits:
-                return frozenset(pending - hits if g.remove else pending | hits)
-        return self._cache_mod(pending, func, module)
-
-    def _name_matches(self, ip: int, g) -> bool:
-        name, valid = views.print_rec(self.ft, ip)
-        return valid and ftrace_match(name, g)
+        new, found = match_mod_records(self.ft, pending, func, module)
+        return new if found else self._cache_mod(pending, func, module)
 
     def _cache_mod(self, pending: frozenset[int], func: str, module: str) -> frozenset[int]:
         """cache_mod: remember (func, module), or with ``!func`` forget matching entries."""
@@ -114,9 +104,56 @@ class RegexFile:
             if not gone:
                 raise fs_error(errno.EINVAL, detail=f"no cached {func[1:]}:mod:{module}")
             cache[:] = [e for e in cache if e not in gone]
+        elif module in self.ft.records.owner.values():
+            raise fs_error(errno.EINVAL, detail=f"{func}:mod:{module}: no such function in it")
         else:
             cache.insert(0, (func or "*", module))
         return pending
+
+
+def match_mod_records(ft: "MachineFtrace", pending: frozenset[int], func: str,
+                      module: str) -> tuple[frozenset[int], bool]:
+    """match_records with a module glob (ftrace_match_record): ``!`` before the module
+    excludes the matching modules (``!*`` or ``!`` alone: core kernel only); an empty or
+    ``*`` function means every function of the selected code. Returns (hash, found)."""
+    g = filter_parse_regex(func)
+    mod_g = filter_parse_regex(module)
+    exclude = mod_g.remove
+    hits = set()
+    for rec in ft.records:
+        if rec.flags & FTRACE_FL_DISABLED:
+            continue
+        modname = ft.records.owner.get(rec.ip)
+        if not mod_g.search:                       # blank: every module, or core with `!`
+            if (not exclude) == (modname is None):
+                continue
+        else:
+            matches = modname is not None and (
+                modname == mod_g.search if mod_g.type == MatchType.MATCH_INDEX
+                else ftrace_match(modname, mod_g))
+            if matches == exclude:
+                continue
+        if g.search and g.type != MatchType.MATCH_INDEX:
+            sym = ft.arch.lookup(rec.ip)
+            if sym is None or not ftrace_match(sym[0], g):
+                continue
+        hits.add(rec.ip)
+    new = pending - hits if g.remove else pending | hits
+    return frozenset(new), bool(hits)
+
+
+def process_cached_mods(inst: "FtraceInstance", module: str) -> None:
+    """process_mod_list: a module came; apply the trace array's cached ``:mod:`` entries for
+    it to its filter and notrace hashes, and forget them."""
+    for enable, cache in ((True, inst.mod_trace), (False, inst.mod_notrace)):
+        todo = [func for func, mod in cache if mod == module]
+        if not todo:
+            continue
+        cache[:] = [e for e in cache if e[1] != module]
+        new = inst.ops.filter_hash if enable else inst.ops.notrace_hash
+        for func in todo:
+            new, _ = match_mod_records(inst.ft, new, func, module)
+        inst.ft._hash_move_and_update_ops(inst.ops, new, enable)
 
 
 class RegexHandle(Handle):

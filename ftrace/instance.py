@@ -17,8 +17,10 @@ import errno
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from emu.module import MODULE_STATE_COMING, MODULE_STATE_GOING
 from emu.pseudofs import fs_error
 
+from .filter_file import process_cached_mods
 from .flags import FtraceOpsFlags as FL
 from .ops import FtraceOps
 
@@ -110,6 +112,21 @@ class TraceInstances:
         add_files(self.top)
         ft.machine.tracefs.register_dir(INSTANCES, self.mkdir, self.rmdir)
         ft.machine.snapshot_participants.append(self)
+        ft.machine.modules.register_notifier(self._module_notifier)
+
+    def _module_notifier(self, state: int, mod: Any) -> None:
+        """After ftrace's own notifier: a COMING module gets the cached ``:mod:`` patterns
+        (ftrace_module_enable); a GOING one leaves zeroed ips in the hashes of trace arrays
+        whose ops is not registered (core clears the registered ones), as
+        clear_mod_from_hashes does for every trace array."""
+        for inst in self.all():
+            if state == MODULE_STATE_COMING:
+                process_cached_mods(inst, mod.name)
+            elif state == MODULE_STATE_GOING and not inst.ops.flags & FL.ENABLED:
+                gone = set(mod.mcount_loc)
+                inst.ops.filter_hash, inst.ops.notrace_hash = (
+                    frozenset(0 if ip in gone else ip for ip in h)
+                    for h in (inst.ops.filter_hash, inst.ops.notrace_hash))
 
     def all(self) -> list[FtraceInstance]:
         return [self.top, *self.instances.values()]

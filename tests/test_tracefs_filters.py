@@ -284,3 +284,24 @@ def test_instances_have_their_own_filters_and_go_away_whole(m):
 
 def test_readme_advertises_glob_patterns_for_the_selftests(m):
     assert "accepts: func_full_name or glob-matching-pattern" in m.tracefs.read("README")
+
+
+def test_mod_patterns_wait_for_their_module_and_leave_nothing_after_rmmod(m, kmod):
+    t = m.tracefs
+    t.write("set_ftrace_filter", "*:mod:hello_mod\n")
+    t.write("set_ftrace_notrace", "init*:mod:hello_mod\n")
+    assert t.read("set_ftrace_filter") == ALL + "*:mod:hello_mod\n"
+    m.insmod(kmod("hello-mod"))
+    assert t.read("set_ftrace_filter") == (
+        "hello_twice [hello_mod]\ninit_module [hello_mod]\ncleanup_module [hello_mod]\n")
+    assert t.read("set_ftrace_notrace") == "init_module [hello_mod]\n"
+    t.write("set_ftrace_filter", "!init*:mod:hello_mod\n", append=True)
+    t.write("set_ftrace_filter", "kfree:mod:!\n", append=True)         # `!` alone: core
+    assert t.read("set_ftrace_filter") == (
+        "kfree\nhello_twice [hello_mod]\ncleanup_module [hello_mod]\n")
+    with pytest.raises(OSError) as e:                  # loaded, and nothing matches: no cache
+        t.write("set_ftrace_filter", "nothing*:mod:hello_mod\n", append=True)
+    assert e.value.errno == errno.EINVAL
+    t.write("set_ftrace_filter", "!kfree\n", append=True)
+    m.rmmod("hello_mod")
+    assert t.read("set_ftrace_filter") == ""           # zeroed entries: not "all functions"
