@@ -62,7 +62,7 @@ def require_tool_path(name: str, package: str | None = None) -> str:
     pytest.skip(reason)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_tool():
     """``require_tool(name, package=None) -> path``: see require_tool_path."""
     return require_tool_path

@@ -44,9 +44,8 @@ def is_mounted(mountpoint: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def mounted(tmp_path_factory):
-    from conftest import require_tool_path
-    require_tool_path("fusermount3", "fuse3")
+def mounted(tmp_path_factory, require_tool):
+    require_tool("fusermount3", "fuse3")
     mountpoint = tmp_path_factory.mktemp("guest")
     proc = start_mount(mountpoint, "--cmdline", "console=ttyS0 ftemu.test")
     yield mountpoint
