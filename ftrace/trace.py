@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from emu import memlayout as L
 
 from .arch.x86.asm import CodeBuilder
+from .arch.x86.fgraph_64 import TR_GRAPH_FLAGS, TR_MAX_DEPTH, emit_fgraph
 from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
                                 CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_ON,
                                 emit_function_trace_call, emit_trace_clock,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_COUNTER,
                 "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
 CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False, "mono": True}
+CODE_SIZE = 0x2000
 DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
 
 # Trace options (trace.h TRACE_FLAGS) in the kernel's listing order, with their defaults.
@@ -73,15 +75,14 @@ class TraceArray:
         self.buffer: RingBuffer | None = None
         self.expanded = False
         self.tracer: Tracer = tracing.tracers["nop"]
-        self.options = {k for k, on in TRACE_OPTIONS.items() if on}
+        from .trace_functions_graph import GRAPH_OPTIONS
+        self.options = {k for k, on in (TRACE_OPTIONS | GRAPH_OPTIONS).items() if on}
         self.clock = "local"
         self._on = True
         # tr->ops: the function tracer registers it with this array's guest callback.
         self.ops = inst.ops
-        self.callback = self.m.execmem.alloc(32)
-        code = function_trace_thunk(self.callback, self.va, tracing.function_trace_call)
-        self.pages.write(self.callback, code)
-        self.m.invalidate_code(self.callback, len(code))
+        self.callback = self._thunk(tracing.function_trace_call)
+        self.graph_callback = self._thunk(tracing.function_graph_entry)
         raw = bytearray(4096)
         struct.pack_into("<QII", raw, TR_BUFFERS, self.va + DESCRIPTORS, 1, CLOCK_LOCAL)
         self.pages.write(self.va, bytes(raw))
@@ -90,6 +91,20 @@ class TraceArray:
         inst.trace = self
 
     # ---- the guest struct -------------------------------------------------------------
+    def _thunk(self, target: int) -> int:
+        """This array's entry to a shared guest callback (r8 = this trace_array)."""
+        va = self.m.execmem.alloc(32)
+        code = function_trace_thunk(va, self.va, target)
+        self.pages.write(va, code)
+        self.m.invalidate_code(va, len(code))
+        return va
+
+    def sync_graph_settings(self) -> None:
+        """max_graph_depth and the funcgraph options the guest code reads."""
+        from .trace_functions_graph import graph_flags
+        self.pages.write(self.va + TR_MAX_DEPTH, struct.pack(
+            "<II", self.tracing.max_graph_depth, graph_flags(self)))
+
     def _store32(self, off: int, v: int) -> None:
         self.pages.write(self.va + off, struct.pack("<I", v))
 
@@ -229,18 +244,24 @@ class TraceArray:
         self.tracer = tracer
 
     def set_option(self, text: str) -> None:
-        """trace_options: ``name`` or ``no<name>``; EINVAL for an unknown option."""
+        """trace_options: ``name`` or ``no<name>`` (general options, or the tracer options of
+        function_graph); EINVAL for an unknown option."""
+        from .trace_functions_graph import GRAPH_OPTIONS
         word = text.strip()
         on = not word.startswith("no")
         name = word if on else word[2:]
-        if name not in TRACE_OPTIONS:
+        if name not in TRACE_OPTIONS and name not in GRAPH_OPTIONS:
             raise FtraceError(errno.EINVAL, f"no trace option {word!r}")
         (self.options.add if on else self.options.discard)(name)
         if name == "overwrite" and self.buffer is not None:
             self.buffer.set_overwrite(on)
+        self.sync_graph_settings()
 
     def trace_options(self) -> str:
-        return "".join(f"{'' if k in self.options else 'no'}{k}\n" for k in TRACE_OPTIONS)
+        """The general options, then the current tracer's own."""
+        from .trace_functions_graph import GRAPH_OPTIONS
+        names = list(TRACE_OPTIONS) + (list(GRAPH_OPTIONS) if self.tracer.name == "function_graph" else [])
+        return "".join(f"{'' if k in self.options else 'no'}{k}\n" for k in names)
 
     # ---- reading -------------------------------------------------------------------------
     def formatter(self) -> TraceFormatter:
@@ -267,8 +288,16 @@ class TraceArray:
     def trace(self) -> str:
         """The ``trace`` file."""
         self.tracing.refresh_cmdlines()
+        return self.format(self.entries(), self.counts())
+
+    def format(self, entries: list[TraceEntry], counts: tuple[int, int]) -> str:
+        """``trace`` text of ``entries``: the current tracer's header and lines."""
+        if self.tracer.name == "function_graph":
+            from .trace_functions_graph import GraphFormatter
+            g = GraphFormatter(self.formatter(), len(self.m.cpus))
+            return f"# tracer: {self.tracer.name}\n#\n" + g.header() + g.format(entries)
         overruns = self.buffer is not None and any(self.buffer.stats(c, 0).overrun for c in self._cpus())
-        return format_trace(self.tracer.name, self.formatter(), self.entries(), self.counts(),
+        return format_trace(self.tracer.name, self.formatter(), entries, counts,
                             len(self.m.online_cpus()), annotate_cpus=overruns)
 
     def consume(self, cpu: int | None = None, max_entries: int = 1 << 30) -> str:
@@ -281,13 +310,20 @@ class TraceArray:
         cpus = self._cpus() if cpu is None else [cpu]
         lost = {c: buf.take_lost(c) for c in cpus}
         out, taken = [], {c: 0 for c in cpus}
+        entries = []
         for e in merge_by_time((c, buf.events(c)) for c in cpus):
-            if len(out) >= max_entries:
+            if len(entries) >= max_entries:
                 break
-            if lost.get(e.cpu):
-                out.append(f"CPU:{e.cpu} [LOST {lost.pop(e.cpu)} EVENTS]\n")
-            out.append(fmt.line(e))
+            entries.append(e)
             taken[e.cpu] += 1
+        for c, n in lost.items():
+            if n:
+                out.append(f"CPU:{c} [LOST {n} EVENTS]\n")
+        if self.tracer.name == "function_graph":
+            from .trace_functions_graph import GraphFormatter
+            out.append(GraphFormatter(fmt, len(self.m.cpus)).format(entries))
+        else:
+            out += [fmt.line(e) for e in entries]
         for c, n in taken.items():
             if n:
                 buf.consume(c, n)
@@ -305,8 +341,11 @@ class Tracing:
         self.saved_cmdlines: dict[int, str] = {}
         self.tracers: dict[str, Tracer] = {}
         from .trace_functions import FunctionTracer
-        for t in (Tracer(), FunctionTracer()):
+        from .trace_functions_graph import FunctionGraphTracer
+        for t in (Tracer(), FunctionTracer(), FunctionGraphTracer()):
             self.tracers[t.name] = t
+        self.max_graph_depth = 0
+        self._shadow_ready = False
         self._build_code()
         self.arrays: dict[str, TraceArray] = {}
         machine.ftrace.instances.add_hooks(self.trace_array_create, self.trace_array_destroy)
@@ -316,18 +355,54 @@ class Tracing:
         m = self.m
         self.clock_data = m.execmem.alloc(4096, align=4096)
         self.pages.write(self.clock_data, bytes(4096))
-        base = m.execmem.alloc(4096, align=64)
+        base = m.execmem.alloc(CODE_SIZE, align=64)
         b = CodeBuilder(base)
         emit_trace_clock(b, self.clock_data, m.symbol_address("jiffies"))
         emit_function_trace_call(b)
-        if len(b.code) > 4096:
+        idle, tasks = m.image.symbol("idle_tasks"), m.image.symbol("tasks")
+        self.task_slots = self._task_slots(idle, tasks)
+        self.shadow_table = m.execmem.alloc(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8, align=64)
+        self.pages.write(self.shadow_table, bytes(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8))
+        self._idle, self._tasks = (idle.addr, idle.size), (tasks.addr, tasks.size)
+        emit_fgraph(b, self._idle, self._tasks, self.shadow_table)
+        if len(b.code) > CODE_SIZE:
             raise RuntimeError("tracer guest code outgrew its block")
         self.pages.write(base, bytes(b.code))
         m.invalidate_code(base, len(b.code))
         self.function_trace_call = b.labels["function_trace_call"]
+        self.function_graph_entry = b.labels["function_graph_entry"]
+        self.return_to_handler = b.labels["return_to_handler"]
         names = sorted(b.labels.items(), key=lambda kv: kv[1])
         for (name, addr), nxt in zip(names, [a for _, a in names[1:]] + [base + len(b.code)]):
             self.ft.x86.symbols[addr] = (name, nxt - addr)
+
+    def _task_slots(self, idle, tasks) -> list[tuple[int, int]]:
+        """(task struct address, shadow-table index) for every slot of idle_tasks[] and tasks[]."""
+        stride = idle.size // L.NCPU
+        idle_span = (idle.size + 63) & ~63
+        out = [(idle.addr + i * stride, (i * stride) >> 6) for i in range(L.NCPU)]
+        out += [(tasks.addr + i * stride, (idle_span + i * stride) >> 6)
+                for i in range(tasks.size // stride)]
+        return out
+
+    def ensure_shadow_stacks(self) -> None:
+        """A shadow-stack page for every task slot, the first time function_graph runs (kept:
+        a hijacked return may come back long after the tracer stopped)."""
+        if self._shadow_ready:
+            return
+        pages = self.pages.alloc_pages(len(self.task_slots))
+        for (_task, index), page in zip(self.task_slots, pages):
+            self.pages.write(page, struct.pack("<Q", 0xFFFFFFFFFFFFFFFF))      # no owner yet
+            self.pages.write(self.shadow_table + 8 * index, struct.pack("<Q", page))
+        self._shadow_ready = True
+
+    def set_max_graph_depth(self, depth: int) -> None:
+        """max_graph_depth: 0 = no limit; entries at depth >= the limit are not recorded."""
+        if depth < 0:
+            raise FtraceError(errno.EINVAL, "max_graph_depth must be >= 0")
+        self.max_graph_depth = depth
+        for tr in self.arrays.values():
+            tr.sync_graph_settings()
 
     # ---- helpers the formatter uses -----------------------------------------------------
     def lookup(self, addr: int) -> tuple[str, int, int] | None:

@@ -11,6 +11,7 @@ from emu.pseudofs import Handle, fs_error, wants_write
 
 from .ring_buffer import PAGE_SIZE, header_event_format, header_page_format
 from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS
+from .trace_functions_graph import GRAPH_OPTIONS
 from .trace_output import format_trace, merge_by_time
 
 if TYPE_CHECKING:
@@ -27,6 +28,15 @@ COMMON_FIELDS = ("\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigne
 FTRACE_EVENTS = {
     "function": (1, [("unsigned long ip", 8, 8, 0), ("unsigned long parent_ip", 16, 8, 0)],
                  '" %ps <-- %ps", (void *)REC->ip, (void *)REC->parent_ip'),
+    "funcgraph_entry": (11, [("unsigned long func", 8, 8, 0), ("int depth", 16, 4, 1)],
+                        '"--> %ps (%d)", (void *)REC->func, REC->depth'),
+    "funcgraph_exit": (10, [("unsigned long func", 8, 8, 0), ("unsigned long retval", 16, 8, 0),
+                            ("int depth", 24, 4, 1), ("unsigned int overrun", 28, 4, 0),
+                            ("unsigned long long calltime", 32, 8, 0),
+                            ("unsigned long long rettime", 40, 8, 0)],
+                       '"<-- %ps (%d) (start: %llx  end: %llx) over: %d retval: %lx", '
+                       '(void *)REC->func, REC->depth, REC->calltime, REC->rettime, REC->depth, '
+                       'REC->retval'),
     "print": (5, [("unsigned long ip", 8, 8, 0), ("char buf[]", 16, 0, 1)],
               '"%ps: %s", (void *)REC->ip, REC->buf'),
 }
@@ -137,7 +147,7 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
     fs.register_text("trace_clock", lambda: " ".join(f"[{c}]" if c == tr.clock else c for c in TRACE_CLOCKS) + "\n",
                      lambda t: tr.set_clock(t.strip()), mode=0o644)
     fs.register_text("trace_options", tr.trace_options, tr.set_option, mode=0o644)
-    for name in TRACE_OPTIONS:
+    for name in [*TRACE_OPTIONS, *GRAPH_OPTIONS]:
         fs.register_text(f"options/{name}", lambda n=name: f"{int(n in tr.options)}\n",
                          lambda t, n=name: tr.set_option(n if _bool(t) else "no" + n), mode=0o644)
     for cpu in range(len(tr.m.cpus)):
@@ -155,4 +165,6 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
         fs.register_text(f"events/ftrace/{name}/format", lambda n=name: event_format(n))
     if top:
         fs.register_text("saved_cmdlines", tracing.saved_cmdlines_text)
+        fs.register_text("max_graph_depth", lambda: f"{tracing.max_graph_depth}\n",
+                         lambda t: tracing.set_max_graph_depth(_bool(t)), mode=0o644)
 

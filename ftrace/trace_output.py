@@ -104,6 +104,11 @@ class TraceFormatter:
             text += f" <{ip:016x}>"
         return text
 
+    def sym_name(self, ip: int) -> str:
+        """%ps: the bare symbol name (``0x...`` if unknown)."""
+        s = self.lookup(ip)
+        return s[0] if s is not None else f"0x{ip:x}"
+
     # ---- context columns ----------------------------------------------------------------
     def task(self, pid: int) -> str:
         if pid == 0:
@@ -136,17 +141,21 @@ class TraceFormatter:
         if "raw" in self.options:
             return self.raw_line(e)
         prefix = self.context(e) if "context-info" in self.options else ""
+        return prefix + self.event_text(e)
+
+    def event_text(self, e: TraceEntry) -> str:
+        """The event's own part of a line (after the context columns), newline included."""
         if e.type == TRACE_FN:
             ip, parent = _fn.unpack_from(e.body, 0)
             text = self.sym(ip)
             if "print-parent" in self.options and parent:
                 text += " <-" + self.sym(parent)
-            return prefix + text + "\n"
+            return text + "\n"
         if e.type == TRACE_PRINT:
             ip = struct.unpack_from("<Q", e.body, 0)[0]
             msg = e.body[8:].split(b"\0", 1)[0].decode("utf-8", "replace")
-            return prefix + f"{self.sym(ip)}: {msg}" + ("" if msg.endswith("\n") else "\n")
-        return prefix + f"Unknown type {e.type}\n"
+            return f"{self.sym(ip)}: {msg}" + ("" if msg.endswith("\n") else "\n")
+        return f"Unknown type {e.type}\n"
 
     def raw_line(self, e: TraceEntry) -> str:
         """The ``raw`` option: ``<pid> <cpu> <ts> `` then the event's raw fields."""

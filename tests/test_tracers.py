@@ -183,7 +183,7 @@ def test_bad_writes_are_refused_with_the_kernels_errno():
             m.tracefs.write(path, text)
         assert e.value.errno == errno.EINVAL, path
     assert m.tracefs.read("current_tracer") == "nop\n"
-    assert m.tracefs.read("available_tracers") == "function nop\n"
+    assert m.tracefs.read("available_tracers") == "function_graph function nop\n"
     assert m.tracefs.read("buffer_size_kb") == "7 (expanded: 1408)\n"
 
 

@@ -224,29 +224,44 @@ def trace_ctx(type_id: int, out: str = "rcx") -> str:
         or {out}, rdx"""
 
 
+def tracing_gate(tr: str, skip: str) -> str:
+    """Jump to ``skip`` unless trace_array ``tr`` records (tracing_on) on this CPU
+    (tracing_cpumask). Clobbers rax."""
+    return f"""
+        cmp dword ptr [{tr} + {TR_ON}], 0
+        je {skip}
+        mov eax, dword ptr gs:[{L.PCPU_CPU}]
+        bt qword ptr [{tr} + {TR_CPUMASK}], rax
+        jnc {skip}"""
+
+
+def begin_event(tr: str, length: int, type_id: int, busy: str, dropped: str) -> str:
+    """This CPU's buffer of trace_array ``tr`` in rdi with its nest flag taken (``busy`` if
+    an interrupted write holds it), ``length`` bytes reserved at time rdx (``dropped`` if
+    the buffer refused), rax = the payload and rcx = struct trace_entry's word. The caller
+    stores the payload, then COMMIT, then clears the nest flag."""
+    return f"""
+        mov eax, dword ptr gs:[{L.PCPU_CPU}]
+        shl eax, 7
+        mov rdi, qword ptr [{tr} + {TR_BUFFERS}]
+        add rdi, rax
+        cmp dword ptr [rdi + {RB_NEST}], 0
+        jne {busy}
+        mov dword ptr [rdi + {RB_NEST}], 1""" + reserve(length) + f"""
+        test rax, rax
+        jz {dropped}""" + trace_ctx(type_id)
+
+
 def emit_function_trace_call(b: CodeBuilder) -> None:
     """function_trace_call (see the module docstring)."""
     clock = b.labels["trace_clock"]
     b.label("function_trace_call")
-    b.emit(f"""
-        cmp dword ptr [r8 + {TR_ON}], 0
-        je 99f
-        mov eax, dword ptr gs:[{L.PCPU_CPU}]
-        bt qword ptr [r8 + {TR_CPUMASK}], rax
-        jnc 99f
+    b.emit(tracing_gate("r8", "99f") + f"""
         mov r10, rsi
         mov rsi, rdi
-        shl eax, 7
-        mov rdi, qword ptr [r8 + {TR_BUFFERS}]
-        add rdi, rax
         pushfq
         cli
-        cmp dword ptr [rdi + {RB_NEST}], 0
-        jne 98f
-        mov dword ptr [rdi + {RB_NEST}], 1
-        call {clock}""" + reserve(24) + """
-        test rax, rax
-        jz 97f""" + trace_ctx(TRACE_FN) + f"""
+        call {clock}""" + begin_event("r8", 24, TRACE_FN, "98f", "97f") + f"""
         mov qword ptr [rax], rcx
         mov qword ptr [rax + 8], rsi
         mov qword ptr [rax + 16], r10""" + COMMIT + f"""

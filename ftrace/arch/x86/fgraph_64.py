@@ -1,0 +1,184 @@
+"""Guest code of the function graph tracer (the kernel's fgraph.c and ftrace_64.S
+return_to_handler), generated at run time.
+
+- ``function_graph_entry(ip, parent_ip, op, regs)`` with r8 = the trace_array (reached
+  through the array's thunk; the ops has SAVE_REGS so regs->sp locates the return address):
+  pushes {return address, func, calltime, trace_array} on the current task's shadow stack,
+  replaces the return address with ``return_to_handler`` and writes a funcgraph_entry event.
+- ``return_to_handler``: where a hijacked function returns. Pops the shadow stack, writes a
+  funcgraph_exit event (func, retval, depth, calltime, rettime) and returns to the real
+  caller with rax and rdx (the return value) intact.
+
+Shadow stacks are per task (a page each, found through a table indexed by the task's slot
+in idle_tasks[] and tasks[]); an entry belongs to a task, so context switches, interrupts
+and NMIs nest correctly. Slots are reserved before they are filled and read before they
+are released, so an NMI arriving in between only uses the slots above. A slot reused by a
+new task (another pid) starts with an empty stack. Interrupts are off while the code runs.
+"""
+from __future__ import annotations
+
+from emu import memlayout as L
+
+from ...ring_buffer import RB_DROPPED, RB_NEST
+from .asm import CodeBuilder
+from .ptregs import PT_REGS_OFFSET
+from .trace_64 import COMMIT, begin_event, tracing_gate
+
+TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
+FTRACE_RETFUNC_DEPTH = 50
+TR_MAX_DEPTH, TR_GRAPH_FLAGS = 0x18, 0x1C       # in struct trace_array (trace_64.TR_*)
+GRAPH_NO_IRQS = 1                               # nofuncgraph-irqs: hardirq context not recorded
+# A shadow stack page: owner pid, depth in use, overruns, then the entries.
+SS_PID, SS_CURR, SS_OVERRUN, SS_ENTRIES, SS_ENTRY = 0x00, 0x08, 0x10, 0x20, 0x20
+ENT_RET, ENT_FUNC, ENT_CALLTIME, ENT_TR = 0x00, 0x08, 0x10, 0x18
+
+
+def shadow_stack_lookup(idle: tuple[int, int], tasks: tuple[int, int], table: int, out: str) -> str:
+    """``out`` = the shadow stack of task rax (0 if none); clobbers rcx."""
+    idle_span = (idle[1] + 63) & ~63
+    return f"""
+        mov rcx, rax
+        movabs {out}, {idle[0]}
+        sub rcx, {out}
+        cmp rcx, {idle[1]}
+        jb 61f
+        mov rcx, rax
+        movabs {out}, {tasks[0]}
+        sub rcx, {out}
+        cmp rcx, {tasks[1]}
+        jae 62f
+        add rcx, {idle_span}
+    61: shr rcx, 6
+        movabs {out}, {table}
+        mov {out}, qword ptr [{out} + rcx*8]
+        jmp 63f
+    62: xor {out}, {out}
+    63:"""
+
+
+def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], table: int) -> None:
+    """function_graph_entry and return_to_handler (see the module docstring); ``idle`` and
+    ``tasks`` are (address, size) of the task arrays, ``table`` the shadow-stack table."""
+    clock = b.labels["trace_clock"]
+    b.label("return_to_handler")
+    # Frame: [rsp] flags, r15, r14, r13, r12, rbx, rdx, rax, then the real return address.
+    ret_slot, saved_rax = 64, 56
+    b.emit(f"""
+        sub rsp, 8
+        push rax
+        push rdx
+        push rbx
+        push r12
+        push r13
+        push r14
+        push r15
+        pushfq
+        cli
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_stack_lookup(idle, tasks, table, "r14") + f"""
+        test r14, r14
+        jz 90f
+        mov rcx, qword ptr [r14 + {SS_CURR}]
+        test rcx, rcx
+        jz 90f
+        dec rcx
+        shl rcx, 5
+        lea rax, [r14 + rcx + {SS_ENTRIES}]
+        mov rdx, qword ptr [rax + {ENT_RET}]
+        mov qword ptr [rsp + {ret_slot}], rdx
+        mov r13, qword ptr [rax + {ENT_FUNC}]
+        mov r15, qword ptr [rax + {ENT_CALLTIME}]
+        mov rbx, qword ptr [rax + {ENT_TR}]
+        dec qword ptr [r14 + {SS_CURR}]""" + tracing_gate("rbx", "80f") + f"""
+        mov r8, rbx
+        call {clock}
+        mov r12, rdx""" + begin_event("rbx", 48, TRACE_GRAPH_RET, "81f", "79f") + f"""
+        mov qword ptr [rax], rcx
+        mov qword ptr [rax + 8], r13
+        mov rcx, qword ptr [rsp + {saved_rax}]
+        mov qword ptr [rax + 16], rcx
+        mov rcx, qword ptr [r14 + {SS_CURR}]
+        mov dword ptr [rax + 24], ecx
+        mov dword ptr [rax + 28], 0
+        mov qword ptr [rax + 32], r15
+        mov qword ptr [rax + 40], r12""" + COMMIT + f"""
+    79: mov dword ptr [rdi + {RB_NEST}], 0
+    80: popfq
+        pop r15
+        pop r14
+        pop r13
+        pop r12
+        pop rbx
+        pop rdx
+        pop rax
+        ret
+    81: inc qword ptr [rdi + {RB_DROPPED}]
+        jmp 80b
+    90: ud2""")
+    b.align()
+    handler = b.labels["return_to_handler"]
+    b.label("function_graph_entry")
+    b.emit(tracing_gate("r8", "99f") + f"""
+        test rcx, rcx
+        jz 99f
+        test dword ptr [r8 + {TR_GRAPH_FLAGS}], {GRAPH_NO_IRQS}
+        jz 1f
+        test dword ptr gs:[{L.PCPU_PREEMPT_COUNT}], {L.HARDIRQ_MASK}
+        jnz 99f
+    1:  push rbx
+        push r12
+        push r13
+        push r14
+        mov rbx, r8
+        mov r12, rdi
+        mov r13, qword ptr [rcx + {PT_REGS_OFFSET['sp']}]
+        pushfq
+        cli
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]
+        test rax, rax
+        jz 98f""" + shadow_stack_lookup(idle, tasks, table, "r14") + f"""
+        test r14, r14
+        jz 98f
+        mov ecx, dword ptr [rax + {L.TASK_PID}]
+        cmp qword ptr [r14 + {SS_PID}], rcx
+        je 2f
+        mov qword ptr [r14 + {SS_PID}], rcx
+        mov qword ptr [r14 + {SS_CURR}], 0
+    2:  mov rcx, qword ptr [r14 + {SS_CURR}]
+        cmp rcx, {FTRACE_RETFUNC_DEPTH}
+        jae 97f
+        mov edx, dword ptr [rbx + {TR_MAX_DEPTH}]
+        test edx, edx
+        jz 3f
+        cmp rcx, rdx
+        jae 98f
+    3:  mov r8, rbx
+        call {clock}
+        mov rcx, qword ptr [r14 + {SS_CURR}]
+        inc qword ptr [r14 + {SS_CURR}]
+        shl rcx, 5
+        lea rax, [r14 + rcx + {SS_ENTRIES}]
+        mov r9, qword ptr [r13]
+        mov qword ptr [rax + {ENT_RET}], r9
+        mov qword ptr [rax + {ENT_FUNC}], r12
+        mov qword ptr [rax + {ENT_CALLTIME}], rdx
+        mov qword ptr [rax + {ENT_TR}], rbx
+        movabs r9, {handler}
+        mov qword ptr [r13], r9
+        mov r13, qword ptr [r14 + {SS_CURR}]
+        dec r13""" + begin_event("rbx", 24, TRACE_GRAPH_ENT, "96f", "95f") + f"""
+        mov qword ptr [rax], rcx
+        mov qword ptr [rax + 8], r12
+        mov dword ptr [rax + 16], r13d
+        mov dword ptr [rax + 20], 0""" + COMMIT + f"""
+    95: mov dword ptr [rdi + {RB_NEST}], 0
+    98: popfq
+        pop r14
+        pop r13
+        pop r12
+        pop rbx
+    99: ret
+    96: inc qword ptr [rdi + {RB_DROPPED}]
+        jmp 98b
+    97: inc qword ptr [r14 + {SS_OVERRUN}]
+        jmp 98b""")
+    b.align()

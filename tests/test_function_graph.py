@@ -1,0 +1,100 @@
+"""The function_graph tracer as its tutorials use it: nesting, leaf lines, durations, the
+funcgraph options, max_graph_depth; return values survive the return hijack; tasks switch,
+CPUs go offline and NMIs arrive while functions are hijacked."""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from emu import Machine
+from ftrace.ring_buffer import decode_page
+from ftrace.trace_output import parse_entry
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def graph_run(*options: str, depth: int = 0) -> tuple[Machine, str]:
+    """kalloc on CPU 0, kfree and the self-test function on CPU 1, every function traced,
+    with the counter clock (the text depends on what runs, not on boot timing)."""
+    m = Machine(cpus=2)
+    m.boot()
+    tfs = m.tracefs
+    for opt in options:
+        tfs.write("trace_options", opt)
+    tfs.write("max_graph_depth", str(depth))
+    tfs.write("trace_clock", "counter")
+    tfs.write("current_tracer", "function_graph")
+    tfs.write("trace", "")
+    page = m.call("kalloc", cpu=0)
+    m.call("kfree", page, cpu=1)
+    m.call("trace_selftest_dynamic_test_func", cpu=1)
+    tfs.write("tracing_on", "0")
+    return m, tfs.read("trace")
+
+
+@pytest.mark.parametrize("name,options", [
+    ("trace_graph_default.txt", ()),
+    ("trace_graph_proc_tail_noirq.txt", ("funcgraph-proc", "funcgraph-tail", "noirq-info",
+                                         "nofuncgraph-overhead")),
+])
+def test_function_graph_golden_traces(name, options):
+    """Header, CPU column, nesting, leaves and durations byte for byte (regenerate with
+    FTEMU_REGEN_GOLDEN=1 after a deliberate guest change)."""
+    _m, text = graph_run(*options)
+    if os.environ.get("FTEMU_REGEN_GOLDEN"):
+        (GOLDEN / name).write_text(text)
+    assert text == (GOLDEN / name).read_text()
+
+
+def test_nesting_leaves_and_the_header():
+    _m, text = graph_run()
+    assert text.startswith("# tracer: function_graph\n#\n"
+                           "# CPU  DURATION                  FUNCTION CALLS\n"
+                           "# |     |   |                     |   |   |   |\n")
+    body = text.splitlines()[4:]
+    assert body[0] == " 0)               |  kalloc() {"
+    assert body[1].startswith(" 0)   0.001 us    |    spin_lock_irqsave();")
+    assert body[3].startswith(" 0)   0.005 us    |  }")
+    assert body[-1] == " 1)   0.001 us    |  trace_selftest_dynamic_test_func();"
+
+
+def test_max_graph_depth_one_keeps_only_the_outermost_calls():
+    m, text = graph_run(depth=1)
+    assert m.tracefs.read("max_graph_depth") == "1\n"
+    body = [line for line in text.splitlines() if not line.startswith("#")]
+    assert [line.split("|  ")[1] for line in body] == [
+        "kalloc();", "kfree();", "trace_selftest_dynamic_test_func();"]
+
+
+def test_return_values_survive_the_hijack_and_are_recorded():
+    m = Machine(cpus=1)
+    m.boot()
+    m.ftrace.ftrace_set_filter(m.tracing.top.ops, "kalloc", True)
+    m.tracefs.write("current_tracer", "function_graph")
+    page = m.call("kalloc")
+    assert page >> 40 == 0xFFFF88                    # a direct-map page, as without tracing
+    h = m.tracefs.open("per_cpu/cpu0/trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK)
+    entries = [parse_entry(0, ev) for ev in decode_page(h.read(4096, 0)).events]
+    assert [e.type for e in entries] == [11, 10]     # funcgraph_entry, funcgraph_exit
+    func, retval, depth, overrun, calltime, rettime = struct.unpack_from("<QQiIQQ", entries[1].body)
+    assert (func, retval, depth, overrun) == (m.symbol_address("kalloc"), page, 0, 0)
+    assert calltime == entries[0].ts and rettime == entries[1].ts > calltime
+
+
+def test_context_switches_hotplug_and_nmis_while_functions_are_hijacked():
+    m = Machine(cpus=2, nmi_period_ms=1)
+    m.boot()
+    m.tracefs.write("current_tracer", "function_graph")
+    m.run(ms=10)
+    m.cpu_down(1)
+    m.run(ms=3)
+    m.cpu_up(1)
+    m.run(ms=10)
+    text = m.tracefs.read("trace")
+    assert " => " in text and "schedule() {" in text
+    m.tracefs.write("current_tracer", "nop")
+    m.run(ms=20)                      # returns still hijacked come back through the handler
+    assert m.stats()["total"]["nmis"] > 0 and "panic" not in m.console
