@@ -9,6 +9,7 @@ as the kernel does.
 """
 from __future__ import annotations
 
+import copy
 import errno
 import struct
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,8 @@ from emu import memlayout as L
 from .arch.x86.asm import CodeBuilder
 from .arch.x86.fgraph_64 import TR_GRAPH_FLAGS, TR_MAX_DEPTH, emit_fgraph
 from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
-                                CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_ON,
+                                CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_NO_PIDS,
+                                TR_ON, TR_PIDS,
                                 emit_function_trace_call, emit_trace_clock,
                                 function_trace_thunk)
 from .errors import FtraceError
@@ -83,11 +85,14 @@ class TraceArray:
         self.ops = inst.ops
         self.callback = self._thunk(tracing.function_trace_call)
         self.graph_callback = self._thunk(tracing.function_graph_entry)
+        self.graph_used = False
         raw = bytearray(4096)
         struct.pack_into("<QII", raw, TR_BUFFERS, self.va + DESCRIPTORS, 1, CLOCK_LOCAL)
         self.pages.write(self.va, bytes(raw))
-        self._cpumask_changed("tracing_cpumask")
-        inst.listeners.append(self._cpumask_changed)
+        self._pid_blocks: list[int] = []          # replaced pid arrays, freed one change later
+        for what in ("tracing_cpumask", "pids", "no_pids"):
+            self._inst_changed(what)
+        inst.listeners.append(self._inst_changed)
         inst.trace = self
 
     # ---- the guest struct -------------------------------------------------------------
@@ -127,10 +132,24 @@ class TraceArray:
         self._store32(TR_CLOCK, TRACE_CLOCKS[name])
         self.reset_buffer()
 
-    def _cpumask_changed(self, what: str) -> None:
-        """tracing_cpumask (a file of the ftrace side): CPUs outside it do not record."""
+    def _inst_changed(self, what: str) -> None:
+        """A file of the ftrace side changed: tracing_cpumask (CPUs outside it do not
+        record), set_ftrace_pid / set_ftrace_notrace_pid (published as a new array with one
+        pointer store; the array it replaces is freed at the change after)."""
         if what == "tracing_cpumask":
             self.pages.write(self.va + TR_CPUMASK, struct.pack("<Q", self.inst.tracing_cpumask))
+        elif what in ("pids", "no_pids"):
+            pids = sorted(getattr(self.inst, what))
+            block = 0
+            if pids:
+                block = self.m.execmem.alloc(4 + 4 * len(pids))
+                self.pages.write(block, struct.pack(f"<I{len(pids)}I", len(pids), *pids))
+            field = TR_PIDS if what == "pids" else TR_NO_PIDS
+            old = struct.unpack("<Q", self.pages.read(self.va + field, 8))[0]
+            self.pages.write(self.va + field, struct.pack("<Q", block))
+            for va in self._pid_blocks:
+                self.m.execmem.free(va)
+            self._pid_blocks = [old] if old else []
 
     # ---- TraceActions: what the function commands do -----------------------------------
     def tracer_tracing_is_on(self) -> bool:
@@ -350,6 +369,34 @@ class Tracing:
         self.arrays: dict[str, TraceArray] = {}
         machine.ftrace.instances.add_hooks(self.trace_array_create, self.trace_array_destroy)
         self.top = self.arrays[""]
+        machine.snapshot_participants.append(self)
+
+    # ---- snapshots: the host half of every trace array follows the guest memory ---------
+    _ARRAY_FIELDS = ("expanded", "tracer", "clock", "_on", "_pid_blocks", "graph_used")
+
+    def snapshot_state(self) -> tuple:
+        arrays = {}
+        for name, tr in self.arrays.items():
+            buf = tr.buffer
+            arrays[name] = (tr, {f: copy.copy(getattr(tr, f)) for f in self._ARRAY_FIELDS}, set(tr.options),
+                            buf, None if buf is None else (list(buf.nr_pages), list(buf.tables), buf.overwrite))
+        return (arrays, dict(self.saved_cmdlines), self.max_graph_depth, self._shadow_ready)
+
+    def restore_state(self, st: tuple) -> None:
+        arrays, cmdlines, self.max_graph_depth, self._shadow_ready = st
+        self.saved_cmdlines = dict(cmdlines)
+        self.arrays = {}
+        for name, (tr, fields, options, buf, buf_state) in arrays.items():
+            for f, v in fields.items():
+                setattr(tr, f, copy.copy(v))
+            tr.options = set(options)
+            tr.buffer = buf
+            if buf is not None:
+                buf.nr_pages, buf.tables, buf.overwrite = list(buf_state[0]), list(buf_state[1]), buf_state[2]
+            tr.inst.trace = tr
+            if tr._inst_changed not in tr.inst.listeners:
+                tr.inst.listeners.append(tr._inst_changed)
+            self.arrays[name] = tr
 
     def _build_code(self) -> None:
         m = self.m
@@ -449,10 +496,16 @@ class Tracing:
         tr._quiesce()
         if tr.buffer is not None:
             tr.buffer.free()
-        inst.listeners.remove(tr._cpumask_changed)
+        inst.listeners.remove(tr._inst_changed)
         inst.trace = None
-        self.m.execmem.free(tr.va)
-        self.m.execmem.free(tr.callback)
+        blocks = [struct.unpack("<Q", self.pages.read(tr.va + f, 8))[0] for f in (TR_PIDS, TR_NO_PIDS)]
+        tr.tracing_on = False
+        # A return hijacked for this array may still come back and read its trace_array
+        # (it finds tracing off): that page is kept once function_graph has used it.
+        keep = tr.va if tr.graph_used else 0
+        for va in (tr.va, tr.callback, tr.graph_callback, *tr._pid_blocks, *blocks):
+            if va and va != keep:
+                self.m.execmem.free(va)
 
 
 def attach(machine: "Machine", options: dict[str, Any]) -> Tracing | None:

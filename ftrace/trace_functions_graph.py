@@ -38,6 +38,7 @@ class FunctionGraphTracer(Tracer):
     def init(self, tr: "TraceArray") -> None:
         tr.tracing.ensure_shadow_stacks()
         tr.sync_graph_settings()
+        tr.graph_used = True
         tr.ops.func = tr.graph_callback
         tr.ops.flags |= FL.SAVE_REGS
         try:

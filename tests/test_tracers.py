@@ -225,3 +225,37 @@ def test_a_buffer_the_guest_has_no_memory_for_is_refused_and_the_old_one_kept():
     assert m.tracefs.read("buffer_size_kb") == "1410\n"
     m.call("bench_fib", 3)
     assert len(lines(m.tracefs.read("trace"))) == 3
+
+
+def test_restoring_a_snapshot_brings_back_the_tracer_and_its_buffer():
+    m = booted()
+    trace_fib(m)
+    m.call("bench_fib", 3)
+    snap = m.snapshot()
+    before = m.tracefs.read("trace")
+    m.tracefs.write("current_tracer", "nop")
+    m.tracefs.write("buffer_size_kb", "8")
+    m.tracefs.write("trace_clock", "counter")
+    m.restore(snap)
+    assert m.tracefs.read("current_tracer") == "function\n"
+    assert m.tracefs.read("buffer_size_kb") == "1410\n"
+    assert m.tracefs.read("trace") == before
+    m.call("bench_fib", 3)
+    assert len(lines(m.tracefs.read("trace"))) == 6
+
+
+def test_pid_filters_choose_the_tasks_that_record():
+    m = booted(2)
+    tfs = m.tracefs
+    tfs.write("set_ftrace_pid", "6")                 # ping
+    tfs.write("current_tracer", "function")
+    m.run(ms=5)
+    body = lines(tfs.read("trace"))
+    assert body and all(line.lstrip().startswith("ping-6 ") for line in body)
+    tfs.write("set_ftrace_pid", "")
+    tfs.write("set_ftrace_notrace_pid", "0")
+    tfs.write("trace", "")
+    m.run(ms=5)
+    body = lines(tfs.read("trace"))
+    assert body and not any("<idle>-0" in line for line in body)
+    assert any("ping-6" in line for line in body)

@@ -22,7 +22,7 @@ from emu import memlayout as L
 from ...ring_buffer import RB_DROPPED, RB_NEST
 from .asm import CodeBuilder
 from .ptregs import PT_REGS_OFFSET
-from .trace_64 import COMMIT, begin_event, tracing_gate
+from .trace_64 import COMMIT, begin_event, pid_gate, tracing_gate
 
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 FTRACE_RETFUNC_DEPTH = 50
@@ -132,7 +132,7 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         mov r12, rdi
         mov r13, qword ptr [rcx + {PT_REGS_OFFSET['sp']}]
         pushfq
-        cli
+        cli""" + pid_gate("rbx", "98f") + f"""
         mov rax, qword ptr gs:[{L.PCPU_CURRENT}]
         test rax, rax
         jz 98f""" + shadow_stack_lookup(idle, tasks, table, "r14") + f"""

@@ -26,7 +26,7 @@ from ...ring_buffer import (BUF_PAGE_SIZE, PGT_START, RB_DROPPED, RB_ENTRIES, RB
 from .asm import CodeBuilder, assemble
 
 TR_BUFFERS, TR_ON, TR_CLOCK, TR_CPUMASK = 0x00, 0x08, 0x0C, 0x10
-TR_SIZE = 0x40
+TR_PIDS, TR_NO_PIDS = 0x20, 0x28       # {u32 count; u32 pids[]} or 0 (set_ftrace[_notrace]_pid)
 CLOCK_LOCAL, CLOCK_GLOBAL, CLOCK_COUNTER, CLOCK_UPTIME, CLOCK_MONO = range(5)
 USER_HZ = 100
 
@@ -235,6 +235,37 @@ def tracing_gate(tr: str, skip: str) -> str:
         jnc {skip}"""
 
 
+def pid_gate(tr: str, skip: str) -> str:
+    """Jump to ``skip`` if trace_array ``tr``'s pid filters leave out the current task
+    (trace_ignore_this_task: not in set_ftrace_pid when that has pids, or in
+    set_ftrace_notrace_pid). Clobbers rax, r9, r11."""
+    return f"""
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]
+        test rax, rax
+        jz 70f
+        mov eax, dword ptr [rax + {L.TASK_PID}]
+    70: mov r9, qword ptr [{tr} + {TR_PIDS}]
+        test r9, r9
+        jz 72f
+        mov r11d, dword ptr [r9]
+    73: test r11d, r11d
+        jz {skip}
+        dec r11d
+        cmp dword ptr [r9 + r11*4 + 4], eax
+        jne 73b
+    72: mov r9, qword ptr [{tr} + {TR_NO_PIDS}]
+        test r9, r9
+        jz 75f
+        mov r11d, dword ptr [r9]
+    74: test r11d, r11d
+        jz 75f
+        dec r11d
+        cmp dword ptr [r9 + r11*4 + 4], eax
+        jne 74b
+        jmp {skip}
+    75:"""
+
+
 def begin_event(tr: str, length: int, type_id: int, busy: str, dropped: str) -> str:
     """This CPU's buffer of trace_array ``tr`` in rdi with its nest flag taken (``busy`` if
     an interrupted write holds it), ``length`` bytes reserved at time rdx (``dropped`` if
@@ -256,7 +287,7 @@ def emit_function_trace_call(b: CodeBuilder) -> None:
     """function_trace_call (see the module docstring)."""
     clock = b.labels["trace_clock"]
     b.label("function_trace_call")
-    b.emit(tracing_gate("r8", "99f") + f"""
+    b.emit(tracing_gate("r8", "99f") + pid_gate("r8", "99f") + f"""
         mov r10, rsi
         mov rsi, rdi
         pushfq
