@@ -23,6 +23,7 @@ from emu.pseudofs import fs_error
 from .filter_file import process_cached_mods
 from .flags import FtraceOpsFlags as FL
 from .ops import FtraceOps
+from .pid_filter import PidFilter
 
 if TYPE_CHECKING:
     from emu.pseudofs import PseudoFS
@@ -59,6 +60,8 @@ class FtraceInstance:
         self.pids: frozenset[int] = frozenset()
         self.no_pids: frozenset[int] = frozenset()
         self.tracing_cpumask = (1 << len(ft.machine.cpus)) - 1
+        self.ignore_pid = [False] * len(ft.machine.cpus)    # per CPU: ftrace_ignore_pid
+        self.pid_filter = PidFilter(self)
         self.trace: TraceActions | None = None
         self.listeners: list[Callable[[str], None]] = []
 
@@ -76,9 +79,18 @@ class FtraceInstance:
         self.probes[:] = [p for p, _, _ in probes]
         for p, counts, filter_hash in probes:
             p.counts, p.ops.filter_hash = dict(counts), filter_hash
+        self.pid_filter.update()
+
+    def set_pids(self, attr: str, pids: frozenset[int]) -> None:
+        """set_ftrace_pid (``pids``) or set_ftrace_notrace_pid (``no_pids``) now lists
+        ``pids``: the per-CPU ignore flags follow at once."""
+        setattr(self, attr, pids)
+        self.pid_filter.update()
+        self.changed(attr)
 
     def changed(self, what: str) -> None:
-        """Tell the tracers that ``what`` ("pids", "no_pids", "tracing_cpumask") changed."""
+        """Tell the tracers that ``what`` changed: "pids", "no_pids", "tracing_cpumask", or
+        "ignore_pid" (a CPU now runs a task to ignore, or stops running one)."""
         for fn in list(self.listeners):
             fn(what)
 
@@ -161,6 +173,7 @@ class TraceInstances:
             raise fs_error(errno.EBUSY, detail=f"instance {name}'s function ops is registered")
         for probe in list(inst.probes):
             probe.unregister_all()
+        inst.pid_filter.release()
         self._forget(name)
 
     def _forget(self, name: str) -> None:

@@ -105,8 +105,7 @@ class PidFile(TextFile):
         self._set(frozenset(getattr(self.inst, self.attr) | new) if new else frozenset())
 
     def _set(self, pids: frozenset[int]) -> None:
-        setattr(self.inst, self.attr, pids)
-        self.inst.changed(self.attr)
+        self.inst.set_pids(self.attr, pids)
 
 
 def cpumask_show(mask: int, nbits: int) -> str:

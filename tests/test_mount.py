@@ -5,6 +5,7 @@ import fnmatch
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -111,3 +112,13 @@ def test_the_guest_is_paced_to_the_wall_clock(booted_snapshots):
     thread.join()
     assert runner.error is None
     assert 0 < seen_virtual <= seen_wall * 1e9 + SLICE_MS * 1e6   # never ahead of the clock
+
+
+def test_without_libfuse_the_command_says_what_to_install(tmp_path):
+    env = dict(os.environ, FUSE_LIBRARY_PATH=str(tmp_path / "libfuse3.so.3"))
+    r = subprocess.run([sys.executable, "-m", "ftemu", "mount", str(tmp_path)], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.startswith("ftemu mount: error: FUSE is not available: install fuse3 "
+                               "(apt-get install fuse3)")
+    assert len(r.stderr.splitlines()) == 1

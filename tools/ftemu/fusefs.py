@@ -27,13 +27,13 @@ def load_fuse():
     try:
         import mfusepy
     except (ImportError, OSError, EnvironmentError) as e:
-        raise OSError(errno.ENOSYS, "FUSE is not available: install fuse3 "
-                      f"(apt-get install fuse3) ({e})") from None
+        raise OSError(f"FUSE is not available: install fuse3 (apt-get install fuse3); {e}") \
+            from None
     if mfusepy.fuse_version_major != 3:
-        raise OSError(errno.ENOSYS, "ftemu mount needs libfuse 3: install fuse3")
+        raise OSError("ftemu mount needs libfuse 3: install fuse3 (apt-get install fuse3)")
     if not os.path.exists("/dev/fuse"):
-        raise OSError(errno.ENODEV, "/dev/fuse is missing: load the fuse module or run "
-                      "with --device /dev/fuse in a container")
+        raise OSError("/dev/fuse is missing: load the fuse module (or give a container "
+                      "--device /dev/fuse)")
     return mfusepy
 
 
