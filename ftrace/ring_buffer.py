@@ -371,6 +371,49 @@ class RingBuffer:
         self.consume(cpu, len(page.events))
         return bytes(raw)
 
+    # ---- host writers -----------------------------------------------------------------
+    def write_event(self, cpu: int, payload: bytes, ts: int) -> bool:
+        """Write one event from the host (trace_marker, stack traces of filter commands)
+        with the guest writer's rules: an empty page takes the event's time, a big delta
+        a TIME_EXTEND, a full page padding and the next page (the oldest dropped in
+        overwrite mode, else the event). Call only between guest instructions with the
+        CPU's nest flag clear. False if the event was dropped."""
+        d = self.desc(cpu)
+        raw = self.pages.read(d, RB_CPU_SIZE)
+        _pgs, nr, tail, head, _read, stamp = struct.unpack_from("<6Q", raw, 0)
+        page = self.page_va(cpu, tail)
+        commit = _u64.unpack(self.pages.read(page + 8, 8))[0]
+        if commit == 0:
+            self.pages.write(page, _u64.pack(ts))
+            stamp = ts
+        ev = encode_event(payload, max(0, ts - stamp))
+        if commit + len(ev) > BUF_PAGE_SIZE:
+            rem = BUF_PAGE_SIZE - commit
+            if rem >= 8:
+                self.pages.write(page + BUF_PAGE_HDR_SIZE + commit,
+                                 _u32.pack(RINGBUF_TYPE_PADDING | 1 << 5) + _u32.pack(rem - 4))
+                self.pages.write(page + 8, _u64.pack(BUF_PAGE_SIZE))
+            nxt = (tail + 1) % nr
+            if nxt == head:
+                if not self.overwrite:
+                    self._set(cpu, RB_DROPPED, self._get(cpu, RB_DROPPED) + 1)
+                    return False
+                lost = self._page_start(cpu, (nxt + 1) % nr) - self._page_start(cpu, nxt)
+                self._set(cpu, RB_HEAD_PAGE, (nxt + 1) % nr)
+                self._set(cpu, RB_READ, 0)
+                self._set(cpu, RB_OVERRUN, self._get(cpu, RB_OVERRUN) + lost)
+                self._set(cpu, RB_LOST, self._get(cpu, RB_LOST) + lost)
+            self._set(cpu, RB_TAIL_PAGE, nxt)
+            self._set_page_start(cpu, nxt, self._get(cpu, RB_ENTRIES))
+            page, commit = self.page_va(cpu, nxt), 0
+            self.pages.write(page, struct.pack("<QQ", ts, 0))
+            ev = encode_event(payload, 0)
+        self.pages.write(page + BUF_PAGE_HDR_SIZE + commit, ev)
+        self._set(cpu, RB_WRITE_STAMP, ts)
+        self.pages.write(page + 8, _u64.pack(commit + len(ev)))
+        self._set(cpu, RB_ENTRIES, self._get(cpu, RB_ENTRIES) + 1)
+        return True
+
     def take_lost(self, cpu: int) -> int:
         """Events overwritten since the last call (the ``[LOST n EVENTS]`` lines)."""
         lost = self._get(cpu, RB_LOST)

@@ -18,7 +18,7 @@ from emu import memlayout as L
 
 from .arch.x86.asm import CodeBuilder
 from .arch.x86.fgraph_64 import TR_GRAPH_FLAGS, TR_MAX_DEPTH, emit_fgraph
-from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
+from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, USER_HZ, CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
                                 CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_NO_PIDS,
                                 TR_ON, TR_PIDS,
                                 emit_function_trace_call, emit_trace_clock,
@@ -27,7 +27,8 @@ from .errors import FtraceError
 from .flags import FtraceOpsFlags as FL
 from .ring_buffer import (BUF_PAGE_SIZE, RB_CPU_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT,
                           GuestPages, RingBuffer)
-from .trace_output import TraceEntry, TraceFormatter, format_trace, merge_by_time, parse_entry
+from .trace_output import (TRACE_PRINT, TRACE_STACK, context_flags, TraceEntry, TraceFormatter, format_trace, merge_by_time,
+                           parse_entry)
 
 if TYPE_CHECKING:
     from emu import Machine
@@ -38,6 +39,8 @@ TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_C
                 "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
 CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False, "mono": True}
 CODE_SIZE = 0x2000
+TRACE_MARKER_MAX_SIZE = 4096
+FTRACE_STACK_ENTRIES = 64
 DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
 
 # Trace options (trace.h TRACE_FLAGS) in the kernel's listing order, with their defaults.
@@ -179,7 +182,37 @@ class TraceArray:
         log.append("---------------------------------")
 
     def trace_dump_stack(self, cpu: int) -> None:
-        raise FtraceError(errno.ENODEV, "stack trace entries are not implemented")
+        """__trace_stack for the stacktrace command: a TRACE_STACK entry (``<stack trace>``
+        then `` => func`` lines) of the vCPU that hit the function, in its buffer."""
+        if not self._on or not self.inst.tracing_cpumask >> cpu & 1:
+            return
+        ft = self.tracing.ft
+        callers = ft.stack_trace_save()[:FTRACE_STACK_ENTRIES]
+        pc = ft.preempt_count(cpu)
+        flags = (0 if self.m.cpus[cpu].rflags() & 0x200 else 0x01) | context_flags(pc)
+        payload = struct.pack("<HBBiI4x", TRACE_STACK, flags, min(pc & 0xFF, 15),
+                              self.tracing.current_pid(cpu), len(callers))
+        payload += b"".join(struct.pack("<Q", a) for a in callers)
+        self.ring_buffer().write_event(cpu, payload, self.tracing.clock_now(self, cpu))
+
+    # ---- host-written events --------------------------------------------------------------
+    def trace_marker_write(self, text: str) -> None:
+        """trace_marker: a TRACE_PRINT entry (``tracing_mark_write: text``) in CPU 0's
+        buffer, as written by the task running there (the writer is the host, not a guest
+        task). EINVAL with the markers option off, EBADF while tracing is off."""
+        if "markers" not in self.options:
+            raise FtraceError(errno.EINVAL, "the markers option is off")
+        if not self._on:
+            raise FtraceError(errno.EBADF, "tracing is off")
+        data = text.encode()[:TRACE_MARKER_MAX_SIZE]
+        if not data.endswith(b"\n"):
+            data += b"\n"
+        cpu = self.m.online_cpus()[0]
+        pid = self.tracing.current_pid(cpu)
+        payload = struct.pack("<HBBiQ", TRACE_PRINT, 0, 0, pid, self.tracing.tracing_mark_write) + data + b"\0"
+        self._quiesce()
+        if not self.ring_buffer().write_event(cpu, payload, self.tracing.clock_now(self, cpu)):
+            raise FtraceError(errno.EBADF, "the buffer is full")
 
     # ---- buffer --------------------------------------------------------------------------
     def ring_buffer(self) -> RingBuffer:
@@ -416,6 +449,11 @@ class Tracing:
             raise RuntimeError("tracer guest code outgrew its block")
         self.pages.write(base, bytes(b.code))
         m.invalidate_code(base, len(b.code))
+        # Where trace_marker entries say they come from (the kernel's tracing_mark_write).
+        b.align()
+        b.label("tracing_mark_write")
+        b.emit("ret")
+        self.tracing_mark_write = b.labels["tracing_mark_write"]
         self.function_trace_call = b.labels["function_trace_call"]
         self.function_graph_entry = b.labels["function_graph_entry"]
         self.return_to_handler = b.labels["return_to_handler"]
@@ -442,6 +480,26 @@ class Tracing:
             self.pages.write(page, struct.pack("<Q", 0xFFFFFFFFFFFFFFFF))      # no owner yet
             self.pages.write(self.shadow_table + 8 * index, struct.pack("<Q", page))
         self._shadow_ready = True
+
+    def current_pid(self, cpu: int) -> int:
+        task = self.m.kernel.current(cpu)
+        return struct.unpack("<i", self.m.read(task + L.TASK_PID, 4))[0] if task else 0
+
+    def clock_now(self, tr: TraceArray, cpu: int) -> int:
+        """What trace_clock returns now on ``cpu`` for ``tr``'s clock (host-written events
+        take their time from the same clocks as guest-written ones)."""
+        now = self.m.cpus[cpu].now()
+        if tr.clock == "counter":
+            value = struct.unpack("<Q", self.pages.read(self.clock_data + CLK_COUNTER, 8))[0] + 1
+            self.pages.write(self.clock_data + CLK_COUNTER, struct.pack("<Q", value))
+            return value
+        if tr.clock == "uptime":
+            return self.m.read_u64(self.m.symbol_address("jiffies")) // (L.HZ // USER_HZ)
+        if tr.clock in ("global", "mono"):
+            last = struct.unpack("<Q", self.pages.read(self.clock_data + CLK_GLOBAL_LAST, 8))[0]
+            now = max(now, last)
+            self.pages.write(self.clock_data + CLK_GLOBAL_LAST, struct.pack("<Q", now))
+        return now
 
     def set_max_graph_depth(self, depth: int) -> None:
         """max_graph_depth: 0 = no limit; entries at depth >= the limit are not recorded."""

@@ -37,6 +37,11 @@ FTRACE_EVENTS = {
                        '"<-- %ps (%d) (start: %llx  end: %llx) over: %d retval: %lx", '
                        '(void *)REC->func, REC->depth, REC->calltime, REC->rettime, REC->depth, '
                        'REC->retval'),
+    "kernel_stack": (4, [("int size", 8, 4, 1), ("unsigned long caller[size]", 16, 0, 0)],
+                     '"\\t=> %ps\\n\\t=> %ps\\n\\t=> %ps\\n\\t=> %ps\\n\\t=> %ps\\n\\t=> %ps\\n\\t=> %ps\\n\\t=> %ps\\n", '
+                     '(void *)REC->caller[0], (void *)REC->caller[1], (void *)REC->caller[2], '
+                     '(void *)REC->caller[3], (void *)REC->caller[4], (void *)REC->caller[5], '
+                     '(void *)REC->caller[6], (void *)REC->caller[7]'),
     "print": (5, [("unsigned long ip", 8, 8, 0), ("char buf[]", 16, 0, 1)],
               '"%ps: %s", (void *)REC->ip, REC->buf'),
 }
@@ -159,6 +164,7 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
         fs.register_text(f"{d}/stats", lambda c=cpu: _stats(tr, c))
         fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
                          lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
+    fs.register_text("trace_marker", None, tr.trace_marker_write, mode=0o220)
     fs.register_text("events/header_page", header_page_format)
     fs.register_text("events/header_event", header_event_format)
     for name in FTRACE_EVENTS:

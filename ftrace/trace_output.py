@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from .ring_buffer import RingBufferEvent
 
-TRACE_FN, TRACE_PRINT = 1, 5
+TRACE_FN, TRACE_STACK, TRACE_PRINT = 1, 4, 5
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 
 # trace_flag_type
@@ -59,6 +59,14 @@ def merge_by_time(per_cpu: Iterable[tuple[int, Iterable[RingBufferEvent]]]) -> I
 def _keyed(cpu: int, events: Iterable[RingBufferEvent]) -> Iterator[tuple[int, int, int, RingBufferEvent]]:
     for i, ev in enumerate(events):
         yield ev.ts, cpu, i, ev
+
+
+def context_flags(pc: int) -> int:
+    """The trace_flag_type bits that preempt_count implies (tracing_gen_ctx)."""
+    flags = NMI if pc & 0x00F00000 else 0
+    flags |= HARDIRQ if pc & 0x000F0000 else 0
+    flags |= SOFTIRQ if pc & 0x100 else 0
+    return flags | (BH_OFF if pc & 0xFE00 else 0)
 
 
 def lat_fmt(flags: int, preempt_count: int) -> str:
@@ -151,6 +159,10 @@ class TraceFormatter:
             if "print-parent" in self.options and parent:
                 text += " <-" + self.sym(parent)
             return text + "\n"
+        if e.type == TRACE_STACK:
+            size = struct.unpack_from("<i", e.body, 0)[0]
+            ips = struct.unpack_from(f"<{size}Q", e.body, 8)
+            return "<stack trace>\n" + "".join(f" => {self.sym(ip)}\n" for ip in ips if ip)
         if e.type == TRACE_PRINT:
             ip = struct.unpack_from("<Q", e.body, 0)[0]
             msg = e.body[8:].split(b"\0", 1)[0].decode("utf-8", "replace")

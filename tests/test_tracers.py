@@ -259,3 +259,43 @@ def test_pid_filters_choose_the_tasks_that_record():
     body = lines(tfs.read("trace"))
     assert body and not any("<idle>-0" in line for line in body)
     assert any("ping-6" in line for line in body)
+
+
+def test_trace_marker_lines_sit_between_the_function_entries():
+    m = booted()
+    trace_fib(m)
+    m.call("bench_fib", 1)
+    m.tracefs.write("trace_marker", "hello from the lab")
+    m.call("bench_fib", 1)
+    body = [line.split(": ", 1)[1] for line in lines(m.tracefs.read("trace"))]
+    assert body == ["bench_fib <-0xffffffffa0000010", "tracing_mark_write: hello from the lab",
+                    "bench_fib <-0xffffffffa0000010"]
+    m.tracefs.write("tracing_on", "0")
+    with pytest.raises(OSError) as e:
+        m.tracefs.write("trace_marker", "lost")
+    assert e.value.errno == errno.EBADF
+
+
+def test_host_and_guest_writers_share_pages_across_page_ends():
+    """Long markers among guest events fill several pages; every event decodes back."""
+    m = booted()
+    trace_fib(m)
+    for i in range(60):
+        m.tracefs.write("trace_marker", f"marker {i} " + "x" * 150)
+        m.call("bench_fib", 1)
+    body = lines(m.tracefs.read("trace"))
+    assert len(body) == 120
+    assert [line.split("marker ")[1].split()[0] for line in body[::2]] == [str(i) for i in range(60)]
+    assert m.tracefs.read("per_cpu/cpu0/stats").startswith("entries: 120\noverrun: 0\n")
+
+
+def test_the_stacktrace_command_records_the_callers():
+    m = booted()
+    trace_fib(m)
+    m.tracefs.write("set_ftrace_filter", "trace_selftest_dynamic_test_func:stacktrace", append=True)
+    m.call("trace_selftest_dynamic_test_func")
+    text = m.tracefs.read("trace")
+    stack = text.split("<stack trace>\n", 1)[1].splitlines()
+    assert stack[0] == " => trace_selftest_dynamic_test_func"
+    assert all(line.startswith(" => ") for line in stack)
+    assert "trace_selftest_dynamic_test_func:stacktrace:unlimited" in m.tracefs.read("set_ftrace_filter")
