@@ -6,6 +6,7 @@ import errno
 
 import pytest
 
+from emu import BudgetExceeded
 from ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_SAVE_REGS, FtraceError, FtraceOps
 from ftrace.arch.x86.asm import assemble
 from ftrace.arch.x86.ftrace_64 import OPS_NEXT
@@ -97,8 +98,8 @@ def test_a_refused_ipmodify_registration_leaves_no_trace_in_the_guest(booted_sna
 def test_list_function_paused_at_every_instruction_sees_an_old_or_new_hash(booted_snapshots):
     # Two `keep` ops on kstat_inc send its site through the list function. CPU 1 is
     # stopped at each instruction of the list function in turn, while it tests `ops` for
-    # kstat_inc (in its notrace hash), and then the filter of `ops` changes from three
-    # functions to one. Whatever CPU 1 read before and after, `ops` is never called for
+    # kstat_inc (in its notrace hash), and then the filter of `ops` changes from four
+    # functions to two. Whatever CPU 1 read before and after, `ops` is never called for
     # kstat_inc: neither the old nor the new hashes allow it.
     from unicorn.x86_const import UC_X86_REG_R12, UC_X86_REG_RBX
     m = booted_snapshots(2)
@@ -112,13 +113,15 @@ def test_list_function_paused_at_every_instruction_sees_an_old_or_new_hash(boote
     ft.ftrace_set_notrace(ops, "kstat_inc", True)
     ft.register_ftrace_function(ops)
     kstat_inc = ft.function_address("kstat_inc")
-    x86 = ft.x86
+    below = [r.ip for r in ft.records if r.ip < kstat_inc][:2]
+    others = [ft.function_address(f) for f in ("timer_interrupt", "do_syscall_64")]
+    old, new = below + others, below      # four ips, then two: a count/array mix-up would
+    x86 = ft.x86                          # search the new array and the notrace one after it
     start = x86.ftrace_ops_list_func
     size = x86.symbols[start][1]
     stops = 0
     for pc in range(start, start + size):
-        for f in ("schedule", "timer_interrupt", "do_syscall_64"):
-            ft.ftrace_set_filter(ops, f, f == "schedule")
+        ft.ftrace_set_filter_ips(ops, old, False, True)
         paused = []
 
         def pause(cpu, paused=paused):
@@ -127,11 +130,15 @@ def test_list_function_paused_at_every_instruction_sees_an_old_or_new_hash(boote
                 paused.append(cpu)
                 cpu.request_stop()
         hook = m.add_code_hook(pc, pause)
-        m.run(ms=2)
+        try:
+            m.run_until(lambda: bool(paused), 2)
+            assert paused[0].rip() == pc                 # CPU 1 stands right there
+            stops += 1
+        except BudgetExceeded:
+            pass                                         # it never got there this time
         hook.remove()
-        stops += bool(paused)
         del seen[:]
-        ft.ftrace_set_filter(ops, "schedule", True)
+        ft.ftrace_set_filter_ips(ops, new, False, True)
         m.run(ms=1)
         assert kstat_inc not in seen
     assert stops > 10                               # the pauses really happened
