@@ -12,10 +12,11 @@ from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_SYSCALL,
                                UC_X86_REG_RIP, UC_X86_REG_RSP)
 
 from . import memlayout as L
-from . import trap, ucx
+from . import blockcount, trap, ucx
 from .apic import LocalApic
 from .errors import EmuError, GuestMemoryError
 from .paging import PageFault
+from .ticker import MIN_SLICE_NS
 
 if TYPE_CHECKING:
     from .machine import Machine
@@ -38,6 +39,10 @@ class VCpu:
         self.uc.mem_map_ptr(0, machine.ram_size, UC_PROT_ALL, machine.ram_ptr)
         self.regs = ucx.RawRegs(self.uc)
         self.counter, self.limit = ucx.counter_cells(self.uc)
+        # The native block counter, or None: Unicorn's count= then counts (slower).
+        self.blocks = (blockcount.BlockCounter(self.uc, self._read_code)
+                       if blockcount.available() else None)
+        self._free_ips = 0.05          # fallback free-running: instructions per host ns
         self.ctx = self.uc.context_save()
         self.ctx_buf = ucx.context_buffer(self.ctx)
         self.apic = LocalApic(self)
@@ -49,6 +54,9 @@ class VCpu:
         self._host_start = 0
         self.instructions = 0
         self._stop_requested = False
+        self._code_hook_rip: int | None = None     # inside a code hook: the hooked address
+        self._stop_before: int | None = None       # a code hook stopped the run before this
+        self.stop_rip: int | None = None           # the instruction whose hook asked to stop
         self._syscall_msrs: tuple[int, int, int] | None = None
         self.hook_error: BaseException | None = None
         self.hflags = ucx.hflags_cell(self.uc)
@@ -71,12 +79,35 @@ class VCpu:
 
     def add_code_hook(self, addr: int, fn) -> int:
         """Call ``fn(cpu)`` before the instruction at ``addr`` runs on this CPU."""
-        h = self.uc.hook_add(UC_HOOK_CODE, lambda u, a, size, ud: fn(self), None, addr, addr)
-        self.uc.ctl_remove_cache(addr, addr + 1)
+        def hook(_uc, a: int, _size, _ud) -> None:
+            self._code_hook_rip = a
+            try:
+                fn(self)
+            finally:
+                self._code_hook_rip = None
+        h = self.uc.hook_add(UC_HOOK_CODE, hook, None, addr, addr)
+        self.remove_cache(addr, addr + 1)
         return h
+
+    def _read_code(self, va: int, n: int) -> bytes:
+        return self.machine.walker.read(self.cr3(), va, n)
+
+    def flush_tb(self) -> None:
+        """Forget every translation of this CPU (and the native counter's block counts)."""
+        self.uc.ctl_flush_tb()
+        if self.blocks is not None:
+            self.blocks.invalidate()
+
+    def remove_cache(self, start: int, end: int) -> None:
+        """Forget the translations of [start, end) (and the native block counts)."""
+        self.uc.ctl_remove_cache(start, end)
+        if self.blocks is not None:
+            self.blocks.invalidate()
 
     def _on_intr(self, uc: Uc, vector: int, _ud) -> None:
         uc.context_update(self.ctx)
+        if self.blocks is not None:       # the block ended here, not at its end
+            self.blocks.settle(_u64.unpack_from(self.ctx_buf, ucx.CTX_RIP)[0])
         is_int = struct.unpack_from("<i", self.ctx_buf, ucx.CAL.err_offset + 4)[0]
         error = struct.unpack_from("<I", self.ctx_buf, ucx.CAL.err_offset)[0]
         for fn in self.machine.trap_hooks.get(vector, ()):
@@ -91,6 +122,8 @@ class VCpu:
         self.uc.context_restore(self.ctx)
 
     def _on_invalid(self, uc: Uc, _ud) -> bool:
+        if self.blocks is not None:
+            self.blocks.settle(self.rip())
         trap.deliver(self, T_UD)
         return True
 
@@ -157,6 +190,8 @@ class VCpu:
         ctx, self._io_fault_ctx = self._io_fault_ctx, None
         if ctx is not None:
             self.uc.context_restore(ctx)
+            if self.blocks is not None:    # the refused in/out did not retire
+                self.blocks.settle(self.rip())
             trap.deliver(self, trap.T_GP, 0)
         exc, self.hook_error = self.hook_error, None
         if exc is not None:
@@ -176,6 +211,8 @@ class VCpu:
         if not self.in_slice:
             return max(self.machine.now, self.clock_ns)
         if self.machine.deterministic:
+            if self.blocks is not None:
+                return self.slice_start + self.blocks.retired(self.rip()) * L.NS_PER_INSN
             return self.slice_start + max(self.counter.value - 1, 0) * L.NS_PER_INSN
         return self.slice_start + time.perf_counter_ns() - self._host_start
 
@@ -189,10 +226,21 @@ class VCpu:
         return self.regs.read(UC_X86_REG_RIP)
 
     def request_stop(self) -> None:
-        """End the current slice after this instruction (the run loop then looks at events)."""
-        if self.in_slice:
-            self._stop_requested = True
+        """End the current slice (the run loop then looks at events). From a code hook: before
+        the hooked instruction. From an instruction or MMIO hook: with count=, after this
+        instruction; with the native counter, at the next block start (the rest of the block
+        still runs), and reports name the instruction that asked (``stop_rip``)."""
+        if not self.in_slice:
+            return
+        self._stop_requested = True
+        if self.blocks is None:
             self.uc.emu_stop()
+        elif self._code_hook_rip is not None:
+            self._stop_before = self._code_hook_rip      # exact: Unicorn stops right here
+            self.uc.emu_stop()
+        else:
+            self.stop_rip = self.rip()
+            self.blocks.request_stop()
 
     def stop_after_instruction(self) -> None:
         """End the current slice once the instruction now executing has completed, with RIP
@@ -221,7 +269,7 @@ class VCpu:
 
     def fatal(self, cls: type[EmuError], message: str) -> EmuError:
         """An error naming this CPU, its RIP and the guest backtrace."""
-        rip = self.rip()
+        rip = self.rip() if self.stop_rip is None else self.stop_rip
         return cls(message, cpu=self.index, rip=self.machine.lookup(rip),
                    backtrace=self.machine.backtrace(self, rip, self.regs.read(UC_X86_REG_RBP)))
 
@@ -244,37 +292,46 @@ class VCpu:
     def run_slice(self, start_ns: int, count: int) -> int:
         """Run up to ``count`` instructions' worth of time from ``start_ns``.
 
-        Returns the virtual ns used: exactly count * NS_PER_INSN in deterministic mode (the
-        instructions themselves are counted), host ns in free-running mode."""
+        Returns the virtual ns used. Deterministic: the instructions run (the native counter
+        ends slices at a block boundary at or before ``count``; count= ends exactly there), or
+        the whole slice if the CPU halted. Free-running: the host-time budget, never shorter
+        than the ticker's ``MIN_SLICE_NS``; the ticker's stop is a flag the native block hook
+        acts on at the next block start (Unicorn's own emu_stop from another thread can end a
+        run mid-block with RIP rolled back, re-executing instructions). Without the native
+        counter, free-running slices are counted too, sized by the host speed measured."""
         self.slice_start = start_ns
         self._stop_requested = False
+        self._stop_before = self.stop_rip = None
         self.in_slice = True
         self._host_start = time.perf_counter_ns()
-        budget_ns = count * L.NS_PER_INSN
+        det, bc = self.machine.deterministic, self.blocks
+        budget_ns = count * L.NS_PER_INSN if det else max(count * L.NS_PER_INSN, MIN_SLICE_NS)
+        if not det and bc is None:
+            count = max(1, int(budget_ns * self._free_ips))
         try:
-            if self.machine.deterministic:
-                self.uc.emu_start(self.rip(), 0, count=count)
+            if det or bc is None:
+                ran, exhausted = self.emu_counted(self.rip(), 0, count)
             else:
-                self.machine.ticker.arm(self.uc, budget_ns)
+                self.machine.ticker.arm(bc.request_stop, budget_ns)
                 try:
-                    self.uc.emu_start(self.rip(), 0)
+                    ran, exhausted = self.emu_counted(self.rip(), 0, 0)
                 finally:
                     self.machine.ticker.disarm()
+                exhausted = bool(bc.v.stopped)
         except UcError as e:
             raise self.fatal(EmuError, f"unicorn stopped: {e}") from None
         finally:
             self.in_slice = False
         self.after_emu_start()
-        if self.machine.deterministic:
-            ran = min(self.counter.value, count)
-            self.instructions += ran
-            stopped_early = ran < count
-        else:
-            used = time.perf_counter_ns() - self._host_start
-            stopped_early = used < budget_ns * 3 // 4 and self._after_hlt()
-        if stopped_early and not self._stop_requested:
+        if not det and bc is None:
+            host_ns = max(time.perf_counter_ns() - self._host_start, 1)
+            self._free_ips = 0.5 * self._free_ips + 0.5 * max(ran / host_ns, 1e-3)
+        self.instructions += ran
+        if not exhausted and not self._stop_requested:
             # Nothing asked Unicorn to stop early, so it stopped at a hlt.
             self.state = HALTED if self.rflags() & RFLAGS_IF else PARKED
+        elif det and bc is not None:
+            return ran * L.NS_PER_INSN
         return budget_ns
 
     def run_from(self, start_ns: int, count: int) -> int:
@@ -296,12 +353,26 @@ class VCpu:
         self.in_slice = in_slice
         self.slice_start = slice_start + spent_ns if in_slice else slice_start
 
-    def _after_hlt(self) -> bool:
-        """Free-running mode has no instruction count: look for the hlt just executed."""
-        try:
-            return self.machine.read(self.rip() - 1, 1) == b"\xf4"
-        except EmuError:
-            return False
+    def emu_counted(self, begin: int, until: int, count: int) -> tuple[int, bool]:
+        """emu_start from ``begin`` (to ``until``, 0: none) for at most ``count`` instructions
+        (0: no limit); returns (instructions retired, whether the limit ended the run). The
+        native counter ends the run at the last block boundary within ``count``."""
+        bc = self.blocks
+        if bc is None:
+            self.uc.emu_start(begin, until, count=count)
+            ran = min(self.counter.value, count)
+            return ran, ran == count
+        bc.begin(count)
+        return self._emu_blocks(begin, until)
+
+    def _emu_blocks(self, begin: int, until: int) -> tuple[int, bool]:
+        """emu_start under the native counter (already given its budget)."""
+        bc = self.blocks
+        self._stop_before = None
+        self.uc.emu_start(begin, until)
+        if self._stop_before is not None and self.rip() == self._stop_before:
+            bc.settle(self._stop_before)          # a code hook stopped it inside a block
+        return bc.v.ran, bool(bc.v.stopped) and not self._stop_requested
 
     def nmi_blocked(self) -> bool:
         """NMIs are held while RSP is inside this CPU's NMI IST stack (as if until its iretq),
@@ -344,8 +415,12 @@ class VCpu:
             trap.deliver(self, vector)
             self.state = RUNNING
 
-    def save_counters(self) -> tuple[int, int]:
-        return self.counter.value, self.limit.value
+    def save_counters(self) -> tuple:
+        """The instruction counters of the current run (a nested emu_start reuses them)."""
+        native = self.blocks.save() if self.blocks is not None else None
+        return self.counter.value, self.limit.value, native
 
-    def restore_counters(self, saved: tuple[int, int]) -> None:
-        self.counter.value, self.limit.value = saved
+    def restore_counters(self, saved: tuple) -> None:
+        self.counter.value, self.limit.value, native = saved
+        if native is not None:
+            self.blocks.restore(native)

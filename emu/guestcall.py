@@ -61,16 +61,15 @@ def run_to_return(m: "Machine", c: "VCpu", addr: int, max_insns: int, ctrlc) -> 
     while True:
         chunk = min(max_insns - done, CALL_CHUNK)
         try:
-            c.uc.emu_start(c.rip(), m.call_return_va, count=chunk)
+            ran, exhausted = c.emu_counted(c.rip(), m.call_return_va, chunk)
         except UcError as e:
             raise c.fatal(EmuError, f"unicorn stopped in call to {m.lookup(addr)}: {e}") from None
-        ran = min(c.counter.value, chunk)
         done += ran
         c.slice_start += ran * L.NS_PER_INSN
         c.after_emu_start()
         m._check_exit()
         if c.rip() == m.call_return_va:
             return done
-        if ran < chunk or done >= max_insns:
+        if not exhausted or done >= max_insns:
             raise c.fatal(BudgetExceeded, f"{m.lookup(addr)} did not return within {max_insns} instructions")
         ctrlc.check()

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from guest import SOURCE_DIR
 
@@ -48,15 +49,20 @@ def source_hash() -> str:
 def kernel_path(variant: str = "kernel") -> Path:
     """Path of the built guest ELF: ``kernel`` (with ftrace sites) or ``kernel-nopg``."""
     out = cache_root() / source_hash()
-    elf = out / f"{variant}.elf"
-    if elf.exists():
-        return elf
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out.parent / ".lock", "w") as lock:
+    return build_once(out / f"{variant}.elf", lambda: _build(out, variant))
+
+
+def build_once(target: Path, build: Callable[[], None]) -> Path:
+    """``target``, running ``build()`` first if it does not exist yet (under a lock, so that
+    concurrent first uses build it once)."""
+    if target.exists():
+        return target
+    target.parent.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent.parent / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not elf.exists():
-            _build(out, variant)
-    return elf
+        if not target.exists():
+            build()
+    return target
 
 
 def _build(out: Path, variant: str) -> None:

@@ -33,7 +33,7 @@ from .paging import PageFault, PageWalker
 from .pseudofs import PseudoFS
 from .printk import LOGLEVEL_INFO, KernelLog
 from .snapshot import Snapshot
-from .ticker import SliceTicker
+from .ticker import MIN_SLICE_NS, SliceTicker
 
 KSTAT_FIELDS = ("timer_interrupts", "softirqs", "nmis", "syscalls", "context_switches",
                 "idle_entries", "cpu_offline", "cpu_online", "page_faults", "ipis")
@@ -277,9 +277,9 @@ class Machine:
         """Make every vCPU retranslate code in [addr, addr+n) (host writes are not seen)."""
         for c in self.cpus:
             if c.state == STOPPED or c.cpl() == 3:
-                c.uc.ctl_flush_tb()       # remove_cache is ignored for kernel pages at CPL3
+                c.flush_tb()              # remove_cache is ignored for kernel pages at CPL3
             else:
-                c.uc.ctl_remove_cache(addr, addr + n)
+                c.remove_cache(addr, addr + n)
 
     def text_pa(self, va: int) -> int:
         """Physical address of kernel text or execmem at ``va`` (execmem is mapped by contract,
@@ -378,7 +378,7 @@ class Machine:
         cpu.regs.write(UC_X86_REG_RIP, entry)
         cpu.regs.write(UC_X86_REG_RSP, stack)
         cpu.regs.write(UC_X86_REG_RDI, cpu.index)
-        cpu.uc.ctl_flush_tb()
+        cpu.flush_tb()
         cpu.apic.reset()
         cpu.state = RUNNING
 
@@ -394,10 +394,11 @@ class Machine:
 
     def _slice_length(self, limit_ns: int) -> int:
         """Instructions for the next round: the quantum (jittered with ``slice_seed``), cut at
-        the next event. Free-running slices go straight to the next event: each slice costs a
-        ticker hand-off, so fewer, longer slices are cheaper."""
+        the next event. Free-running slices go straight to the next event, but last at least
+        ``MIN_SLICE_NS`` (an event is then up to that late): each slice costs a ticker
+        hand-off, so fewer, longer slices are cheaper."""
         if not self.deterministic:
-            return max(1, min(limit_ns, FREE_SLICE_MAX_NS) // L.NS_PER_INSN)
+            return max(MIN_SLICE_NS, min(limit_ns, FREE_SLICE_MAX_NS)) // L.NS_PER_INSN
         q = self.quantum if self._rng is None else self._rng.randint(max(1, self.quantum // 8), self.quantum)
         return max(1, min(q, limit_ns // L.NS_PER_INSN))
 

@@ -52,7 +52,7 @@ def restore(m: "Machine", snap: Snapshot) -> None:
     m.ram[:] = snap.ram
     for c, (ctx, state, apic, startup, insns, clock) in zip(m.cpus, snap.cpus):
         c.uc.context_restore(ctx)
-        c.uc.ctl_flush_tb()
+        c.flush_tb()
         c.uc.reg_write(UC_X86_REG_CR3, c.uc.reg_read(UC_X86_REG_CR3))   # flushes the TLB
         c.state, c.startup_pending, c.instructions, c.clock_ns = state, startup, insns, clock
         c.apic.set_state(apic)

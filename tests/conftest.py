@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from emu import Machine
+from emu import Machine, blockcount
 from guest import SOURCE_DIR
 
 TINY = Path(__file__).parent / "tinyguest"
@@ -31,6 +31,17 @@ def tiny_kernel(tmp_path_factory):
             built[defines] = elf
         return built[defines]
     return build
+
+
+@pytest.fixture(params=["native", "count"])
+def counting(request, monkeypatch):
+    """Run the test with the native block counter, then with the count= fallback."""
+    if request.param == "count":
+        monkeypatch.setenv(blockcount.ENV_SWITCH, "0")
+        monkeypatch.setattr(blockcount, "_lib", None)
+    elif not blockcount.available():
+        pytest.skip(f"native block counter unavailable: {blockcount.why_unavailable()}")
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -95,7 +95,7 @@ class TextPoker:
             ram[pa + offset:pa + offset + len(data)] = data
         if len(batch) > BATCH_FLUSH_ALL:
             for c in m.cpus:
-                c.uc.ctl_flush_tb()
+                c.flush_tb()
         else:
             for ip in batch:
                 m.invalidate_code(ip, MCOUNT_INSN_SIZE)

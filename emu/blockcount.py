@@ -1,0 +1,179 @@
+"""Exact instruction counts and precise stops from a native block hook (emu/native/blockcount.c).
+
+Built from source with gcc on first use and cached like the guest kernel (by the hash of the
+source and of the compiler); never downloaded. Where it cannot be built, or with
+``FTEMU_NATIVE=0`` in the environment, ``available()`` is False and the vCPUs fall back to
+Unicorn's ``count=`` (a per-instruction hook: exact, about half the speed).
+
+Counting rules (the C file says how the counts are kept):
+- a block is counted whole when it starts; a block that does not run to its end (a fault or
+  an exception in the middle, a hook that raised) is corrected with ``settle(rip)``, which
+  decodes the block up to ``rip`` with capstone;
+- every code change the host makes (``Machine.invalidate_code``, a TB flush) must call
+  ``invalidate()``: cached counts of kernel blocks are then all dropped; user-space blocks
+  are never cached;
+- a stop asked for by a hook or by another thread (``request_stop``) takes effect at the next
+  block start, so the instructions after an ``out`` in the same block still run (and count).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from unicorn import UC_HOOK_BLOCK, Uc, UcError
+from unicorn.unicorn_py3.unicorn import uclib
+
+from .errors import BuildError
+from .kbuild import build_once, cache_root
+
+SOURCE = Path(__file__).with_name("native") / "blockcount.c"
+ENV_SWITCH = "FTEMU_NATIVE"          # "0": use the count= fallback even if gcc is there
+
+_ul = ctypes.CDLL(uclib._name)
+_ul.uc_hook_add.restype = ctypes.c_int
+
+
+class _VcpuCount(ctypes.Structure):
+    """The head of ``struct vcpu_count`` (the slot table follows, private to C)."""
+    _fields_ = [("ran", ctypes.c_uint64), ("budget", ctypes.c_uint64),
+                ("stop", ctypes.c_uint32), ("stopped", ctypes.c_uint32),
+                ("block_pc", ctypes.c_uint64), ("block_size", ctypes.c_uint32),
+                ("block_icount", ctypes.c_uint32), ("misses", ctypes.c_uint64),
+                ("unknown", ctypes.c_uint64), ("generation", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32), ("uc", ctypes.c_void_p), ("ctl", ctypes.c_void_p),
+                ("emu_stop", ctypes.c_void_p)]
+
+
+_lib: ctypes.CDLL | None = None
+_why_not: str | None = None
+
+
+def _build() -> Path:
+    """Compile blockcount.c into the cache (once per source and compiler) and return the .so."""
+    try:
+        cc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise BuildError(f"no gcc to build the native block counter: {e}") from None
+    digest = hashlib.sha256(SOURCE.read_bytes() + cc.encode()).hexdigest()[:16]
+    out = cache_root() / "native" / digest / "blockcount.so"
+
+    def build() -> None:
+        out.parent.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            so = Path(tmp) / "blockcount.so"
+            r = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-o", str(so),
+                                str(SOURCE)], capture_output=True, text=True)
+            if r.returncode:
+                raise BuildError("native block counter build failed:\n" + r.stderr[-2000:])
+            os.replace(so, out)
+    return build_once(out, build)
+
+
+def available() -> bool:
+    """True if the native block counter is built and loaded (building it on first call)."""
+    global _lib, _why_not
+    if _lib is not None:
+        return True
+    if os.environ.get(ENV_SWITCH, "1") == "0":
+        return False
+    if _why_not is None:
+        try:
+            lib = ctypes.CDLL(str(_build()))
+            lib.ftemu_count_size.restype = ctypes.c_uint64
+            lib.ftemu_count_invalidate.argtypes = [ctypes.c_void_p]
+            _lib = lib
+        except (BuildError, OSError) as e:
+            _why_not = str(e)
+    return _lib is not None
+
+
+def why_unavailable() -> str | None:
+    """Why ``available()`` is False (None if it is True or was switched off)."""
+    return _why_not
+
+
+class BlockCounter:
+    """The native counter of one vCPU: ``begin(budget)`` before an emu_start, ``ran`` after it."""
+
+    def __init__(self, uc: Uc, read_code) -> None:
+        assert _lib is not None, "call available() first"
+        self._buf = ctypes.create_string_buffer(_lib.ftemu_count_size())
+        self.addr = ctypes.addressof(self._buf)
+        v = self.v = _VcpuCount.from_buffer(self._buf)
+        v.uc = ctypes.cast(uc._uch, ctypes.c_void_p).value
+        v.ctl = ctypes.cast(_ul.uc_ctl, ctypes.c_void_p).value
+        v.emu_stop = ctypes.cast(_ul.uc_emu_stop, ctypes.c_void_p).value
+        v.generation = 1
+        self._read_code = read_code          # read_code(va, n) -> bytes, at the vCPU's CR3
+        self._offsets: dict[tuple[int, int], int] = {}
+        handle = ctypes.c_size_t()
+        err = _ul.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(UC_HOOK_BLOCK),
+                              ctypes.cast(_lib.ftemu_count_block, ctypes.c_void_p),
+                              ctypes.c_void_p(self.addr), ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if err:
+            raise UcError(err)
+
+    def begin(self, budget: int) -> None:
+        """A new run: count from 0, stop before a block that would pass ``budget`` (0: never)."""
+        v = self.v
+        v.ran, v.budget, v.stop, v.stopped, v.block_icount = 0, budget, 0, 0, 0
+
+    def request_stop(self) -> None:
+        """Stop at the next block start (safe from hooks and from other threads)."""
+        self.v.stop = 1
+
+    def invalidate(self) -> None:
+        """Code changed: forget every cached block count."""
+        _lib.ftemu_count_invalidate(self.addr)
+        self._offsets.clear()
+
+    def _inside(self, rip: int) -> bool:
+        v = self.v
+        return v.block_icount != 0 and v.block_pc <= rip < v.block_pc + v.block_size
+
+    def _offset(self, rip: int) -> int:
+        """Instructions of the current block before ``rip`` (decoded once, then cached)."""
+        pc = self.v.block_pc
+        key = (pc, rip)
+        n = self._offsets.get(key)
+        if n is None:
+            code = self._read_code(pc, rip - pc)
+            n, end = 0, pc
+            for _addr, size, _m, _o in _CS.disasm_lite(code, pc):
+                n, end = n + 1, end + size
+            if end != rip:
+                raise RuntimeError(f"0x{rip:x} is not an instruction boundary of the block at 0x{pc:x}")
+            self._offsets[key] = n
+        return n
+
+    def retired(self, rip: int) -> int:
+        """Instructions retired in this run before the instruction at ``rip`` (which is being
+        executed, e.g. from an instruction hook)."""
+        v = self.v
+        if not self._inside(rip):
+            return v.ran
+        return v.ran - v.block_icount + self._offset(rip)
+
+    def settle(self, rip: int) -> None:
+        """The current block stopped before ``rip`` (a fault there, or an exception): count only
+        what ran. ``rip`` at the block start means none of it ran."""
+        if self._inside(rip):
+            v = self.v
+            v.ran = v.ran - v.block_icount + self._offset(rip)
+            v.block_icount = 0
+
+    def save(self) -> tuple:
+        v = self.v
+        return v.ran, v.budget, v.stop, v.stopped, v.block_pc, v.block_size, v.block_icount
+
+    def restore(self, saved: tuple) -> None:
+        v = self.v
+        (v.ran, v.budget, v.stop, v.stopped, v.block_pc, v.block_size, v.block_icount) = saved
+
+
+_CS = Cs(CS_ARCH_X86, CS_MODE_64)
