@@ -312,9 +312,10 @@ class VCpu:
             if det or bc is None:
                 ran, exhausted = self.emu_counted(self.rip(), 0, count)
             else:
+                bc.begin(0)                   # before arm: the ticker may fire at once
                 self.machine.ticker.arm(bc.request_stop, budget_ns)
                 try:
-                    ran, exhausted = self.emu_counted(self.rip(), 0, 0)
+                    ran, _ = self._emu_blocks(self.rip(), 0)
                 finally:
                     self.machine.ticker.disarm()
                 exhausted = bool(bc.v.stopped)
