@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-from unicorn import UC_HOOK_BLOCK, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 
 from .errors import BuildError
@@ -111,12 +111,9 @@ class BlockCounter:
         v.generation = 1
         self._read_code = read_code          # read_code(va, n) -> bytes, at the vCPU's CR3
         self._offsets: dict[tuple[int, int], int] = {}
-        handle = ctypes.c_size_t()
-        err = _ul.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(UC_HOOK_BLOCK),
-                              ctypes.cast(_lib.ftemu_count_block, ctypes.c_void_p),
-                              ctypes.c_void_p(self.addr), ctypes.c_uint64(1), ctypes.c_uint64(0))
-        if err:
-            raise UcError(err)
+        _hook(uc, UC_HOOK_BLOCK, _lib.ftemu_count_block, self.addr, 1, 0)
+        # Never let a Python code hook be the only one (see ftemu_no_code in the C file).
+        _hook(uc, UC_HOOK_CODE, _lib.ftemu_no_code, 0, 0, 0)
 
     def begin(self, budget: int) -> None:
         """A new run: count from 0, stop before a block that would pass ``budget`` (0: never)."""
@@ -174,6 +171,16 @@ class BlockCounter:
     def restore(self, saved: tuple) -> None:
         v = self.v
         (v.ran, v.budget, v.stop, v.stopped, v.block_pc, v.block_size, v.block_icount) = saved
+
+
+def _hook(uc: Uc, kind: int, cfunc, user: int, begin: int, end: int) -> None:
+    """uc_hook_add with a native callback."""
+    handle = ctypes.c_size_t()
+    err = _ul.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(kind),
+                          ctypes.cast(cfunc, ctypes.c_void_p), ctypes.c_void_p(user),
+                          ctypes.c_uint64(begin), ctypes.c_uint64(end))
+    if err:
+        raise UcError(err)
 
 
 _CS = Cs(CS_ARCH_X86, CS_MODE_64)
