@@ -43,6 +43,7 @@ class VCpu:
         self.blocks = (blockcount.BlockCounter(self.uc, self._read_code)
                        if blockcount.available() else None)
         self._free_ips = 0.05          # fallback free-running: instructions per host ns
+        self.precise = False           # count= even with the native counter (set_precise)
         self.ctx = self.uc.context_save()
         self.ctx_buf = ucx.context_buffer(self.ctx)
         self.apic = LocalApic(self)
@@ -88,6 +89,18 @@ class VCpu:
         h = self.uc.hook_add(UC_HOOK_CODE, hook, None, addr, addr)
         self.remove_cache(addr, addr + 1)
         return h
+
+    @property
+    def native(self) -> "blockcount.BlockCounter | None":
+        """The native counter if it counts this CPU's runs now, else None (count= counts)."""
+        return None if self.precise else self.blocks
+
+    def set_precise(self, on: bool) -> None:
+        """Instruction-precise runs, for a debugger's single steps and watchpoints: count=
+        instead of the native counter, which ends runs only at block starts."""
+        if on != self.precise:
+            self.precise = on
+            self.flush_tb()               # count= only counts code translated while it is on
 
     def _read_code(self, va: int, n: int) -> bytes:
         return self.machine.walker.read(self.cr3(), va, n)
@@ -182,7 +195,12 @@ class VCpu:
         """A raw hook raised: stop, and re-raise once emu_start has returned."""
         if self.hook_error is None:
             self.hook_error = exc
-        self.uc.emu_stop()
+        if self.native is not None:
+            # Not emu_stop: from an instruction hook Unicorn may leave the block right after
+            # it with RIP still at the block start, and the resumed run would replay it.
+            self.native.request_stop()
+        else:
+            self.uc.emu_stop()
 
     def after_emu_start(self) -> None:
         """Finish what hooks left for after emu_start: the #GP of a refused ``in``/``out``,
@@ -211,8 +229,8 @@ class VCpu:
         if not self.in_slice:
             return max(self.machine.now, self.clock_ns)
         if self.machine.deterministic:
-            if self.blocks is not None:
-                return self.slice_start + self.blocks.retired(self.rip()) * L.NS_PER_INSN
+            if self.native is not None:
+                return self.slice_start + self.native.retired(self.rip()) * L.NS_PER_INSN
             return self.slice_start + max(self.counter.value - 1, 0) * L.NS_PER_INSN
         return self.slice_start + time.perf_counter_ns() - self._host_start
 
@@ -233,12 +251,14 @@ class VCpu:
         if not self.in_slice:
             return
         self._stop_requested = True
-        if self.blocks is None:
+        if self.native is None:
             self.uc.emu_stop()
         elif self._code_hook_rip is not None:
             self._stop_before = self._code_hook_rip      # exact: Unicorn stops right here
             self.uc.emu_stop()
         else:
+            # Not emu_stop (see _hook_failed). RIP is the instruction's where Unicorn syncs it
+            # (rdtsc, port I/O checks), else the block's start.
             self.stop_rip = self.rip()
             self.blocks.request_stop()
 
@@ -246,10 +266,14 @@ class VCpu:
         """End the current slice once the instruction now executing has completed, with RIP
         past it. For memory hooks: ``emu_stop`` there leaves RIP on the access, which has
         already happened and would happen again on resume. Needs instruction counting (the
-        deterministic mode): the engine's limit is lowered to what has run."""
+        deterministic mode): the engine's limit is lowered to what has run. Under the native
+        counter (not ``set_precise``) the run ends at the next block start instead."""
         if self.in_slice:
             self._stop_requested = True
-            self.limit.value = self.counter.value
+            if self.native is not None:
+                self.native.request_stop()
+            else:
+                self.limit.value = self.counter.value
 
     def load_cs_ss(self, buf, cs_sel: int, ss_sel: int, cpl: int) -> None:
         """Load CS and SS with their hidden state and set CPL, in a saved context buffer.
@@ -304,7 +328,7 @@ class VCpu:
         self._stop_before = self.stop_rip = None
         self.in_slice = True
         self._host_start = time.perf_counter_ns()
-        det, bc = self.machine.deterministic, self.blocks
+        det, bc = self.machine.deterministic, self.native
         budget_ns = count * L.NS_PER_INSN if det else max(count * L.NS_PER_INSN, MIN_SLICE_NS)
         if not det and bc is None:
             count = max(1, int(budget_ns * self._free_ips))
@@ -358,8 +382,10 @@ class VCpu:
         """emu_start from ``begin`` (to ``until``, 0: none) for at most ``count`` instructions
         (0: no limit); returns (instructions retired, whether the limit ended the run). The
         native counter ends the run at the last block boundary within ``count``."""
-        bc = self.blocks
+        bc = self.native
         if bc is None:
+            if self.blocks is not None:
+                self.blocks.begin(0)      # precise: the block hook must not stop this run
             self.uc.emu_start(begin, until, count=count)
             ran = min(self.counter.value, count)
             return ran, ran == count

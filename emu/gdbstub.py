@@ -94,6 +94,8 @@ class GdbServer:
         if not 0 <= port <= 65535:
             raise ValueError(f"port must be 0..65535, not {port}")
         self.m = machine
+        for c in machine.cpus:            # single steps and watchpoints stop per instruction
+            c.set_precise(True)
         self.listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host
                                              else socket.AF_INET)
         self.port = self.listener.getsockname()[1]
@@ -111,6 +113,8 @@ class GdbServer:
     def close(self) -> None:
         self._drop_session()
         self.listener.close()
+        for c in self.m.cpus:
+            c.set_precise(False)
 
     def serve(self, sessions: int | None = None) -> str:
         """Serve debugger sessions one after another; the guest runs between them if the last
