@@ -51,7 +51,8 @@ def random_ip(rng, ft, sites):
 
 def fingerprint(m, live):
     ft = m.ftrace
-    area = m.ram[L.EXECMEM_PA:L.EXECMEM_PA + L.EXECMEM_SIZE]
+    top = max(va + n for va, n in m.execmem.used.items()) - L.EXECMEM_VA   # the area in use
+    area = m.ram[L.EXECMEM_PA:L.EXECMEM_PA + top]
     return (zlib.crc32(area), tuple(r.flags for r in ft.records), dict(m.execmem.used),
             [(o.flags, o.filter_hash, o.notrace_hash, o.trampoline) for o in live],
             list(ft.ops_list), ft.ftrace_enabled)
