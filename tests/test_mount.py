@@ -95,6 +95,17 @@ def test_sigint_and_fusermount_end_the_mount_with_status_0(tmp_path, require_too
     assert proc.wait(timeout=20) == 0 and not os.listdir(tmp_path)
 
 
+def test_sigterm_ends_a_blocked_trace_pipe_reader_too(tmp_path, require_tool):
+    require_tool("fusermount3", "fuse3")
+    proc = start_mount(tmp_path)
+    reader = subprocess.Popen(["cat", str(tmp_path / TRACING / "trace_pipe")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)                             # nop tracer, empty buffer: it blocks
+    assert reader.poll() is None
+    assert stop_mount(proc, tmp_path) == 0 and not is_mounted(tmp_path)
+    assert reader.wait(timeout=20) == 1 and "No such device" in reader.stderr.read()
+
+
 def test_the_guest_is_paced_to_the_wall_clock(booted_snapshots):
     import threading
 

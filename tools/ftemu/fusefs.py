@@ -5,7 +5,7 @@ runs a slice), so requests and the guest never touch the machine at once. Files 
 direct_io: tracefs files report size 0, and the page cache would serve 0 bytes of them.
 A blocking read (``trace_pipe``) waits through ``m.fs.wait_event``, which here releases the
 lock while the guest runs on, wakes on every slice, and gives up with EINTR when the reader
-is interrupted (FUSE INTERRUPT) or the mount is going away.
+is interrupted (FUSE INTERRUPT), with ENODEV when the mount is going away.
 """
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ class FuseView:
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            if self.stopping or self._interrupted():
+            if self.stopping:           # not EINTR: readers such as cat retry on EINTR
+                raise fs_error(errno.ENODEV, detail="the mount is going away")
+            if self._interrupted():
                 raise fs_error(errno.EINTR, detail="interrupted")
             self.cv.wait(min(left, WAIT_STEP_S))
         return True
