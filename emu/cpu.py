@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
                      UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
 from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_SYSCALL,
-                               UC_X86_REG_CR3, UC_X86_REG_EFLAGS, UC_X86_REG_RBP,
+                               UC_X86_REG_CR3, UC_X86_REG_EFLAGS,
                                UC_X86_REG_RIP, UC_X86_REG_RSP)
 
 from . import memlayout as L
-from . import blockcount, trap, ucx
+from . import blockcount, crash, trap, ucx
 from .apic import LocalApic
 from .errors import EmuError, GuestMemoryError
 from .paging import PageFault
@@ -137,7 +137,10 @@ class VCpu:
     def _on_invalid(self, uc: Uc, _ud) -> bool:
         if self.blocks is not None:
             self.blocks.settle(self.rip())
-        trap.deliver(self, T_UD)
+        try:
+            trap.deliver(self, T_UD)
+        except EmuError as e:       # a triple fault: the binding would report only UC_ERR_INSN_INVALID
+            self._hook_failed(e)
         return True
 
     def _on_syscall(self, uc: Uc, _ud) -> None:
@@ -292,10 +295,9 @@ class VCpu:
         return self.hflags.value & ucx.HF_CPL_MASK
 
     def fatal(self, cls: type[EmuError], message: str) -> EmuError:
-        """An error naming this CPU, its RIP and the guest backtrace."""
-        rip = self.rip() if self.stop_rip is None else self.stop_rip
-        return cls(message, cpu=self.index, rip=self.machine.lookup(rip),
-                   backtrace=self.machine.backtrace(self, rip, self.regs.read(UC_X86_REG_RBP)))
+        """An error naming this CPU, where it faulted, its backtrace across exception and
+        interrupt entries, and every other CPU (crash.report)."""
+        return crash.report(self, cls, message)
 
     def bad_address(self, va: int, what: str) -> GuestMemoryError:
         """The error for an unmapped address the guest handed the host (``what`` says which)."""

@@ -10,10 +10,12 @@ LSR_THRE_TEMT = 0x60
 
 
 class Serial16550:
-    """COM1 as a guest driver sees it: transmit always ready, received data never."""
+    """COM1 as a guest driver sees it: transmit always ready, received data never. Each
+    complete line goes through ``rewrite`` (the machine symbolises %pS tokens there)."""
 
     def __init__(self, base: int = L.COM1_PORT) -> None:
         self.base = base
+        self.rewrite: Callable[[str], str] = lambda line: line
         self.output = bytearray()
         self.listeners: list[Callable[[bytes], None]] = []
         self._line = bytearray()
@@ -27,10 +29,10 @@ class Serial16550:
         if port - self.base != UART_THR:
             return
         b = value & 0xFF
-        self.output.append(b)
         if b == 0x0A:
-            line = self._line.decode("utf-8", "replace")
+            line = self.rewrite(self._line.decode("utf-8", "replace"))
             self._line.clear()
+            self.output += line.encode() + b"\n"
             if line in self.watch:
                 self.lines_seen.add(line)
             for fn in self.listeners:
@@ -42,7 +44,7 @@ class Serial16550:
         return LSR_THRE_TEMT if port - self.base == UART_LSR else 0
 
     def text(self) -> str:
-        return self.output.decode("utf-8", "replace")
+        return (self.output + self._line).decode("utf-8", "replace")
 
     def state(self) -> tuple:
         return bytes(self.output), bytes(self._line), frozenset(self.lines_seen)

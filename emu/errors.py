@@ -5,22 +5,26 @@ from __future__ import annotations
 class EmuError(Exception):
     """The guest could not go on: a panic, a triple fault, a budget run out, a bad request.
 
-    ``cpu``, ``rip`` (as ``Machine.lookup`` prints it) and ``backtrace`` (a list of such
-    strings, innermost first) say where, when the error is about guest execution.
+    ``cpu``, ``rip`` (where it faulted, as ``Machine.lookup`` prints it), ``backtrace`` (such
+    strings, innermost first, with a ``<#PF>``-style marker where the walk crossed into an
+    interrupted context) and ``others`` (every other CPU, one line each) say where, when
+    the error is about guest execution.
     """
 
     def __init__(self, message: str, cpu: int | None = None, rip: str | None = None,
-                 backtrace: list[str] | None = None) -> None:
+                 backtrace: list[str] | None = None, others: list[str] | None = None) -> None:
         self.message = message
         self.cpu = cpu
         self.rip = rip
         self.backtrace = backtrace or []
+        self.others = others or []
         super().__init__(self._format())
 
     def _format(self) -> str:
         where = "" if self.cpu is None else f" (CPU {self.cpu} at {self.rip})"
         lines = [self.message + where]
         lines += ["  " + frame for frame in self.backtrace]
+        lines += [" " + line for line in self.others]
         return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from unicorn.x86_const import (UC_X86_REG_CR3, UC_X86_REG_RAX, UC_X86_REG_RDI, UC_X86_REG_RIP,
                                UC_X86_REG_RSP)
 
-from . import checks, kbuild, loader, machine_files, snapshot, ucx
+from . import checks, crash, kbuild, loader, machine_files, snapshot, ucx
 from . import memlayout as L
 from .apic import NEVER
 from .cpu import HALTED, RUNNING, STOPPED, VCpu
@@ -123,6 +123,7 @@ class Machine:
         self.exit_code: int | None = None
         self._exit_cpu: VCpu | None = None
         self.serial = Serial16550()
+        self.serial.rewrite = lambda line: crash.symbolise_line(self, line)
         self.serial.watch |= {INIT_UP, TESTS_PASSED}
         self.port_out: dict[int, Callable] = {}
         self.port_in: dict[int, Callable] = {}
@@ -145,6 +146,7 @@ class Machine:
         # start of a page that follows an unmapped one.
         self.call_return_va = self.execmem.alloc(32) + 16
         self.ram[ExecMem.to_phys(self.call_return_va)] = 0xCC
+        self.add_symbol_source(lambda a: f"{crash.CALL_RETURN}+0x0/0x1" if a == self.call_return_va else None)
         self.cpus = [VCpu(self, i) for i in range(cpus)]
         loader.load_image(self.ram, self.image)
         loader.write_boot_params(self.ram, cpus, cmdline)
@@ -317,9 +319,10 @@ class Machine:
         host generates, as kallsyms lists ftrace trampolines); None: not its address."""
         self.symbol_sources.append(fn)
 
-    def backtrace(self, cpu: VCpu, rip: int, rbp: int, limit: int = 32) -> list[str]:
-        """Frame-pointer backtrace, innermost first."""
-        return [self.lookup(a) for a in [rip] + self.return_addresses(cpu, rbp, limit)]
+    def backtrace(self, cpu: VCpu, rip: int, rbp: int, limit: int = 48) -> list[str]:
+        """Frame-pointer backtrace, innermost first, across exception and interrupt entries
+        (a ``<#PF>``-style marker line before each interrupted context)."""
+        return crash.Unwind(self, cpu, rip, rbp, limit).frames
 
     def return_addresses(self, cpu: VCpu, rbp: int, limit: int = 64) -> list[int]:
         """The return addresses of the frame-pointer chain starting at ``rbp``, innermost first."""

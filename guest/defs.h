@@ -275,6 +275,12 @@ int trace_selftest_dynamic_test_func2(void);
 // tests.c
 void run_kernel_tests(void);
 
+// crashme.c
+int crash_divide(int a, int b);
+u64 crash_fault_in_callee(u64 addr);
+void crash_invalid_op(void);
+void crash_triple_fault(void);
+
 // spinlock.c
 void spin_lock(struct spinlock *lk);
 void spin_unlock(struct spinlock *lk);

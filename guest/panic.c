@@ -17,14 +17,14 @@ static int kernel_stack_addr(u64 a)
 // Print the return addresses on the rbp chain starting at fp.
 static notrace void print_backtrace(u64 fp)
 {
-	char line[40];
+	char line[48];
 
 	console_write("Call Trace:\n", 12);
 	for (int depth = 0; depth < 32 && kernel_stack_addr(fp); depth++) {
 		u64 ret = ((u64 *)fp)[1];
 		if (ret == 0)
 			break;
-		int n = snprintf(line, sizeof(line), "  [<%016lx>]\n", ret);
+		int n = snprintf(line, sizeof(line), "  %pS\n", (void *)ret);
 		console_write(line, n);
 		fp = ((u64 *)fp)[0];
 	}

@@ -58,7 +58,8 @@ static void put_str(struct outbuf *o, const char *s, int width, int left)
 			put(o, ' ');
 }
 
-// %d %i %u %x %p %s %c %%, with flags '-' '0', a width, and length l / ll / z.
+// %d %i %u %x %p %pS %s %c %%, with flags '-' '0', a width, and length l / ll / z.
+// %pS prints [<address>]: the guest has no kallsyms, the host symbolises the console.
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 {
 	struct outbuf o = { buf, size, 0 };
@@ -108,6 +109,15 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 			break;
 		}
 		case 'p':
+			if (fmt[1] == 'S') {
+				fmt++;
+				put(&o, '[');
+				put(&o, '<');
+				put_num(&o, (u64)va_arg(ap, void *), 16, 0, 16, 1);
+				put(&o, '>');
+				put(&o, ']');
+				break;
+			}
 			put(&o, '0');
 			put(&o, 'x');
 			put_num(&o, (u64)va_arg(ap, void *), 16, 0, 16, 1);

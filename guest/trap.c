@@ -68,7 +68,7 @@ void do_divide_error(struct pt_regs *regs, long error_code)
 {
 	if (user_mode(regs))
 		kill_task(regs, "divide error");
-	panic("divide error at ip 0x%lx", regs->ip);
+	panic("divide error at ip %pS", (void *)regs->ip);
 }
 
 // The host consumes the int3s it plants before the guest sees them; anything
@@ -77,21 +77,21 @@ void do_int3(struct pt_regs *regs, long error_code)
 {
 	if (user_mode(regs))
 		kill_task(regs, "int3");
-	panic("int3 at ip 0x%lx", regs->ip);
+	panic("int3 at ip %pS", (void *)regs->ip);
 }
 
 void do_invalid_op(struct pt_regs *regs, long error_code)
 {
 	if (user_mode(regs))
 		kill_task(regs, "invalid opcode");
-	panic("invalid opcode at ip 0x%lx", regs->ip);
+	panic("invalid opcode at ip %pS", (void *)regs->ip);
 }
 
 void do_general_protection(struct pt_regs *regs, long error_code)
 {
 	if (user_mode(regs))
 		kill_task(regs, "general protection fault");
-	panic("general protection fault at ip 0x%lx error 0x%lx", regs->ip, error_code);
+	panic("general protection fault at ip %pS error 0x%lx", (void *)regs->ip, error_code);
 }
 
 void do_page_fault(struct pt_regs *regs, long error_code)
@@ -104,17 +104,17 @@ void do_page_fault(struct pt_regs *regs, long error_code)
 		snprintf(what, sizeof(what), "page fault at 0x%lx", addr);
 		kill_task(regs, what);
 	}
-	panic("page fault at 0x%lx ip 0x%lx error 0x%lx", addr, regs->ip, error_code);
+	panic("page fault at 0x%lx ip %pS error 0x%lx", addr, (void *)regs->ip, error_code);
 }
 
 void do_double_fault(struct pt_regs *regs, long error_code)
 {
-	panic("double fault at ip 0x%lx sp 0x%lx", regs->ip, regs->sp);
+	panic("double fault at ip %pS sp 0x%lx", (void *)regs->ip, regs->sp);
 }
 
 void do_unknown_exception(struct pt_regs *regs, long vector)
 {
 	if (user_mode(regs))
 		kill_task(regs, "unexpected exception");
-	panic("unexpected exception %ld at ip 0x%lx", vector, regs->ip);
+	panic("unexpected exception %ld at ip %pS", vector, (void *)regs->ip);
 }
