@@ -22,7 +22,7 @@ def cb(ip, parent_ip, op, regs):
 def random_func(rng, m):
     return rng.choice([
         cb, lambda *a: None, rng.randrange(1 << 64), rng.randrange(-5, 5), 1 << 64, "cb",
-        None, 1.5, m.symbol_address("kstat_inc"), True,
+        None, 1.5, m.symbol_address("__fentry__"), True,   # native: only returns
     ])
 
 
