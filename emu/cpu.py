@@ -192,6 +192,8 @@ class VCpu:
         """``in``/``out`` refused at this CPL: stop after it, then put the state back as it was
         before it and raise #GP(0) on it (a hook cannot redirect RIP; see after_emu_start)."""
         self._io_fault_ctx = self.uc.context_save()
+        # Known limit: under the native counter the rest of the block still runs (no stop
+        # reaches inside a block); its registers go back, stores it made stay.
         self.request_stop()
 
     def _hook_failed(self, exc: BaseException) -> None:

@@ -60,6 +60,7 @@ def run_to_return(m: "Machine", c: "VCpu", addr: int, max_insns: int, ctrlc) -> 
     done = 0
     while True:
         chunk = min(max_insns - done, CALL_CHUNK)
+        c.stop_rip = None                   # errors name this run's instruction, not a stale one
         try:
             ran, exhausted = c.emu_counted(c.rip(), m.call_return_va, chunk)
         except UcError as e:
