@@ -102,8 +102,7 @@ class FuncProbe:
         """function_trace_probe_call: the command's action, on the CPU that hit ``ip``."""
         tr = self.inst.trace
         if tr is not None:
-            cpu = self.inst.ft.x86.current_cpu
-            self.probe_ops.func(tr, self.counts, ip, cpu.index if cpu else 0)
+            self.probe_ops.func(tr, self.counts, ip, self.inst.ft.smp_processor_id())
 
     def listing(self, name_of: Callable[[int], str]) -> list[str]:
         """``func:cmd:unlimited`` / ``func:cmd:count=N`` per attached function."""
