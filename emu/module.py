@@ -54,8 +54,7 @@ class ModuleArea(ExecMem):
     """First-fit allocator over the module area [MODULES_VA, MODULES_VA + MODULES_SIZE)."""
 
     def __init__(self) -> None:
-        self.free_list = [(L.MODULES_VA, L.MODULES_SIZE)]
-        self.used = {}
+        super().__init__(L.MODULES_VA, L.MODULES_SIZE, L.MODULES_SIZE)     # mapped RWX
 
 
 @dataclass(eq=False)

@@ -490,7 +490,7 @@ class GuestPages:
         self.m.call("kfree", va)
 
     def alloc_table(self, size: int) -> int:
-        return self.m.execmem.alloc(size, align=64)
+        return self.m.execmem.alloc(size, align=64, executable=False)
 
     def free_table(self, va: int) -> None:
         self.m.execmem.free(va)

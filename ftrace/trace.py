@@ -75,7 +75,7 @@ class TraceArray:
 
     def __init__(self, tracing: "Tracing", inst: "FtraceInstance") -> None:
         self.tracing, self.m, self.inst, self.name = tracing, tracing.m, inst, inst.name
-        self.va = self.m.execmem.alloc(4096, align=4096)
+        self.va = self.m.execmem.alloc(4096, align=4096, executable=False)
         self.pages = tracing.pages
         self.buffer: RingBuffer | None = None
         self.expanded = False
@@ -145,7 +145,7 @@ class TraceArray:
             pids = sorted(getattr(self.inst, what))
             block = 0
             if pids:
-                block = self.m.execmem.alloc(4 + 4 * len(pids))
+                block = self.m.execmem.alloc(4 + 4 * len(pids), executable=False)
                 self.pages.write(block, struct.pack(f"<I{len(pids)}I", len(pids), *pids))
             field = TR_PIDS if what == "pids" else TR_NO_PIDS
             old = struct.unpack("<Q", self.pages.read(self.va + field, 8))[0]
@@ -433,7 +433,7 @@ class Tracing:
 
     def _build_code(self) -> None:
         m = self.m
-        self.clock_data = m.execmem.alloc(4096, align=4096)
+        self.clock_data = m.execmem.alloc(4096, align=4096, executable=False)
         self.pages.write(self.clock_data, bytes(4096))
         base = m.execmem.alloc(CODE_SIZE, align=64)
         b = CodeBuilder(base)
@@ -441,7 +441,8 @@ class Tracing:
         emit_function_trace_call(b)
         idle, tasks = m.image.symbol("idle_tasks"), m.image.symbol("tasks")
         self.task_slots = self._task_slots(idle, tasks)
-        self.shadow_table = m.execmem.alloc(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8, align=64)
+        self.shadow_table = m.execmem.alloc(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8, align=64,
+                                            executable=False)
         self.pages.write(self.shadow_table, bytes(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8))
         self._idle, self._tasks = (idle.addr, idle.size), (tasks.addr, tasks.size)
         emit_fgraph(b, self._idle, self._tasks, self.shadow_table)

@@ -16,6 +16,7 @@
 #define PTE_PWT     0x008   // write-through
 #define PTE_PCD     0x010   // cache disable
 #define PTE_PS      0x080   // 2 MiB page (in a PD entry)
+#define PTE_NX      (1ul << 63) // no execute (EFER.NXE is on)
 #define PTE_ADDR(e) ((e) & 0x000ffffffffff000ul)
 
 // Index of va in the page table at each level (4 = PML4 ... 1 = PT)

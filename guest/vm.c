@@ -14,12 +14,18 @@ static pte_t kpdpt_direct[NPTENTRIES] __aligned(PGSIZE);        // DIRECT_MAP_VA
 static pte_t kpd_direct[KPD_DIRECT][NPTENTRIES] __aligned(PGSIZE);
 static pte_t kpdpt_high[NPTENTRIES] __aligned(PGSIZE);          // top 512 GiB
 static pte_t kpd_image[NPTENTRIES] __aligned(PGSIZE);           // kernel image, EXECMEM
+#define KPT_IMAGE   2           // 4 KiB pages for the first 4 MiB of the image
+static pte_t kpt_image[KPT_IMAGE][NPTENTRIES] __aligned(PGSIZE);
+static pte_t kpt_execmem[NPTENTRIES] __aligned(PGSIZE);
 static pte_t kpd_fixmap[NPTENTRIES] __aligned(PGSIZE);          // the last 1 GiB
 static pte_t kpt_fixmap[NPTENTRIES] __aligned(PGSIZE);          // LAPIC
-extern char _end[];
+extern char _end[], _etext[];
 
 // Build the kernel page tables and switch to them: image at KERNEL_VA, all RAM at
-// DIRECT_MAP_VA, EXECMEM RWX at EXECMEM_VA, the module area RWX at MODULES_VA, the LAPIC uncached at LAPIC_VA.
+// DIRECT_MAP_VA, EXECMEM at EXECMEM_VA, the module area RWX at MODULES_VA, the LAPIC uncached
+// at LAPIC_VA. Only text is executable: the image's text pages and EXECMEM's code part; its
+// data, stacks, the direct map and EXECMEM's data part are NX. (Besides catching stray jumps,
+// this is speed: Unicorn takes a slow path for every store to a page it may execute.)
 void kvm_init(void)
 {
 	u64 mem = mem_bytes;
@@ -27,14 +33,24 @@ void kvm_init(void)
 	if (mem > (u64)KPD_DIRECT << 30)
 		mem = (u64)KPD_DIRECT << 30;
 	for (u64 pa = 0; pa < mem; pa += HPGSIZE)
-		kpd_direct[pa >> 30][PX(2, pa)] = pa | PTE_P | PTE_W | PTE_PS;
+		kpd_direct[pa >> 30][PX(2, pa)] = pa | PTE_P | PTE_W | PTE_PS | PTE_NX;
 	for (int i = 0; i < KPD_DIRECT; i++)
 		kpdpt_direct[i] = V2P(kpd_direct[i]) | PTE_P | PTE_W;
 	kpml4[PX(4, DIRECT_MAP_VA)] = V2P(kpdpt_direct) | PTE_P | PTE_W;
 
-	for (u64 pa = KERNEL_PA; pa < V2P(_end); pa += HPGSIZE)
-		kpd_image[PX(2, pa + KERNEL_VA_OFFSET)] = pa | PTE_P | PTE_W | PTE_PS;
-	kpd_image[PX(2, EXECMEM_VA)] = EXECMEM_PA | PTE_P | PTE_W | PTE_PS;
+	if (V2P(_end) > KERNEL_PA + (u64)KPT_IMAGE * HPGSIZE)
+		panic("kvm_init: kernel image larger than %d MiB", 2 * KPT_IMAGE);
+	for (u64 pa = KERNEL_PA; pa < PGROUNDUP(V2P(_end)); pa += PGSIZE) {
+		u64 i = (pa - KERNEL_PA) >> 12;
+		kpt_image[i / NPTENTRIES][i % NPTENTRIES] =
+			pa | PTE_P | PTE_W | (pa < V2P(_etext) ? 0 : PTE_NX);
+	}
+	for (int i = 0; i < KPT_IMAGE; i++)
+		kpd_image[PX(2, KERNEL_VA) + i] = V2P(kpt_image[i]) | PTE_P | PTE_W;
+	for (u64 off = 0; off < EXECMEM_SIZE; off += PGSIZE)
+		kpt_execmem[PX(1, off)] = (EXECMEM_PA + off) | PTE_P | PTE_W |
+			(off < EXECMEM_CODE_SIZE ? 0 : PTE_NX);
+	kpd_image[PX(2, EXECMEM_VA)] = V2P(kpt_execmem) | PTE_P | PTE_W;
 	for (u64 off = 0; off < MODULES_SIZE; off += HPGSIZE)
 		kpd_image[PX(2, MODULES_VA + off)] = (MODULES_PA + off) | PTE_P | PTE_W | PTE_PS;
 	kpdpt_high[PX(3, KERNEL_VA)] = V2P(kpd_image) | PTE_P | PTE_W;

@@ -192,11 +192,12 @@ def test_running_out_of_code_area_is_enomem_with_nothing_changed(booted_snapshot
     ft.ftrace_set_filter(ops, "schedule", True)
     ft.register_ftrace_function(ops)
     filler = []
-    while True:
-        try:
-            filler.append(m.execmem.alloc(16))
-        except MemoryError:
-            break
+    for executable in (True, False):                  # code, and the NX data part
+        while True:
+            try:
+                filler.append(m.execmem.alloc(16, executable=executable))
+            except MemoryError:
+                break
     before = (ft.enabled_functions, dict(m.execmem.used), [r.flags for r in ft.records])
     other = FtraceOps(lambda *a: None)
     for call in (lambda: ft.register_ftrace_function(other),

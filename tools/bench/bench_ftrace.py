@@ -36,7 +36,7 @@ def run_fib(m: Machine) -> float:
 
 def native_counter(m: Machine) -> int:
     """A guest function that counts its calls: the cheapest possible callback."""
-    counter = m.execmem.alloc(4096, align=4096)      # data in a page without code
+    counter = m.execmem.alloc(8, executable=False)   # data in an NX page
     func = m.execmem.alloc(32)
     m.write(func, assemble(f"mov rax, {counter}\nlock inc qword ptr [rax]\nret", func))
     return func

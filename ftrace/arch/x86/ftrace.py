@@ -101,8 +101,8 @@ class X86Ftrace:
     # ---- guest code ----------------------------------------------------------
     def _build_shared_code(self) -> None:
         m = self.machine
-        # A data page of its own: the guest writes the mailboxes on every Python callback.
-        self.data = m.execmem.alloc(4096, align=4096)
+        # A data page of its own, NX: the guest writes the mailboxes on every Python callback.
+        self.data = m.execmem.alloc(4096, align=4096, executable=False)
         self.function_trace_op, self.ftrace_ops_list_head = self.data, self.data + 8
         self.mailboxes = self.data + 0x100
         self.mailbox_pa = self.mailboxes - L.EXECMEM_VA + L.EXECMEM_PA
@@ -209,14 +209,14 @@ class X86Ftrace:
         self.poker.text_poke_early(rec.ip, X86_NOP5)
 
     # ---- FtraceArch: ops in the guest -----------------------------------------
-    def _alloc(self, sizes: list[int]) -> list[int]:
-        """Blocks of ``sizes`` bytes, all or none: when the area is full, wait for a grace
-        period to free what call_rcu holds and try once more; then ENOMEM."""
+    def _alloc(self, sizes: list[tuple[int, bool]]) -> list[int]:
+        """Blocks of (size, executable) (code, or NX data), all or none: when the area is full,
+        wait for a grace period to free what call_rcu holds and try once more; then ENOMEM."""
         for attempt in (0, 1):
             got: list[int] = []
             try:
-                for size in sizes:
-                    got.append(self.machine.execmem.alloc(size))
+                for size, code in sizes:
+                    got.append(self.machine.execmem.alloc(size, executable=code))
                 return got
             except MemoryError:
                 for va in got:
@@ -233,7 +233,8 @@ class X86Ftrace:
             return
         in_text = self._text[0] <= f < self._text[1]
         in_modules = L.MODULES_VA <= f < L.MODULES_VA + L.MODULES_SIZE
-        in_execmem = any(va <= f < va + n for va, n in self.machine.execmem.used.items())
+        in_execmem = any(va <= f < va + n for va, n in self.machine.execmem.used.items()) \
+            and self.machine.execmem.executable(f)
         if not (in_text or in_modules or in_execmem):
             raise FtraceError(errno.EINVAL, f"guest callback {f:#x} is neither kernel or "
                               "module text nor in the code area")
@@ -255,8 +256,8 @@ class X86Ftrace:
         (unusable guest callback) with nothing allocated."""
         python = not isinstance(ops.func, int)
         hashes = (ops.filter_hash, ops.notrace_hash)
-        sizes = [OPS_SIZE, TRAMP_SIZE] + ([STUB_SIZE] if python else []) + (
-            [_hash_size(*hashes)] if any(hashes) else [])
+        sizes = [(OPS_SIZE, False), (TRAMP_SIZE, True)] + ([(STUB_SIZE, True)] if python else []) + (
+            [(_hash_size(*hashes), False)] if any(hashes) else [])
         blocks = self._alloc(sizes)
         copy_va, tramp = blocks[0], blocks[1]
         try:
@@ -312,7 +313,7 @@ class X86Ftrace:
         """A func_hash block for the two hashes, not yet published (0 when both are empty)."""
         if not filter_hash and not notrace_hash:
             return 0
-        va = self._alloc([_hash_size(filter_hash, notrace_hash)])[0]
+        va = self._alloc([(_hash_size(filter_hash, notrace_hash), False)])[0]
         self._write_data(va, _hash_bytes(filter_hash, notrace_hash))
         return va
 
