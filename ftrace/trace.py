@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_COUNTER,
                 "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
 CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False, "mono": True}
-CODE_SIZE = 0x2000
+CODE_SIZE = 0x3000
 TRACE_MARKER_MAX_SIZE = 4096
 FTRACE_STACK_ENTRIES = 64
 DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
@@ -413,10 +413,12 @@ class Tracing:
             buf = tr.buffer
             arrays[name] = (tr, {f: copy.copy(getattr(tr, f)) for f in self._ARRAY_FIELDS}, set(tr.options),
                             buf, None if buf is None else (list(buf.nr_pages), list(buf.tables), buf.overwrite))
-        return (arrays, dict(self.saved_cmdlines), self.max_graph_depth, self._shadow_ready)
+        return (arrays, dict(self.saved_cmdlines), self.max_graph_depth, self._shadow_ready,
+                self.events.state())
 
     def restore_state(self, st: tuple) -> None:
-        arrays, cmdlines, self.max_graph_depth, self._shadow_ready = st
+        arrays, cmdlines, self.max_graph_depth, self._shadow_ready, events = st
+        self.events.restore(events)
         self.saved_cmdlines = dict(cmdlines)
         self.arrays = {}
         for name, (tr, fields, options, buf, buf_state) in arrays.items():
@@ -446,6 +448,8 @@ class Tracing:
         self.pages.write(self.shadow_table, bytes(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8))
         self._idle, self._tasks = (idle.addr, idle.size), (tasks.addr, tasks.size)
         emit_fgraph(b, self._idle, self._tasks, self.shadow_table)
+        from .trace_events import TraceEvents
+        self.events = TraceEvents(self, b)
         if len(b.code) > CODE_SIZE:
             raise RuntimeError("tracer guest code outgrew its block")
         self.pages.write(base, bytes(b.code))
@@ -538,9 +542,11 @@ class Tracing:
     def trace_array_create(self, inst: "FtraceInstance") -> TraceArray:
         """The tracing side of a new trace array (the top level, or ``mkdir instances/x``)
         with its files in the trace array's directory."""
+        from .trace_events import register_event_files
         from .trace_files import register_trace_files
         tr = self.arrays[inst.name] = TraceArray(self, inst)
         register_trace_files(self, tr, inst.fs)
+        register_event_files(self.events, tr, inst.fs)
         return tr
 
     def trace_array_destroy(self, inst: "FtraceInstance") -> None:
@@ -552,6 +558,8 @@ class Tracing:
             return
         del self.arrays[inst.name]
         tr.set_tracer("nop")
+        for name in self.events.enabled:
+            self.events.set_enabled(tr, name, False)
         tr._quiesce()
         if tr.buffer is not None:
             tr.buffer.free()

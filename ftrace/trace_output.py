@@ -26,6 +26,8 @@ _entry = struct.Struct("<HBBi")
 _fn = struct.Struct("<QQ")
 
 Symbolizer = Callable[[int], "tuple[str, int, int] | None"]
+# Trace events' printers by type id (trace_events.py fills it): (name, fields -> text).
+EVENT_PRINTERS: dict[int, tuple[str, Callable[[bytes], str]]] = {}
 
 
 @dataclass(slots=True)
@@ -167,6 +169,9 @@ class TraceFormatter:
             ip = struct.unpack_from("<Q", e.body, 0)[0]
             msg = e.body[8:].split(b"\0", 1)[0].decode("utf-8", "replace")
             return f"{self.sym(ip)}: {msg}" + ("" if msg.endswith("\n") else "\n")
+        if e.type in EVENT_PRINTERS:
+            name, printer = EVENT_PRINTERS[e.type]
+            return f"{name}: {printer(e.body)}\n"
         return f"Unknown type {e.type}\n"
 
     def raw_line(self, e: TraceEntry) -> str:

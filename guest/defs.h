@@ -268,6 +268,8 @@ int cmdline_proc_show(struct seq_file *m, void *v);
 struct module_call;
 int module_call_thread(void *arg);
 
+// tracepoint.c: the probe pointers of trace_<event>() (tracepoint.h)
+
 // trace_selftest_dynamic.c
 int trace_selftest_dynamic_test_func(void);
 int trace_selftest_dynamic_test_func2(void);

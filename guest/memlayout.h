@@ -158,6 +158,7 @@
 #define TASK_KSTACK         0x28    // u64: base of the task's kernel stack (KSTACK_SIZE bytes)
 #define TASK_THREAD_SP      0x30    // u64: saved rsp while switched out (switch_to's frame)
 #define TASK_ON_RQ          0x44    // int: runnable and waiting for a CPU (not blocked)
+#define TASK_CPU            0x48    // int: the CPU it runs or last ran on
 #define TASK_USED           0x50    // int: the slot holds a live task
 // Every task lives in "tasks" (switched-out ones hold a valid TASK_THREAD_SP) or
 // "idle_tasks" (one per CPU); both are arrays of struct task.

@@ -6,6 +6,7 @@
 #include "percpu.h"
 #include "preempt.h"
 #include "task.h"
+#include "tracepoint.h"
 
 // Runnable tasks that are not running. Lock order: any other lock, then rq_lock.
 static struct spinlock rq_lock = SPINLOCK_INIT("rq");
@@ -98,6 +99,7 @@ static noinline void __schedule(int preempt)
 	next->ticks = 0;
 	nr_switches++;
 	kstat_inc(KSTAT_CTX_SWITCHES);
+	trace_sched_switch(preempt, prev, next);
 	prev = context_switch(c, prev, next);
 	finish_task_switch(prev);
 }
@@ -182,6 +184,7 @@ noinline int try_to_wake_up(struct task *p, int state)
 		return 0;
 	}
 	p->state = TASK_RUNNING;
+	trace_sched_wakeup(p);
 	if (!p->on_cpu && !p->on_rq) {
 		enqueue_task(p);
 		queued = 1;

@@ -3,6 +3,7 @@
 #include "defs.h"
 #include "x86.h"
 #include "percpu.h"
+#include "tracepoint.h"
 
 static void (*const softirq_vec[NR_SOFTIRQS])(void) = {
 	[TIMER_SOFTIRQ] = run_timer_softirq,
@@ -34,7 +35,9 @@ void __do_softirq(void)
 			if (!(pending & 1))
 				continue;
 			kstat_inc(KSTAT_SOFTIRQS);
+			trace_softirq_entry(nr);
 			softirq_vec[nr]();
+			trace_softirq_exit(nr);
 		}
 		local_irq_disable();
 	} while (c->softirq_pending && --restart);

@@ -29,7 +29,7 @@ struct task {
 	u64 *pml4;              // page table root (direct map va); kernel_pml4 for kthreads
 	int on_cpu;             // running on some CPU; rq_lock
 	int on_rq;              // queued on the runqueue; rq_lock
-	int cpu;                // CPU it runs or last ran on; rq_lock
+	int cpu;                // TASK_CPU: CPU it runs or last ran on; rq_lock
 	int ticks;              // timer ticks in this slice; owner CPU
 	int used;               // slot in use; tasks_lock
 	int user;               // has a user address space
@@ -46,6 +46,7 @@ _Static_assert(offsetof(struct task, kstack) == TASK_KSTACK, "TASK_KSTACK");
 _Static_assert(offsetof(struct task, sp) == TASK_THREAD_SP, "TASK_THREAD_SP");
 _Static_assert(offsetof(struct task, used) == TASK_USED, "TASK_USED");
 _Static_assert(offsetof(struct task, on_rq) == TASK_ON_RQ, "TASK_ON_RQ");
+_Static_assert(offsetof(struct task, cpu) == TASK_CPU, "TASK_CPU");
 
 // The frame switch_to leaves on a switched-out task's stack (Linux's inactive_task_frame).
 struct inactive_task_frame {

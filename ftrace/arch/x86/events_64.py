@@ -1,0 +1,97 @@
+"""Guest code of the trace events: one probe per tracepoint (guest/tracepoint.h), called by
+the guest's trace_<event>(a, b, c) while some trace array has the event enabled.
+
+``probe_<event>(a, b, c)``: for each trace array in the event's list ({u64 count; u64 tr[]},
+published through one pointer at ``list_ptr``), if it records on this CPU, write the event
+with the kernel's field layout (the ``fill`` code of the event) and the guest's latency
+flags. Interrupts are off while each event is written; the nest flag protects it from NMIs.
+"""
+from __future__ import annotations
+
+from emu import memlayout as L
+
+from ...ring_buffer import RB_DROPPED, RB_NEST
+from .asm import CodeBuilder
+from .trace_64 import COMMIT, begin_event, tracing_gate
+
+PRIO_NORMAL = 120       # the kernel's prio of a nice-0 task (the guest has no priorities)
+
+
+def copy_comm(task: str, offset: int) -> str:
+    """task->comm (16 bytes) to the payload at ``offset``; clobbers rcx."""
+    return f"""
+        mov rcx, qword ptr [{task} + {L.TASK_COMM}]
+        mov qword ptr [rax + {offset}], rcx
+        mov rcx, qword ptr [{task} + {L.TASK_COMM + 8}]
+        mov qword ptr [rax + {offset + 8}], rcx"""
+
+
+def task_fields(task: str, offset: int) -> str:
+    """comm[16], pid, prio of ``task`` at ``offset`` (the sched events' layout)."""
+    return copy_comm(task, offset) + f"""
+        mov ecx, dword ptr [{task} + {L.TASK_PID}]
+        mov dword ptr [rax + {offset + 16}], ecx
+        mov dword ptr [rax + {offset + 20}], {PRIO_NORMAL}"""
+
+
+# The fill code of each event: arguments in r12, r13, r14, payload at rax; may use rcx, rdx.
+SCHED_SWITCH_FILL = task_fields("r13", 8) + f"""
+        mov rdx, 0x100
+        test r12, r12
+        jnz 51f
+        mov edx, dword ptr [r13 + {L.TASK_STATE}]
+        test edx, 0x80
+        jz 50f
+        mov edx, 0x10
+        jmp 51f
+    50: and edx, 3
+    51: mov qword ptr [rax + 32], rdx""" + task_fields("r14", 40)
+
+SCHED_WAKEUP_FILL = task_fields("r12", 8) + f"""
+        mov ecx, dword ptr [r12 + {L.TASK_CPU}]
+        mov dword ptr [rax + 32], ecx"""
+
+SOFTIRQ_FILL = """
+        mov dword ptr [rax + 8], r12d"""
+
+
+def emit_probe(b: CodeBuilder, name: str, type_id: int, length: int, fill: str,
+               list_ptr: int) -> None:
+    """probe_<name> (see the module docstring)."""
+    clock = b.labels["trace_clock"]
+    b.label(f"probe_{name}")
+    b.emit(f"""
+        push rbx
+        push r12
+        push r13
+        push r14
+        push r15
+        mov r12, rdi
+        mov r13, rsi
+        mov r14, rdx
+        movabs r15, {list_ptr}
+        mov r15, qword ptr [r15]
+        test r15, r15
+        jz 9f
+        mov rbx, qword ptr [r15]
+    1:  test rbx, rbx
+        jz 9f
+        dec rbx
+        mov r8, qword ptr [r15 + rbx*8 + 8]""" + tracing_gate("r8", "1b") + f"""
+        pushfq
+        cli
+        call {clock}""" + begin_event("r8", length, type_id, "98f", "97f") + """
+        mov qword ptr [rax], rcx""" + fill + COMMIT + f"""
+    97: mov dword ptr [rdi + {RB_NEST}], 0
+        popfq
+        jmp 1b
+    98: inc qword ptr [rdi + {RB_DROPPED}]
+        popfq
+        jmp 1b
+    9:  pop r15
+        pop r14
+        pop r13
+        pop r12
+        pop rbx
+        ret""")
+    b.align()

@@ -1,0 +1,224 @@
+"""Trace events (kernel/trace/trace_events.c): the guest's tracepoints sched_switch,
+sched_wakeup, softirq_entry and softirq_exit with their ``format`` (the kernel's field layout),
+their trace lines, and the files that enable them per trace array (``events/enable``,
+``events/<system>/enable``, ``events/<system>/<event>/{enable,format,id}``, ``set_event``).
+
+An event is recorded by a guest probe (arch/x86/events_64.py) that the guest's
+trace_<event>() calls while at least one trace array has it enabled; the probe pointer and
+the list of arrays are published with single pointer stores.
+"""
+from __future__ import annotations
+
+import errno
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .arch.x86.events_64 import (SCHED_SWITCH_FILL, SCHED_WAKEUP_FILL, SOFTIRQ_FILL,
+                                 emit_probe)
+from .arch.x86.asm import CodeBuilder
+from .errors import FtraceError
+from .trace_output import EVENT_PRINTERS
+
+if TYPE_CHECKING:
+    from emu.pseudofs import PseudoFS
+
+    from .trace import TraceArray, Tracing
+
+SOFTIRQ_NAMES = ("HI", "TIMER", "NET_TX", "NET_RX", "BLOCK", "IRQ_POLL", "TASKLET", "SCHED",
+                 "HRTIMER", "RCU")
+TASK_STATES = ((0x01, "S"), (0x02, "D"), (0x04, "T"), (0x08, "t"), (0x10, "X"), (0x20, "Z"),
+               (0x40, "P"), (0x80, "I"))
+TASK_REPORT_MAX = 0x100
+
+
+def _comm(body: bytes, off: int) -> str:
+    return body[off:off + 16].split(b"\0", 1)[0].decode("ascii", "replace")
+
+
+def _sched_switch(body: bytes) -> str:
+    prev_pid, prev_prio, prev_state = struct.unpack_from("<iiq", body, 16)
+    next_pid, next_prio = struct.unpack_from("<ii", body, 48)
+    st = prev_state & (TASK_REPORT_MAX - 1)
+    state = "|".join(c for bit, c in TASK_STATES if st & bit) if st else "R"
+    return (f"prev_comm={_comm(body, 0)} prev_pid={prev_pid} prev_prio={prev_prio} "
+            f"prev_state={state}{'+' if prev_state & TASK_REPORT_MAX else ''} ==> "
+            f"next_comm={_comm(body, 32)} next_pid={next_pid} next_prio={next_prio}")
+
+
+def _sched_wakeup(body: bytes) -> str:
+    pid, prio, cpu = struct.unpack_from("<iii", body, 16)
+    return f"comm={_comm(body, 0)} pid={pid} prio={prio} target_cpu={cpu:03d}"
+
+
+def _softirq(body: bytes) -> str:
+    vec = struct.unpack_from("<I", body, 0)[0]
+    name = SOFTIRQ_NAMES[vec] if vec < len(SOFTIRQ_NAMES) else str(vec)
+    return f"vec={vec} [action={name}]"
+
+
+_SCHED_FIELDS = lambda p: [(f"char {p}comm[16]", 0, 16, 0), (f"pid_t {p}pid", 16, 4, 1),  # noqa: E731
+                           (f"int {p}prio", 20, 4, 1)]
+_SOFTIRQ_PRINT = ('"vec=%u [action=%s]", REC->vec, __print_symbolic(REC->vec, '
+                  + ", ".join(f'{{ {i}, "{n}" }}' for i, n in enumerate(SOFTIRQ_NAMES)) + ")")
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One event: where its tracepoint is, its id and payload, format and printer."""
+
+    system: str
+    name: str
+    id: int
+    length: int                          # payload bytes, struct trace_entry included
+    fields: list[tuple[str, int, int, int]]   # (declaration, offset, size, signed)
+    print_fmt: str
+    printer: Callable[[bytes], str]
+    fill: str                            # guest code filling the payload (events_64)
+
+
+def _shift(fields: list[tuple[str, int, int, int]], by: int) -> list[tuple[str, int, int, int]]:
+    return [(d, o + by, s, g) for d, o, s, g in fields]
+
+
+TRACE_EVENTS = [
+    TraceEvent("sched", "sched_switch", 316, 64,
+               _shift(_SCHED_FIELDS("prev_"), 8) + [("long prev_state", 32, 8, 1)]
+               + _shift(_SCHED_FIELDS("next_"), 40),
+               '"prev_comm=%s prev_pid=%d prev_prio=%d prev_state=%s%s ==> next_comm=%s '
+               'next_pid=%d next_prio=%d", REC->prev_comm, REC->prev_pid, REC->prev_prio, '
+               '(REC->prev_state & ((((0x00000000 | 0x00000001 | 0x00000002 | 0x00000004 | '
+               '0x00000008 | 0x00000010 | 0x00000020 | 0x00000040) + 1) << 1) - 1)) ? '
+               '__print_flags(REC->prev_state & ((((0x00000000 | 0x00000001 | 0x00000002 | '
+               '0x00000004 | 0x00000008 | 0x00000010 | 0x00000020 | 0x00000040) + 1) << 1) - 1), '
+               '"|", { 0x00000001, "S" }, { 0x00000002, "D" }, { 0x00000004, "T" }, '
+               '{ 0x00000008, "t" }, { 0x00000010, "X" }, { 0x00000020, "Z" }, '
+               '{ 0x00000040, "P" }, { 0x00000080, "I" }) : "R", REC->prev_state & '
+               '(((0x00000000 | 0x00000001 | 0x00000002 | 0x00000004 | 0x00000008 | 0x00000010 | '
+               '0x00000020 | 0x00000040) + 1) << 1) ? "+" : "", REC->next_comm, REC->next_pid, '
+               'REC->next_prio', _sched_switch, SCHED_SWITCH_FILL),
+    TraceEvent("sched", "sched_wakeup", 318, 36,
+               _shift(_SCHED_FIELDS(""), 8) + [("int target_cpu", 32, 4, 1)],
+               '"comm=%s pid=%d prio=%d target_cpu=%03d", REC->comm, REC->pid, REC->prio, '
+               'REC->target_cpu', _sched_wakeup, SCHED_WAKEUP_FILL),
+    TraceEvent("irq", "softirq_entry", 137, 12, [("unsigned int vec", 8, 4, 0)], _SOFTIRQ_PRINT,
+               _softirq, SOFTIRQ_FILL),
+    TraceEvent("irq", "softirq_exit", 136, 12, [("unsigned int vec", 8, 4, 0)], _SOFTIRQ_PRINT,
+               _softirq, SOFTIRQ_FILL),
+]
+BY_NAME = {e.name: e for e in TRACE_EVENTS}
+
+for _ev in TRACE_EVENTS:
+    EVENT_PRINTERS[_ev.id] = (_ev.name, _ev.printer)
+
+
+def event_format(ev: TraceEvent) -> str:
+    """events/<system>/<event>/format."""
+    from .trace_files import COMMON_FIELDS
+    body = "".join(f"\tfield:{d};\toffset:{o};\tsize:{s};\tsigned:{g};\n" for d, o, s, g in ev.fields)
+    return f"name: {ev.name}\nID: {ev.id}\nformat:\n{COMMON_FIELDS}{body}\nprint fmt: {ev.print_fmt}\n"
+
+
+class TraceEvents:
+    """The events of one machine: their guest probes, and which trace arrays record each."""
+
+    def __init__(self, tracing: "Tracing", b: CodeBuilder) -> None:
+        self.tracing, self.m = tracing, tracing.m
+        self.enabled: dict[str, list["TraceArray"]] = {e.name: [] for e in TRACE_EVENTS}
+        self.list_ptrs: dict[str, int] = {}
+        self.probes: dict[str, int] = {}
+        self._old: list[int] = []
+        slots = self.m.execmem.alloc(8 * len(TRACE_EVENTS), align=64)
+        tracing.pages.write(slots, bytes(8 * len(TRACE_EVENTS)))
+        for i, ev in enumerate(TRACE_EVENTS):
+            self.list_ptrs[ev.name] = slots + 8 * i
+            emit_probe(b, ev.name, ev.id, ev.length, ev.fill, slots + 8 * i)
+            self.probes[ev.name] = b.labels[f"probe_{ev.name}"]
+
+    def set_enabled(self, tr: "TraceArray", name: str, on: bool) -> None:
+        """Record event ``name`` into ``tr`` or stop: publish the new list of arrays, then
+        the tracepoint's probe (NULL once nobody listens)."""
+        arrays = self.enabled[name]
+        if (tr in arrays) == on:
+            return
+        if on:
+            tr.expand()                       # as tracing_update_buffers on event enable
+        arrays.append(tr) if on else arrays.remove(tr)
+        block = 0
+        if arrays:
+            block = self.m.execmem.alloc(8 + 8 * len(arrays))
+            self.tracing.pages.write(block, struct.pack(f"<{1 + len(arrays)}Q", len(arrays),
+                                                        *[a.va for a in arrays]))
+        ptr = self.list_ptrs[name]
+        old = struct.unpack("<Q", self.tracing.pages.read(ptr, 8))[0]
+        self.tracing.pages.write(ptr, struct.pack("<Q", block))
+        self.m.write(self.m.symbol_address(f"__tracepoint_{name}"),
+                     struct.pack("<Q", self.probes[name] if arrays else 0))
+        for va in self._old:                 # replaced one change ago: no probe still reads it
+            self.m.execmem.free(va)
+        self._old = [old] if old else []
+
+    def state(self) -> tuple:
+        return {k: list(v) for k, v in self.enabled.items()}, list(self._old)
+
+    def restore(self, st: tuple) -> None:
+        enabled, old = st
+        self.enabled = {k: list(v) for k, v in enabled.items()}
+        self._old = list(old)
+
+
+def _enable_text(flags: list[bool]) -> str:
+    return ("1" if all(flags) else "0" if not any(flags) else "X") + "\n"
+
+
+def _parse_bool(text: str) -> bool:
+    word = text.strip()
+    if word not in ("0", "1"):
+        raise FtraceError(errno.EINVAL, f"expected 0 or 1, got {text!r}")
+    return word == "1"
+
+
+def set_event(events: TraceEvents, tr: "TraceArray", text: str) -> None:
+    """set_event: ``[!][system:]event`` tokens, ``*`` globs per part; EINVAL if none matched."""
+    from fnmatch import fnmatchcase
+    for token in text.split():
+        on = not token.startswith("!")
+        token = token.lstrip("!")
+        system, _, name = token.rpartition(":")
+        hits = [e for e in TRACE_EVENTS if fnmatchcase(e.name, name or "*")
+                and (not system or fnmatchcase(e.system, system))]
+        if not hits:
+            raise FtraceError(errno.EINVAL, f"no event matches {token!r}")
+        for e in hits:
+            events.set_enabled(tr, e.name, on)
+
+
+def register_event_files(events: TraceEvents, tr: "TraceArray", fs: "PseudoFS") -> None:
+    """events/... and set_event of one trace array."""
+    def enabled(names: list[str]) -> list[bool]:
+        return [tr in events.enabled[n] for n in names]
+
+    def setter(names: list[str]) -> Callable[[str], None]:
+        def write(text: str) -> None:
+            on = _parse_bool(text)
+            for n in names:
+                events.set_enabled(tr, n, on)
+        return write
+
+    everything = [e.name for e in TRACE_EVENTS]
+    fs.register_text("events/enable", lambda: _enable_text(enabled(everything)), setter(everything), mode=0o644)
+    for system in sorted({e.system for e in TRACE_EVENTS}):
+        names = [e.name for e in TRACE_EVENTS if e.system == system]
+        fs.register_text(f"events/{system}/enable", lambda n=names: _enable_text(enabled(n)),
+                         setter(names), mode=0o644)
+        for n in names:
+            ev, d = BY_NAME[n], f"events/{system}/{n}"
+            fs.register_text(f"{d}/enable", lambda n=n: _enable_text(enabled([n])), setter([n]), mode=0o644)
+            fs.register_text(f"{d}/format", lambda ev=ev: event_format(ev))
+            fs.register_text(f"{d}/id", lambda ev=ev: f"{ev.id}\n")
+    fs.register_text("set_event",
+                     lambda: "".join(f"{e.system}:{e.name}\n" for e in TRACE_EVENTS if tr in events.enabled[e.name]),
+                     lambda t: set_event(events, tr, t), mode=0o644,
+                     truncate=lambda: [events.set_enabled(tr, n, False) for n in everything])
+

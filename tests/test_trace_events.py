@@ -1,0 +1,77 @@
+"""Trace events as tutorials mix them in: sched_switch, sched_wakeup and softirq_entry/exit,
+enabled per event, per system or all at once, with the kernel's format files and lines."""
+from __future__ import annotations
+
+import errno
+
+import pytest
+
+from emu import Machine
+
+
+@pytest.fixture
+def m():
+    m = Machine(cpus=2)
+    m.boot()
+    return m
+
+
+def events_in(trace: str) -> list[str]:
+    return [line.split(": ", 2)[1] for line in trace.splitlines() if not line.startswith("#")]
+
+
+def test_enabling_a_system_records_its_events_with_the_kernels_lines(m):
+    t = m.tracefs
+    assert t.read("events/enable") == "0\n"
+    t.write("events/sched/enable", "1")
+    assert (t.read("events/enable"), t.read("events/sched/enable")) == ("X\n", "1\n")
+    assert t.read("set_event") == "sched:sched_switch\nsched:sched_wakeup\n"
+    m.run(ms=5)
+    lines = [line for line in t.read("trace").splitlines() if not line.startswith("#")]
+    assert set(events_in(t.read("trace"))) == {"sched_switch", "sched_wakeup"}
+    switch = next(line for line in lines if "sched_switch: prev_comm=swapper/" in line)
+    assert " prev_pid=0 prev_prio=120 prev_state=R ==> next_comm=" in switch
+    assert " d..2. " in switch                      # irqs off, rq_lock held, as in the kernel
+    wakeup = next(line for line in lines if "sched_wakeup: " in line)
+    assert " prio=120 target_cpu=" in wakeup
+
+
+def test_set_event_globs_and_removal(m):
+    t = m.tracefs
+    t.write("set_event", "irq:*")
+    assert t.read("events/irq/softirq_entry/enable") == "1\n"
+    t.write("set_event", "!softirq_exit", append=True)
+    assert t.read("set_event") == "irq:softirq_entry\n"
+    m.run(ms=3)
+    entries = [line for line in t.read("trace").splitlines() if "softirq_entry: " in line]
+    assert entries and all(" ..s" in line or " d.s" in line for line in entries)
+    assert any("vec=1 [action=TIMER]" in line for line in entries)
+    with pytest.raises(OSError) as e:
+        t.write("set_event", "nosuch:event")
+    assert e.value.errno == errno.EINVAL
+    t.write("set_event", "")
+    assert t.read("events/enable") == "0\n"
+    t.write("trace", "")
+    m.run(ms=2)
+    assert events_in(t.read("trace")) == []
+
+
+def test_format_files_give_the_kernels_layout(m):
+    fmt = m.tracefs.read("events/sched/sched_wakeup/format")
+    assert fmt.startswith("name: sched_wakeup\nID: 318\nformat:\n")
+    assert "\tfield:int target_cpu;\toffset:32;\tsize:4;\tsigned:1;\n" in fmt
+    assert fmt.endswith('print fmt: "comm=%s pid=%d prio=%d target_cpu=%03d", REC->comm, '
+                        'REC->pid, REC->prio, REC->target_cpu\n')
+    assert m.tracefs.read("events/irq/softirq_exit/id") == "136\n"
+
+
+def test_an_instance_records_its_own_events(m):
+    t = m.tracefs
+    t.mkdir("instances/ev")
+    t.write("instances/ev/events/irq/softirq_entry/enable", "1")
+    t.write("events/sched/sched_switch/enable", "1")
+    m.run(ms=3)
+    assert set(events_in(t.read("instances/ev/trace"))) == {"softirq_entry"}
+    assert set(events_in(t.read("trace"))) == {"sched_switch"}
+    t.rmdir("instances/ev")
+    m.run(ms=2)
