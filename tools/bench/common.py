@@ -27,3 +27,15 @@ def row(label: str, value: str, target: str = "") -> None:
 
 def verdict(ok: bool) -> str:
     return "(target met)" if ok else "(target MISSED)"
+
+
+def clock(fn: Callable[[], object]) -> float:
+    """Wall time of one ``fn()`` in seconds."""
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def min_med_max(values: list[float], fmt: str = "{:.2f}") -> str:
+    """``min / median / max`` of ``values``, each formatted with ``fmt``."""
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
