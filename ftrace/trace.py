@@ -292,6 +292,7 @@ class TraceArray:
             self.expand()
         self.tracer.reset(self)
         self.tracer = self.tracing.tracers["nop"]
+        self.reset_buffer()                     # tracer_init starts from an empty buffer
         tracer.init(self)
         self.tracer = tracer
 

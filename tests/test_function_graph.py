@@ -98,3 +98,15 @@ def test_context_switches_hotplug_and_nmis_while_functions_are_hijacked():
     m.tracefs.write("current_tracer", "nop")
     m.run(ms=20)                      # returns still hijacked come back through the handler
     assert m.stats()["total"]["nmis"] > 0 and "panic" not in m.console
+
+
+def test_switching_tracers_starts_from_an_empty_buffer():
+    m = Machine(cpus=1)
+    m.boot()
+    m.ftrace.ftrace_set_filter(m.tracing.top.ops, "kalloc", True)
+    m.tracefs.write("current_tracer", "function")
+    m.call("kalloc")
+    m.tracefs.write("current_tracer", "function_graph")
+    assert m.tracefs.read("trace").splitlines()[4:] == []
+    m.call("kalloc")
+    assert m.tracefs.read("trace").splitlines()[4].endswith("|  kalloc();")

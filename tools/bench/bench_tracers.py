@@ -5,6 +5,7 @@
   ``counter`` clock (no exit), beside the fair naive peer: a Python UC_HOOK_CODE on the
   function entry that records the same event (ip, parent ip, flags, preempt count, pid, the
   virtual time) in a Python list. Goal: <= 0.2 us per event and >= 8x cheaper than the peer.
+- function_graph on the same function: cost per entry+exit pair (goal <= 0.5 us).
 - Function tracer on every function: guest slowdown and events per second over 20 ms of
   virtual time on two CPUs.
 - Reading: formatting ``trace`` (lines per second) and draining ``trace_pipe_raw`` (pages
@@ -100,6 +101,18 @@ def main() -> None:
     ratios = [n / t for n, t in zip(sorted(naive), sorted(local))]
     row("naive / function tracer (local clock), x", mmm(ratios, 1, "x"),
         verdict(med(ratios) >= 8) + " goal >= 8x")
+
+    # function_graph: an entry and an exit event per call (return hijack, shadow stack).
+    tfs.write("trace_clock", "local")
+    tfs.write("current_tracer", "function_graph")
+    graph_local = per_event(m, calls, base)
+    tfs.write("trace_clock", "counter")
+    graph_counter = per_event(m, calls, base)
+    tfs.write("current_tracer", "nop")
+    row("function_graph, local clock, per entry+exit pair", mmm(graph_local),
+        verdict(med(graph_local) <= 0.5e-6) + " goal <= 0.5 us")
+    row("function_graph, counter clock, per entry+exit pair", mmm(graph_counter),
+        verdict(med(graph_counter) <= 0.5e-6) + " goal <= 0.5 us")
 
     # Every function traced: bench_fib and everything that interrupts it.
     tfs.write("trace_clock", "local")
