@@ -196,6 +196,23 @@ void down(struct semaphore *s);
 int down_trylock(struct semaphore *s);
 void up(struct semaphore *s);
 int sys_sem_op(int id, int up);
+
+// mutex.c
+struct mutex {
+	struct semaphore sem;   // binary: 1 while free
+	struct task *owner;     // holder, for debugging
+	const char *name;
+};
+void mutex_init(struct mutex *m, const char *name);
+void mutex_lock(struct mutex *m);
+int mutex_trylock(struct mutex *m);
+void mutex_unlock(struct mutex *m);
+void console_lock_init(void);
+void console_lock(void);
+void console_unlock(void);
+u64 sched_clock(void);
+u64 local_clock(void);
+void debug_check_no_locks_held(void);
 void user_sems_init(void);
 
 // context_tracking.c

@@ -10,14 +10,14 @@
 #define HOTPLUG_WAIT_MS 1000
 
 volatile int hotplug_pending;           // requests queued or in progress (host reads)
-static struct semaphore hotplug_mutex;  // serializes cpu_up / cpu_down
+static struct mutex cpu_add_remove_lock;         // serializes cpu_up / cpu_down
 static volatile int hp_want[NCPU];      // 0: nothing, 1: up, 2: down (atomic xchg)
 static volatile int hotplug_kick;       // a request arrived: CPU 0's tick wakes hotplugd
 static struct task *volatile hotplug_task;
 
 void hotplug_init(void)
 {
-	sema_init(&hotplug_mutex, 1);
+	mutex_init(&cpu_add_remove_lock, "cpu_add_remove_lock");
 }
 
 static int check_cpu(int cpu, int up)
@@ -36,7 +36,7 @@ int cpu_down(int cpu)
 
 	if (err)
 		return err;
-	down(&hotplug_mutex);
+	mutex_lock(&cpu_add_remove_lock);
 	if (cpu_online(cpu)) {
 		WRITE_ONCE(cpu_of(cpu)->dying, 1);
 		resched_cpu(cpu);
@@ -46,7 +46,7 @@ int cpu_down(int cpu)
 			msleep(1);
 		}
 	}
-	up(&hotplug_mutex);
+	mutex_unlock(&cpu_add_remove_lock);
 	return 0;
 }
 
@@ -57,7 +57,7 @@ int cpu_up(int cpu)
 
 	if (err)
 		return err;
-	down(&hotplug_mutex);
+	mutex_lock(&cpu_add_remove_lock);
 	if (!cpu_online(cpu)) {
 		cpu_prepare(cpu);
 		boot_params_set_ap((u64)secondary_startup_64,
@@ -71,7 +71,7 @@ int cpu_up(int cpu)
 			msleep(1);
 		}
 	}
-	up(&hotplug_mutex);
+	mutex_unlock(&cpu_add_remove_lock);
 	return err;
 }
 

@@ -77,6 +77,7 @@ void __noreturn main(u64 boot_params_pa)
 	idt_load();                             // before it is loaded: an NMI may come
 	boot_params_init(boot_params_pa);       // cpus, memory, command line
 	uart_init();                            // console
+	console_lock_init();                    // the console's sleeping lock (write(2))
 	printk("ftemu kernel: x86-64, %d CPUs, %lu MiB\n", nr_cpus_present, mem_bytes >> 20);
 	printk("Command line: %s\n", saved_command_line);
 	kvm_init();                             // kernel page tables

@@ -26,6 +26,7 @@ struct cpu {
 	int lapic_ready;        // this CPU's LAPIC is set up
 	int ct_depth;           // context tracking: irq/NMI nesting on this CPU
 	u8 ct_saved[8];         // rcu_watching before each nested irq/NMI entry
+	u64 clock;              // local_clock() at the last scheduler tick (the rq clock)
 	struct tss tss __aligned(16);
 	u64 gdt[GDT_ENTRIES] __aligned(16);
 };

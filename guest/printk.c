@@ -4,7 +4,7 @@
 #include "defs.h"
 #include "x86.h"
 
-static struct spinlock console_lock = SPINLOCK_INIT("console");
+static struct spinlock console_output_lock = SPINLOCK_INIT("console_output");
 
 struct outbuf {
 	char *buf;
@@ -156,18 +156,18 @@ int snprintf(char *buf, size_t size, const char *fmt, ...)
 	return n;
 }
 
-// Write n bytes to the console under console_lock (a panicking CPU skips the lock).
+// Write n bytes to the console under console_output_lock (a panicking CPU skips the lock).
 void console_write(const char *s, size_t n)
 {
 	u64 flags = 0;
 	int locked = !panicking;
 
 	if (locked)
-		flags = spin_lock_irqsave(&console_lock);
+		flags = spin_lock_irqsave(&console_output_lock);
 	for (size_t i = 0; i < n; i++)
 		uart_putc(s[i]);
 	if (locked)
-		spin_unlock_irqrestore(&console_lock, flags);
+		spin_unlock_irqrestore(&console_output_lock, flags);
 }
 
 int console_loglevel = CONSOLE_LOGLEVEL_DEFAULT;

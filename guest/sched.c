@@ -216,6 +216,7 @@ void scheduler_tick(void)
 	struct cpu *c = mycpu();
 	struct task *curr = c->curr;
 
+	c->clock = local_clock();
 	if (c->dying) {
 		set_tsk_need_resched(curr);
 		return;

@@ -19,7 +19,9 @@ static long sys_write(int fd, const char *ubuf, u64 len)
 		len = WRITE_MAX;
 	if (copy_from_user(buf, ubuf, len) < 0)
 		return -EFAULT;
+	console_lock();
 	console_write(buf, len);
+	console_unlock();
 	return len;
 }
 

@@ -187,6 +187,7 @@ void __noreturn do_exit(int code)
 
 	if (t == mycpu()->idle)
 		panic("do_exit: the idle task exits");
+	debug_check_no_locks_held();
 	local_irq_disable();
 	t->state = TASK_DEAD;
 	schedule();

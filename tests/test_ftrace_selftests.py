@@ -39,8 +39,6 @@ NOT_APPLICABLE = {
 }
 # Scripts that apply but fail today, with the reason; the rest must pass.
 BLOCKED = {
-    "func-filter-glob.tc": "it filters on mutex*unl* (no mutex_unlock in the guest yet)",
-    "func_set_ftrace_file.tc": "it removes m*lock triggers (no mutex_lock in the guest yet)",
     "func_event_triggers.tc": "the enable_event/disable_event commands need events' soft mode "
                               "(enable reading 0*/1*), which ftemu's events lack",
     "fgraph-filter-stack.tc": "function_graph and the stack tracer are not in ftemu yet",
@@ -51,8 +49,9 @@ BLOCKED = {
 }
 
 
-EXPECTED_PASS: set[str] = {"fgraph-filter.tc", "fgraph-multi.tc", "func_cpumask.tc",
-                           "func_hotplug.tc", "func_traceonoff_triggers.tc"}
+EXPECTED_PASS: set[str] = {"fgraph-filter.tc", "fgraph-multi.tc", "func-filter-glob.tc",
+                           "func_cpumask.tc", "func_hotplug.tc", "func_set_ftrace_file.tc",
+                           "func_traceonoff_triggers.tc"}
 # The guest's hotplugd takes its highest CPU down and up every 50 ms by default (a stress
 # feature of ftemu's guest, not something a kernel does): #P in trace's header would change
 # between two reads that func_traceonoff_triggers compares. The scripts hotplug themselves.

@@ -299,3 +299,19 @@ def test_the_stacktrace_command_records_the_callers():
     assert stack[0] == " => trace_selftest_dynamic_test_func"
     assert all(line.startswith(" => ") for line in stack)
     assert "trace_selftest_dynamic_test_func:stacktrace:unlimited" in m.tracefs.read("set_ftrace_filter")
+
+
+def test_the_kernel_staples_tutorials_filter_on_run_within_a_second():
+    """mutex_lock/unlock (CPU hotplug), console_lock/unlock (write(2)), sched_clock and
+    local_clock (the scheduler tick), the rcu functions: what `*lock*`-style filters expect."""
+    m = booted(2)
+    tfs = m.tracefs
+    tfs.write("set_ftrace_filter", "*lock* *clock* *rcu*")
+    assert {"mutex_lock", "mutex_trylock", "mutex_unlock", "console_lock", "console_unlock",
+            "sched_clock", "local_clock", "debug_check_no_locks_held"} <= set(
+        tfs.read("available_filter_functions").split())
+    tfs.write("current_tracer", "function")
+    m.run(ms=1000)
+    seen = {line.split(": ")[1].split(" <-")[0] for line in lines(tfs.read("trace"))}
+    assert {"mutex_lock", "mutex_unlock", "console_lock", "console_unlock", "sched_clock",
+            "local_clock", "rcu_sched_clock_irq", "spin_lock_irqsave"} <= seen
