@@ -41,8 +41,8 @@ NOT_APPLICABLE = {
 BLOCKED = {
     "func_event_triggers.tc": "the enable_event/disable_event commands need events' soft mode "
                               "(enable reading 0*/1*), which ftemu's events lack",
-    "fgraph-filter-stack.tc": "function_graph and the stack tracer are not in ftemu yet",
-    "fgraph-profiler.tc": "function_graph and the function profiler are not in ftemu yet",
+    "fgraph-filter-stack.tc": "the stack tracer is not in ftemu yet",
+    "fgraph-profiler.tc": "the function profiler is not in ftemu yet",
     "func_profiler.tc": "the function profiler is not in ftemu yet",
     "func_profile_stat.tc": "the function profiler is not in ftemu yet",
     "func_stack_tracer.tc": "the stack tracer is not in ftemu yet",
