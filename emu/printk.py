@@ -44,7 +44,7 @@ class KernelLog:
     def _on_kmsg(self, cpu: "VCpu", port: int, value: int) -> None:
         text_va, n, level = (cpu.regs.read(r) for r in (UC_X86_REG_RDI, UC_X86_REG_RSI, UC_X86_REG_RDX))
         n = min(n, KMSG_MAX)
-        raw = self.m.walker.read(cpu.cr3(), text_va, n) if n else b""
+        raw = cpu.read_virt(text_va, n, "printk record") if n else b""
         level = level - (1 << 64) if level >= 1 << 63 else level
         self.store(raw.decode("utf-8", "replace"), level, writer=cpu.index)
 

@@ -87,3 +87,13 @@ def test_a_bad_pt_regs_pointer_in_the_mailbox_names_cpu_rip_and_backtrace(booted
     assert e.value.message == ("ftrace callback: pt_regs pointer in the mailbox: "
                                "no mapping for guest address 0xdead000")
     m.ftrace.unregister_ftrace_function(ops)
+
+
+def test_a_bad_printk_record_pointer_names_cpu_rip_and_backtrace(booted_snapshots):
+    m = booted_snapshots(1)
+    stub = m.execmem.alloc(32)
+    m.write(stub, bytes.fromhex("bf00d0ea0d" "be05000000" "31d2" "e6") + bytes([L.KMSG_PORT]) + b"\xc3")
+    with pytest.raises(GuestMemoryError) as e:      # mov edi, 0xdead000; mov esi, 5; out KMSG
+        m.call(stub)
+    assert e.value.cpu == 0 and e.value.rip == m.lookup(stub + 12)
+    assert e.value.message == "printk record: no mapping for guest address 0xdead000"
