@@ -7,43 +7,17 @@ import subprocess
 import pytest
 
 from ftrace import trace_dat
-from ftrace.trace_dat import OPTION_UNAME, TraceDat
-from rb_pages import encode_page, function_entry
-
-# The kernel's own texts (x86-64, 6.x) for events/header_page, events/header_event and
-# events/ftrace/function/format: what a tracing directory gives trace-cmd record.
-HEADER_PAGE = (b"\tfield: u64 timestamp;\toffset:0;\tsize:8;\tsigned:0;\n"
-               b"\tfield: local_t commit;\toffset:8;\tsize:8;\tsigned:1;\n"
-               b"\tfield: int overwrite;\toffset:8;\tsize:1;\tsigned:1;\n"
-               b"\tfield: char data;\toffset:16;\tsize:4080;\tsigned:1;\n")
-HEADER_EVENT = (b"# compressed entry header\n\ttype_len    :    5 bits\n"
-                b"\ttime_delta  :   27 bits\n\tarray       :   32 bits\n\n"
-                b"\tpadding     : type == 29\n\ttime_extend : type == 30\n"
-                b"\ttime_stamp : type == 31\n\tdata max type_len  == 28\n")
-FUNCTION_FORMAT = (b"name: function\nID: 1\nformat:\n"
-                   b"\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
-                   b"\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;\n"
-                   b"\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;\n"
-                   b"\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n"
-                   b"\tfield:unsigned long ip;\toffset:8;\tsize:8;\tsigned:0;\n"
-                   b"\tfield:unsigned long parent_ip;\toffset:16;\tsize:8;\tsigned:0;\n\n"
-                   b"print fmt: \" %ps <-- %ps\", (void *)REC->ip, (void *)REC->parent_ip\n")
-KALLSYMS = (b"ffffffff81000000 T schedule\nffffffff81000100 T do_idle\n"
-            b"ffffffff81000200 t tick_handle\n")
-SCHEDULE, DO_IDLE, TICK = 0xffffffff81000000, 0xffffffff81000100, 0xffffffff81000200
-IRQS_OFF, HARDIRQ = 0x01, 0x08
+from ftrace.trace_dat import OPTION_UNAME
+from synthetic_trace import HARDIRQ, IRQS_OFF, fn, page, recording
 
 
 def two_cpu_recording(clock: str = "[local] global counter uptime perf mono mono_raw boot\n"):
-    cpu0 = encode_page(1_000_000_000, [
-        (0, function_entry(1, SCHEDULE, DO_IDLE + 4, flags=IRQS_OFF)),
-        (1500, function_entry(1, TICK, SCHEDULE + 0x10, preempt=2)),
-        (300_000_000, function_entry(0, DO_IDLE, TICK + 0x10, flags=HARDIRQ)),   # time extend
-    ])
-    cpu1 = encode_page(1_000_000_700, [(0, function_entry(2, TICK, SCHEDULE + 4))])
-    return TraceDat(HEADER_PAGE, HEADER_EVENT, [FUNCTION_FORMAT], {}, KALLSYMS, b"",
-                    b"1 init\n2 sh\n", [cpu0, cpu1], clock,
-                    [(OPTION_UNAME, b"Linux ftemu 6.12.0-ftemu x86_64\0")])
+    cpu0 = page([(1_000_000_000, fn(1, "schedule", "do_idle", flags=IRQS_OFF)),
+                 (1_000_001_500, fn(1, "tick_handle", "schedule", 0x10, preempt=2)),
+                 (1_300_001_500, fn(0, "do_idle", "tick_handle", 0x10, flags=HARDIRQ))])
+    cpu1 = page([(1_000_000_700, fn(2, "tick_handle", "schedule"))])
+    return recording([[cpu0], [cpu1]], clock,
+                     options=[(OPTION_UNAME, b"Linux ftemu 6.12.0-ftemu x86_64\0")])
 
 
 def test_what_we_write_reads_back_the_same():
@@ -69,7 +43,7 @@ def test_trace_cmd_reports_our_file_as_a_kernel_recording(tmp_path, require_tool
                         "    init-1       0d....     1.000000: function:             schedule\n"
                         "      sh-2       1.....     1.000001: function:             tick_handle\n"
                         "    init-1       0...2.     1.000002: function:                tick_handle\n"
-                        "  <idle>-0       0..h..     1.300002: function:             do_idle\n")
+                        "  <idle>-0       0..h..     1.300002: function:                   do_idle\n")
     dump = subprocess.run([trace_cmd, "dump", "-i", str(path)], capture_output=True, text=True,
                           check=True).stdout
     assert "[Tracing clock]\n\t\t[local]" in dump

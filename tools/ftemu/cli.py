@@ -7,10 +7,10 @@ import sys
 
 from emu import EmuError
 
-from . import boot, gdb_cmd, kmod, mount_cmd
+from . import boot, diff, dump, gdb_cmd, kmod, mount_cmd
 from .options import Parser, UsageError
 
-COMMANDS = (boot, kmod, gdb_cmd, mount_cmd)
+COMMANDS = (boot, dump, diff, kmod, gdb_cmd, mount_cmd)
 
 
 def build_parser() -> Parser:

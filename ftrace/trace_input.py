@@ -1,0 +1,142 @@
+"""A recording opened for reading (libtracecmd's trace-input.c): the events of a trace.dat
+decoded by the file's own formats, with its symbols and task names, merged across CPUs in
+timestamp order as ``trace-cmd report`` prints them."""
+from __future__ import annotations
+
+import bisect
+import heapq
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from . import trace_dat
+from .event_format import EventFormat
+from .ring_buffer import decode_page
+from .trace_dat import TraceDat
+
+# struct trace_entry's flags (include/linux/trace_events.h, trace_flag_type)
+TRACE_FLAG_IRQS_OFF = 0x01
+TRACE_FLAG_NEED_RESCHED = 0x04
+TRACE_FLAG_HARDIRQ = 0x08
+TRACE_FLAG_SOFTIRQ = 0x10
+TRACE_FLAG_NMI = 0x40
+
+
+@dataclass(slots=True)
+class TraceRecord:
+    """One event: where and when it was written, its format and its field values."""
+
+    cpu: int
+    ts: int
+    event: EventFormat
+    fields: dict
+
+    @property
+    def name(self) -> str:
+        return self.event.name
+
+    @property
+    def pid(self) -> int:
+        return self.fields["common_pid"]
+
+    @property
+    def flags(self) -> int:
+        return self.fields["common_flags"]
+
+    @property
+    def preempt_count(self) -> int:
+        return self.fields["common_preempt_count"]
+
+    @property
+    def context(self) -> str:
+        """Where the event was written: "nmi", "hardirq", "softirq" or "task"."""
+        if self.flags & TRACE_FLAG_NMI:
+            return "nmi"
+        if self.flags & TRACE_FLAG_HARDIRQ:
+            return "hardirq"
+        if self.flags & TRACE_FLAG_SOFTIRQ:
+            return "softirq"
+        return "task"
+
+
+class Recording:
+    """A trace.dat's events and the means to name what they refer to."""
+
+    def __init__(self, td: TraceDat) -> None:
+        self.td = td
+        self.events: dict[int, EventFormat] = {}
+        for text in td.ftrace_formats:
+            self._add(EventFormat.parse(text.decode(), "ftrace"))
+        for system, texts in td.event_formats.items():
+            for text in texts:
+                self._add(EventFormat.parse(text.decode(), system))
+        syms = []
+        for line in td.kallsyms.decode(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[1] in "TtWw":
+                syms.append((int(parts[0], 16), parts[2]))
+        syms.sort()
+        self._addrs = [a for a, _ in syms]
+        self._names = [n for _, n in syms]
+        self.comms = {0: "<idle>"}
+        for line in td.cmdlines.decode(errors="replace").splitlines():
+            pid, _, comm = line.strip().partition(" ")
+            if pid.isdigit():
+                self.comms[int(pid)] = comm
+        self.missed: list[int] = [0] * len(td.cpu_data)
+
+    def _add(self, fmt: EventFormat) -> None:
+        self.events[fmt.id] = fmt
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Recording":
+        """Read the trace.dat at ``path``."""
+        return cls(trace_dat.read(path))
+
+    @property
+    def cpus(self) -> int:
+        return len(self.td.cpu_data)
+
+    def event(self, system: str, name: str) -> EventFormat | None:
+        return next((e for e in self.events.values() if e.system == system and e.name == name),
+                    None)
+
+    def symbol(self, addr: int) -> str:
+        """The function containing ``addr`` (its name; ``name+0xoff`` inside it), or hex."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0:
+            return f"0x{addr:x}"
+        off = addr - self._addrs[i]
+        return self._names[i] if off == 0 else f"{self._names[i]}+0x{off:x}"
+
+    def function(self, addr: int) -> str:
+        """The name of the function containing ``addr`` (no offset), or hex."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        return self._names[i] if i >= 0 else f"0x{addr:x}"
+
+    def comm(self, pid: int) -> str:
+        return self.comms.get(pid, "<...>")
+
+    def task(self, pid: int) -> str:
+        """``comm-pid`` as trace lines print a task."""
+        return f"{self.comm(pid)}-{pid}"
+
+    def cpu_records(self, cpu: int) -> Iterator[TraceRecord]:
+        """CPU ``cpu``'s events in the order written; pages that lost events before them add
+        to ``missed[cpu]``."""
+        for page in self.td.pages(cpu):
+            decoded = decode_page(page)
+            if decoded.missed_events:
+                self.missed[cpu] += decoded.missed_events
+            for ev in decoded.events:
+                type_id = int.from_bytes(ev.data[:2], "little")
+                fmt = self.events.get(type_id)
+                if fmt is None:
+                    raise ValueError(f"CPU {cpu}: event type {type_id} at {ev.ts} has no format "
+                                     "in the file")
+                yield TraceRecord(cpu, ev.ts, fmt, fmt.decode(ev.data))
+
+    def records(self, cpus: list[int] | None = None) -> Iterator[TraceRecord]:
+        """Every event of the chosen CPUs (default all), oldest first; ties keep CPU order."""
+        chosen = range(self.cpus) if cpus is None else cpus
+        return heapq.merge(*(self.cpu_records(c) for c in chosen), key=lambda r: r.ts)
