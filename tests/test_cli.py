@@ -7,7 +7,7 @@ import pytest
 
 from cli_helpers import FTEMU, ftemu, ftemu_on_terminal
 
-COMMANDS = ["boot", "kmod", "gdb", "mount"]
+COMMANDS = ["boot", "dump", "diff", "mount", "kmod", "gdb"]
 
 
 def test_ftemu_help_lists_every_command_with_an_example():
