@@ -57,10 +57,10 @@ class EventFormat:
         self.by_name = {f.name: f for f in self.fields}
 
     @classmethod
-    def parse(cls, text: str, system: str = "ftrace") -> "EventFormat":
+    def parse(cls, text: str, system: str = "ftrace") -> EventFormat:
         """Parse one format file; ValueError names what is missing."""
-        name = re.search(r"^name: (\S+)$", text, re.M)
-        ident = re.search(r"^ID: (\d+)$", text, re.M)
+        name = re.search(r"^name: (\S+)$", text, re.MULTILINE)
+        ident = re.search(r"^ID: (\d+)$", text, re.MULTILINE)
         if not name or not ident:
             raise ValueError(f"not an event format (no name/ID line): {text[:40]!r}")
         fields = []
@@ -69,7 +69,7 @@ class EventFormat:
             fname = re.sub(r"\[.*$", "", decl).split()[-1]
             fields.append(FormatField(decl, fname, int(m["offset"]), int(m["size"]),
                                       m["signed"] == "1"))
-        fmt = re.search(r"^print fmt: (.*)$", text, re.M)
+        fmt = re.search(r"^print fmt: (.*)$", text, re.MULTILINE)
         return cls(system, name[1], int(ident[1]), fields, fmt[1] if fmt else "")
 
     def decode(self, data: bytes) -> dict[str, int | str | bytes]:

@@ -203,3 +203,34 @@ def loads(data: bytes) -> TraceDat:
 def read(path: str | Path) -> TraceDat:
     """Read the trace.dat file at ``path``."""
     return loads(Path(path).read_bytes())
+
+
+def from_tracefs(fs, cpu_data: list[bytes], tracing: str = "/sys/kernel/tracing") -> TraceDat:
+    """What ``trace-cmd record`` takes from a tracing directory, read through the machine's
+    file tree ``fs`` (``m.fs``): the headers, every event format, /proc/kallsyms,
+    printk_formats, saved_cmdlines, trace_clock and each CPU's stats; ``cpu_data`` are the
+    pages already read from ``per_cpu/cpuN/trace_pipe_raw``."""
+    def text(path: str) -> bytes:
+        return fs.read_bytes(path) if fs.exists(path) else b""
+
+    events = f"{tracing}/events"
+    ftrace_formats = [fs.read_bytes(f"{events}/ftrace/{name}/format")
+                      for name in sorted(fs.listdir(f"{events}/ftrace"))
+                      if fs.exists(f"{events}/ftrace/{name}/format")]
+    systems = {}
+    for system in sorted(fs.listdir(events)):
+        if system == "ftrace" or not fs.isdir(f"{events}/{system}"):
+            continue
+        formats = [fs.read_bytes(f"{events}/{system}/{ev}/format")
+                   for ev in sorted(fs.listdir(f"{events}/{system}"))
+                   if fs.exists(f"{events}/{system}/{ev}/format")]
+        if formats:
+            systems[system] = formats
+    # as trace-cmd record saves them: "CPU: N" and the stats file
+    cpustats = [(OPTION_CPUSTAT, _cstr(f"CPU: {cpu}\n".encode()
+                                       + text(f"{tracing}/per_cpu/cpu{cpu}/stats")))
+                for cpu in range(len(cpu_data))]
+    return TraceDat(fs.read_bytes(f"{events}/header_page"), fs.read_bytes(f"{events}/header_event"),
+                    ftrace_formats, systems, text("/proc/kallsyms"),
+                    text(f"{tracing}/printk_formats"), text(f"{tracing}/saved_cmdlines"),
+                    cpu_data, fs.read(f"{tracing}/trace_clock"), cpustats)

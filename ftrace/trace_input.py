@@ -4,15 +4,16 @@ timestamp order as ``trace-cmd report`` prints them."""
 from __future__ import annotations
 
 import bisect
-import heapq
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from . import trace_dat
 from .event_format import EventFormat
-from .ring_buffer import decode_page
+from .ring_buffer import RingBufferEvent, decode_page
 from .trace_dat import TraceDat
+from .trace_output import TraceEntry, merge_by_time
 
 # struct trace_entry's flags (include/linux/trace_events.h, trace_flag_type)
 TRACE_FLAG_IRQS_OFF = 0x01
@@ -73,7 +74,7 @@ class Recording:
         syms = []
         for line in td.kallsyms.decode(errors="replace").splitlines():
             parts = line.split()
-            if len(parts) >= 3 and parts[1] in "TtWw":
+            if len(parts) >= 3:
                 syms.append((int(parts[0], 16), parts[2]))
         syms.sort()
         self._addrs = [a for a, _ in syms]
@@ -83,13 +84,12 @@ class Recording:
             pid, _, comm = line.strip().partition(" ")
             if pid.isdigit():
                 self.comms[int(pid)] = comm
-        self.missed: list[int] = [0] * len(td.cpu_data)
 
     def _add(self, fmt: EventFormat) -> None:
         self.events[fmt.id] = fmt
 
     @classmethod
-    def open(cls, path: str | Path) -> "Recording":
+    def open(cls, path: str | Path) -> Recording:
         """Read the trace.dat at ``path``."""
         return cls(trace_dat.read(path))
 
@@ -109,6 +109,14 @@ class Recording:
         off = addr - self._addrs[i]
         return self._names[i] if off == 0 else f"{self._names[i]}+0x{off:x}"
 
+    def lookup(self, addr: int) -> tuple[str, int, int] | None:
+        """(name, offset, size) of the symbol holding ``addr``, sized to the next symbol as
+        kallsyms sizes them; None outside every symbol."""
+        i = bisect.bisect_right(self._addrs, addr) - 1
+        if i < 0 or i + 1 >= len(self._addrs):
+            return None
+        return self._names[i], addr - self._addrs[i], self._addrs[i + 1] - self._addrs[i]
+
     def function(self, addr: int) -> str:
         """The name of the function containing ``addr`` (no offset), or hex."""
         i = bisect.bisect_right(self._addrs, addr) - 1
@@ -121,22 +129,46 @@ class Recording:
         """``comm-pid`` as trace lines print a task."""
         return f"{self.comm(pid)}-{pid}"
 
-    def cpu_records(self, cpu: int) -> Iterator[TraceRecord]:
-        """CPU ``cpu``'s events in the order written; pages that lost events before them add
-        to ``missed[cpu]``."""
+    def cpu_events(self, cpu: int) -> Iterator[RingBufferEvent]:
+        """CPU ``cpu``'s ring-buffer events in the order written."""
         for page in self.td.pages(cpu):
-            decoded = decode_page(page)
-            if decoded.missed_events:
-                self.missed[cpu] += decoded.missed_events
-            for ev in decoded.events:
-                type_id = int.from_bytes(ev.data[:2], "little")
-                fmt = self.events.get(type_id)
-                if fmt is None:
-                    raise ValueError(f"CPU {cpu}: event type {type_id} at {ev.ts} has no format "
-                                     "in the file")
-                yield TraceRecord(cpu, ev.ts, fmt, fmt.decode(ev.data))
+            yield from decode_page(page).events
+
+    def lost(self, cpu: int) -> int:
+        """Events CPU ``cpu``'s buffer lost before they were read (the pages' missed counts)."""
+        return sum(decode_page(p).missed_events or 0 for p in self.td.pages(cpu))
+
+    def entries(self, cpus: list[int] | None = None) -> Iterator[TraceEntry]:
+        """The chosen CPUs' entries (default all), oldest first, as the ``trace`` file merges
+        them."""
+        chosen = range(self.cpus) if cpus is None else cpus
+        return merge_by_time((c, self.cpu_events(c)) for c in chosen)
+
+    def counts(self, cpus: list[int] | None = None) -> tuple[int, int]:
+        """(entries in the recording, entries written) for trace's header."""
+        chosen = range(self.cpus) if cpus is None else cpus
+        n = sum(1 for c in chosen for _ in self.cpu_events(c))
+        return n, n + sum(self.lost(c) for c in chosen)
+
+    def record(self, e: TraceEntry) -> TraceRecord:
+        """An entry with its fields decoded by the file's format for its type."""
+        fmt = self.events.get(e.type)
+        if fmt is None:
+            raise ValueError(f"CPU {e.cpu}: event type {e.type} at {e.ts} has no format in "
+                             "the file")
+        raw = struct.pack("<HBBi", e.type, e.flags, e.preempt_count, e.pid) + e.body
+        return TraceRecord(e.cpu, e.ts, fmt, fmt.decode(raw))
 
     def records(self, cpus: list[int] | None = None) -> Iterator[TraceRecord]:
-        """Every event of the chosen CPUs (default all), oldest first; ties keep CPU order."""
-        chosen = range(self.cpus) if cpus is None else cpus
-        return heapq.merge(*(self.cpu_records(c) for c in chosen), key=lambda r: r.ts)
+        """Every event of the chosen CPUs (default all), oldest first, fields decoded."""
+        return (self.record(e) for e in self.entries(cpus))
+
+    def cpu_records(self, cpu: int) -> Iterator[TraceRecord]:
+        """CPU ``cpu``'s events in the order written, fields decoded."""
+        return self.records([cpu])
+
+    def entry_function(self, e: TraceEntry) -> str:
+        """The function an entry is about: a function event's ip, a graph event's func."""
+        fields = self.record(e).fields
+        addr = fields.get("ip", fields.get("func"))
+        return self.function(addr) if addr is not None else ""

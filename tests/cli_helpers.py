@@ -17,7 +17,7 @@ FTEMU = [sys.executable, "-m", "ftemu.cli"]
 def ftemu(*args: str, cwd: str | Path | None = None, timeout: float = 300,
           input: str | None = None) -> subprocess.CompletedProcess:
     """``ftemu ARGS...`` with stdout and stderr piped; text out."""
-    return subprocess.run([*FTEMU, *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([*FTEMU, *args], check=False, capture_output=True, text=True, cwd=cwd,
                           timeout=timeout, input=input)
 
 
@@ -40,3 +40,16 @@ def ftemu_on_terminal(*args: str, columns: int = 100, timeout: float = 300) -> b
     os.waitpid(pid, 0)
     os.close(fd)
     return bytes(out)
+
+
+def ftemu_into_closed_pipe(*args: str, timeout: float = 300) -> tuple[int, bytes, bytes]:
+    """``ftemu ARGS... | head -1`` through a one-page pipe: (exit status, the line read,
+    everything ftemu wrote on stderr)."""
+    read_fd, write_fd = os.pipe()
+    fcntl.fcntl(read_fd, fcntl.F_SETPIPE_SZ, 4096)
+    p = subprocess.Popen([*FTEMU, *args], stdout=write_fd, stderr=subprocess.PIPE)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as out:
+        first = out.readline()
+    err = p.stderr.read()
+    return p.wait(timeout=timeout), first, err

@@ -1,13 +1,12 @@
 """The ftemu command line, as a user types it: every command from a subprocess."""
 from __future__ import annotations
 
-import subprocess
-
 import pytest
+from cli_helpers import ftemu, ftemu_into_closed_pipe, ftemu_on_terminal
 
 from cli_helpers import FTEMU, ftemu, ftemu_on_terminal
 
-COMMANDS = ["boot", "dump", "diff", "mount", "kmod", "gdb"]
+COMMANDS = ["boot", "record", "report", "dump", "diff", "mount", "kmod", "gdb"]
 
 
 def test_ftemu_help_lists_every_command_with_an_example():
@@ -57,13 +56,9 @@ def test_errors_are_one_line_naming_the_flag_the_user_typed(argv, line):
 
 def test_a_closed_pipe_ends_quietly():
     """`ftemu boot | head -1`: the reader leaves after one line; no traceback, no message."""
-    p = subprocess.Popen([*FTEMU, "boot", "--ms", "2000"], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE)
-    first = p.stdout.readline()
-    p.stdout.close()
-    err = p.stderr.read()
-    assert p.wait(timeout=120) == 141
-    assert first and err == b""
+    status, first, err = ftemu_into_closed_pipe("boot", "--ms", "2000")
+    assert (status, err) == (141, b"")
+    assert first
 
 
 def test_long_work_shows_a_progress_line_on_a_terminal_only():

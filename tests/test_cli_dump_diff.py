@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 
 from cli_helpers import ftemu
-from ftrace import trace_dat
 from synthetic_trace import HARDIRQ, NMI, SOFTIRQ, entry, exit_, fn, page, recording
+
+from ftrace import trace_dat
 
 T = 1_000_000_000
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from synthetic_trace import HARDIRQ, IRQS_OFF, fn, page, recording
 
 from ftrace import trace_dat
 from ftrace.trace_dat import OPTION_UNAME
-from synthetic_trace import HARDIRQ, IRQS_OFF, fn, page, recording
 
 
 def two_cpu_recording(clock: str = "[local] global counter uptime perf mono mono_raw boot\n"):

@@ -7,10 +7,15 @@ task's shadow stack nested them, or its function-tracer events as instants. Time
 microseconds of the recording's clock."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
-from ftrace.trace_input import (TRACE_FLAG_HARDIRQ, TRACE_FLAG_NMI, TRACE_FLAG_SOFTIRQ,
-                                Recording, TraceRecord)
+from ftrace.trace_input import (
+    TRACE_FLAG_HARDIRQ,
+    TRACE_FLAG_NMI,
+    TRACE_FLAG_SOFTIRQ,
+    Recording,
+    TraceRecord,
+)
 
 from .callgraph import FUNCTION, CallStacks, task_key
 

@@ -7,10 +7,10 @@ import sys
 
 from emu import EmuError
 
-from . import boot, diff, dump, gdb_cmd, kmod, mount_cmd
+from . import boot, diff, dump, gdb_cmd, kmod, mount_cmd, record, report
 from .options import Parser, UsageError
 
-COMMANDS = (boot, dump, diff, kmod, gdb_cmd, mount_cmd)
+COMMANDS = (boot, record, report, dump, diff, mount_cmd, kmod, gdb_cmd)
 
 
 def build_parser() -> Parser:

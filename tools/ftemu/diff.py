@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ftrace.trace_input import Recording, TraceRecord
 
 from .callgraph import ENTRY, EXIT, FUNCTION, CallStacks, task_key
-from .options import add_command
+from .options import add_command, write_out
 
 TIME_FIELDS = ("calltime", "rettime")
 CONTEXT_BEFORE = 3
@@ -138,7 +138,7 @@ def report(a: Recording, b: Recording, names: tuple[str, str], limit: int) -> tu
 def run(args: argparse.Namespace) -> int:
     status, text = report(Recording.open(args.a), Recording.open(args.b), (args.a, args.b),
                           args.limit)
-    print(text, end="")
+    write_out(text)
     return status
 
 

@@ -10,7 +10,7 @@ from ftrace.trace_input import Recording
 
 from .callgraph import folded_stacks
 from .chrome import chrome_events
-from .options import add_command
+from .options import add_command, write_out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,8 +22,7 @@ def run(args: argparse.Namespace) -> int:
             json.dump(doc, out, separators=(",", ":"))
             out.write("\n")
         return 0
-    for path, count in sorted(folded_stacks(rec).items()):
-        sys.stdout.write(f"{path} {count}\n")
+    write_out("".join(f"{path} {count}\n" for path, count in sorted(folded_stacks(rec).items())))
     return 0
 
 

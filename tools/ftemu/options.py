@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 from emu import Machine
 
@@ -86,19 +86,47 @@ def show_progress() -> bool:
     return sys.stderr.isatty()
 
 
-def run_for(m: Machine, ms: float, desc: str = "running") -> None:
-    """``m.run(ms)`` with a progress line on a terminal. The slices are the same as one
-    ``m.run(ms)`` (the check between slices never stops early), so runs stay comparable."""
-    if not show_progress() or ms <= 0:
+def run_for(m: Machine, ms: float, desc: str = "running",
+            every: Callable[[], None] | None = None, every_ms: float = 1.0) -> None:
+    """``m.run(ms)`` with a progress line on a terminal, calling ``every()`` between slices
+    each ``every_ms`` of virtual time. The slices are those of one ``m.run(ms)`` (the check
+    between slices never stops early), so runs stay comparable."""
+    progress = show_progress() and ms > 0
+    if not progress and every is None:
         m.run(ms)
         return
-    # tqdm: a maintained, dependency-free progress bar that handles terminal width, rates and
-    # cleanup on exceptions; hand-writing that is not worth it.
-    from tqdm import tqdm
-    start, end = m.now, m.now + int(ms * 1e6)
-    with tqdm(total=round(ms, 3), desc=desc, unit="ms", leave=False, file=sys.stderr, delay=1.0,
-              bar_format="{desc}: {n:.1f}/{total:g} virtual ms [{elapsed}<{remaining}]") as bar:
-        def tick() -> bool:
+    start, end, period = m.now, m.now + int(ms * 1e6), int(every_ms * 1e6)
+    due = [start + period]
+    bar = None
+    if progress:
+        # tqdm: a maintained, dependency-free progress bar that handles terminal width,
+        # rates and cleanup on exceptions; hand-writing that is not worth it.
+        from tqdm import tqdm
+        bar = tqdm(total=round(ms, 3), desc=desc, unit="ms", leave=False, file=sys.stderr,
+                   delay=1.0, bar_format="{desc}: {n:.1f}/{total:g} virtual ms "
+                                         "[{elapsed}<{remaining}]")
+
+    def check() -> bool:
+        if bar is not None:
             bar.update(min(ms, (m.now - start) / 1e6) - bar.n)
-            return m.now >= end
-        m.run_until(tick, ms)
+        if every is not None and m.now >= due[0]:
+            every()
+            due[0] = m.now + period
+        return m.now >= end
+    try:
+        m.run_until(check, ms)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+OUT_CHUNK = 8192
+
+
+def write_out(text: str) -> None:
+    """Write ``text`` to stdout in pieces: a reader that leaves (``| head``) then shows up as
+    BrokenPipeError on the next piece, even where stdout is unbuffered (PYTHONUNBUFFERED),
+    whose single large write would end short without an error."""
+    for i in range(0, len(text), OUT_CHUNK):
+        sys.stdout.write(text[i:i + OUT_CHUNK])
+    sys.stdout.flush()
