@@ -346,6 +346,13 @@ class RingBuffer:
         if not nr:
             return None
         page = decode_page(self.read_page(cpu, head), read)
+        while not page.events and head != tail:
+            # The head page was read to its end (or its padding) while it was the tail; the
+            # writer has moved on since: the reader moves on too (rb_get_reader_page).
+            head, read = (head + 1) % nr, 0
+            self._set(cpu, RB_HEAD_PAGE, head)
+            self._set(cpu, RB_READ, 0)
+            page = decode_page(self.read_page(cpu, head), read)
         if not page.events or (full and head == tail):
             return None
         raw = bytearray(PAGE_SIZE)
