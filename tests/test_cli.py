@@ -6,7 +6,7 @@ from cli_helpers import ftemu, ftemu_into_closed_pipe, ftemu_on_terminal
 
 from cli_helpers import FTEMU, ftemu, ftemu_on_terminal
 
-COMMANDS = ["boot", "record", "report", "dump", "diff", "mount", "kmod", "gdb"]
+COMMANDS = ["demo", "boot", "record", "report", "dump", "diff", "mount", "kmod", "gdb"]
 
 
 def test_ftemu_help_lists_every_command_with_an_example():

@@ -133,9 +133,9 @@ def test_diff_points_at_the_first_differing_event_with_its_call_stack(tmp_path):
     assert r.returncode == 1, r.stderr
     assert r.stdout == (
         f"first difference: CPU 0, event #1 of that CPU (A = {a}, B = {b})\n"
-        "     1.000000000              sh-2  [000] task     funcgraph_entry: sys_write() {  (depth 0)\n"
-        "  A  1.000000100              sh-2  [000] task     funcgraph_entry: copy_from_user() {  (depth 1)\n"
-        "  B  1.000000100              sh-2  [000] task     funcgraph_entry: schedule() {  (depth 1)\n"
+        "     1.000000              sh-2  [000] task     funcgraph_entry: sys_write() {  (depth 0)\n"
+        "  A  1.000000              sh-2  [000] task     funcgraph_entry: copy_from_user() {  (depth 1)\n"
+        "  B  1.000000              sh-2  [000] task     funcgraph_entry: schedule() {  (depth 1)\n"
         "  call stack in A: sys_write\n"
         "  call stack in B: sys_write\n"
         "\n"

@@ -2,6 +2,7 @@
 as the live ``trace`` file of the same deterministic run, line for line."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 
@@ -119,3 +120,63 @@ def test_report_into_a_closed_pipe_ends_quietly(function_run):
     path, _, _ = function_run
     status, first, err = ftemu_into_closed_pipe("report", str(path))
     assert (status, first, err) == (141, b"# tracer: function\n", b"")
+
+
+def test_folded_stacks_of_a_recording_sum_to_its_events(function_run):
+    path, m, _ = function_run
+    r = ftemu("dump", "--flame-graph", str(path))
+    assert r.returncode == 0 and r.stderr == ""
+    total = sum(int(line.rsplit(" ", 1)[1]) for line in r.stdout.splitlines())
+    events = sum(1 for ln in m.tracefs.read("trace").splitlines() if not ln.startswith("#"))
+    assert total == events
+    assert "uvm_map;kalloc " in r.stdout
+
+
+def test_chrome_json_of_a_recording_is_nested_per_track(function_run, tmp_path):
+    from test_cli_dump_diff import assert_properly_nested
+    path, m, _ = function_run
+    out = tmp_path / "t.json"
+    assert ftemu("dump", "--chrome", str(out), str(path)).returncode == 0
+    events = json.loads(out.read_text())["traceEvents"]
+    names = assert_properly_nested(events)
+    assert names[(1, 0)] == "CPU 0" and names[(1, 1)] == "CPU 1"
+    instants = [e for e in events if e["ph"] == "i"]
+    lines = [ln for ln in m.tracefs.read("trace").splitlines() if not ln.startswith("#")]
+    assert len(instants) == len(lines)
+    assert {e["cat"] for e in instants} >= {"task", "hardirq", "softirq"}
+    spans = {e["name"] for e in events if e["ph"] == "B" and e["pid"] == 1}
+    assert {"hardirq", "softirq", "init-1"} <= spans
+
+
+def _events(report: str) -> list[tuple[str, str, str]]:
+    """(timestamp, task, function) of each line of a trace text."""
+    return [re.match(r"\s*(\S+)\s+\[\d+\] \S+\s+([\d.]+): (\S+)", ln).group(2, 1, 3)
+            for ln in report.splitlines() if not ln.startswith("#")]
+
+
+def test_diff_of_runs_differing_by_one_cmdline_option_points_at_the_first_difference(tmp_path):
+    a, b = tmp_path / "a.dat", tmp_path / "b.dat"
+    assert ftemu("record", "--ms", "30", "-o", str(a)).returncode == 0
+    assert ftemu("record", "--ms", "30", "--cmdline", "console=ttyS0 hotplug_cycle=20",
+                 "-o", str(b)).returncode == 0
+    r = ftemu("diff", str(a), str(b))
+    assert r.returncode == 1, r.stderr
+    head = re.match(r"first difference: CPU (\d+), event #(\d+) of that CPU", r.stdout)
+    cpu, index = int(head[1]), int(head[2])
+    # Per CPU, the reports agree up to the reported event and part there; no CPU parts
+    # earlier.
+    first_ts = None
+    for c in (0, 1):
+        ea = _events(ftemu("report", "--cpu", str(c), str(a)).stdout)
+        eb = _events(ftemu("report", "--cpu", str(c), str(b)).stdout)
+        i = next(i for i, (x, y) in enumerate(zip(ea, eb)) if x[1:] != y[1:])
+        if c == cpu:
+            assert i == index
+            first_ts = ea[i][0]
+            assert f"  A  {ea[i][0]}  " in r.stdout
+            assert f": {ea[i][2]} <-" in r.stdout.split("  A  ")[1].splitlines()[0]
+            assert f": {eb[i][2]} <-" in r.stdout.split("  B  ")[1].splitlines()[0]
+        else:
+            assert float(ea[i][0]) >= float(first_ts or 0)
+    assert "  call stack in A: " in r.stdout
+    assert "calls per function that differ" in r.stdout

@@ -7,10 +7,10 @@ import sys
 
 from emu import EmuError
 
-from . import boot, diff, dump, gdb_cmd, kmod, mount_cmd, record, report
+from . import boot, demo, diff, dump, gdb_cmd, kmod, mount_cmd, record, report
 from .options import Parser, UsageError
 
-COMMANDS = (boot, record, report, dump, diff, mount_cmd, kmod, gdb_cmd)
+COMMANDS = (demo, boot, record, report, dump, diff, mount_cmd, kmod, gdb_cmd)
 
 
 def build_parser() -> Parser:
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as e:
         print(f"ftemu {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except (EmuError, ValueError, OSError) as e:
+    except (EmuError, ValueError, OSError, RuntimeError) as e:
         print(f"ftemu {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

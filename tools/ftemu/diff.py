@@ -34,8 +34,9 @@ def describe(rec: Recording, r: TraceRecord) -> str:
         what = f"}} {rec.function(f['func'])}  (depth {f['depth']}, {dur / 1000:.3f} us)"
     else:
         what = " ".join(f"{k}={v}" for k, v in f.items() if not k.startswith("common_"))
-    return (f"{r.ts / 1e9:.9f}  {rec.task(r.pid):>16}  [{r.cpu:03d}] {r.context:8} "
-            f"{r.name}: {what}")
+    us = (r.ts + 500) // 1000                   # as the trace file rounds it
+    return (f"{us // 1_000_000}.{us % 1_000_000:06d}  {rec.task(r.pid):>16}  [{r.cpu:03d}] "
+            f"{r.context:8} {r.name}: {what}")
 
 
 @dataclass
