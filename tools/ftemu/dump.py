@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from ftrace.trace_input import Recording
 
@@ -13,14 +12,22 @@ from .chrome import chrome_events
 from .options import add_command, write_out
 
 
+def write_chrome(rec: Recording, path: str, source: str) -> None:
+    """The recording as Chrome trace-event JSON at ``path`` ('-': stdout)."""
+    doc = {"traceEvents": list(chrome_events(rec)), "displayTimeUnit": "ns",
+           "otherData": {"source": source, "clock": rec.td.clock}}
+    text = json.dumps(doc, separators=(",", ":")) + "\n"
+    if path == "-":
+        write_out(text)
+    else:
+        with open(path, "w") as out:
+            out.write(text)
+
+
 def run(args: argparse.Namespace) -> int:
     rec = Recording.open(args.file)
     if args.chrome:
-        doc = {"traceEvents": list(chrome_events(rec)), "displayTimeUnit": "ns",
-               "otherData": {"source": str(args.file), "clock": rec.td.clock}}
-        with open(args.chrome, "w") if args.chrome != "-" else sys.stdout as out:
-            json.dump(doc, out, separators=(",", ":"))
-            out.write("\n")
+        write_chrome(rec, args.chrome, str(args.file))
         return 0
     write_out("".join(f"{path} {count}\n" for path, count in sorted(folded_stacks(rec).items())))
     return 0

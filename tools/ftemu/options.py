@@ -120,7 +120,7 @@ def run_for(m: Machine, ms: float, desc: str = "running",
             bar.close()
 
 
-OUT_CHUNK = 8192
+OUT_CHUNK = 4096
 
 
 def write_out(text: str) -> None:

@@ -13,7 +13,9 @@ import sys
 from emu import Machine
 from ftrace import trace_dat
 from ftrace.ring_buffer import PAGE_SIZE, decode_page
+from ftrace.trace_input import Recording
 
+from .dump import write_chrome
 from .options import UsageError, add_command, add_machine_options, make_machine, run_for
 
 TRACEFS = "/sys/kernel/tracing"
@@ -105,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
     td = record(m, args)
     trace_dat.write(args.output, td)
     print(summary(td, args.output), file=sys.stderr)
+    if args.chrome:
+        write_chrome(Recording(td), args.chrome, args.output)
+        print(f"wrote {args.chrome}", file=sys.stderr)
     return 0
 
 
@@ -135,4 +140,6 @@ def register(sub) -> None:
     add_machine_options(p, ms=20, what="trace")
     p.add_argument("-o", dest="output", default="trace.dat", metavar="FILE",
                    help="where to write (default trace.dat)")
+    p.add_argument("--chrome", metavar="OUT.json",
+                   help="also write Chrome trace-event JSON (Perfetto), as ftemu dump --chrome")
     p.set_defaults(func=run)
