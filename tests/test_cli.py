@@ -4,8 +4,6 @@ from __future__ import annotations
 import pytest
 from cli_helpers import ftemu, ftemu_into_closed_pipe, ftemu_on_terminal
 
-from cli_helpers import FTEMU, ftemu, ftemu_on_terminal
-
 COMMANDS = ["demo", "boot", "record", "report", "dump", "diff", "mount", "kmod", "gdb"]
 
 
