@@ -70,7 +70,8 @@ class MachinePool:
         entry = entries.pop()
         m, snap, tables = entry
         m.restore(snap)
-        m.tracing.call_traces.clear()
+        if m.tracing is not None:             # None for a kernel without tracer support
+            m.tracing.call_traces.clear()
         self.setups.append(time.perf_counter() - t0)
         return entry
 
