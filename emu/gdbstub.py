@@ -246,9 +246,7 @@ class GdbServer:
         try:
             task = self.m.kernel.current(cpu.index)
             if task:
-                import emu.memlayout as L
-                comm = self.m.read(task + L.TASK_COMM, 16).split(b"\0")[0].decode("latin-1")
-                pid = int.from_bytes(self.m.read(task + L.TASK_PID, 4), "little", signed=True)
+                pid, comm = self.m.kernel.task_name(task)
                 desc += f", task {comm} (pid {pid})"
         except (LookupError, EmuError):
             pass

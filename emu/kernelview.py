@@ -40,6 +40,12 @@ class KernelView:
         """The task running on ``cpu`` (0 before the CPU has one)."""
         return _u64.unpack(self.m.read(self.pcpu(cpu, L.PCPU_CURRENT), 8))[0]
 
+    def task_name(self, task: int) -> tuple[int, str]:
+        """(pid, comm) of ``task``."""
+        raw = self.m.read(task, L.TASK_COMM + 16)
+        comm = raw[L.TASK_COMM:].split(b"\0")[0].decode("ascii", "replace")
+        return struct.unpack_from("<i", raw, L.TASK_PID)[0], comm
+
     def tasks(self) -> list[int]:
         """Every live task (idle tasks included)."""
         out = []

@@ -23,6 +23,7 @@ from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, USER_HZ, CLOCK_COU
                                 TR_ON, TR_PIDS,
                                 emit_function_trace_call, emit_trace_clock,
                                 function_trace_thunk)
+from .calltrace import CallTrace
 from .errors import FtraceError
 from .flags import FtraceOpsFlags as FL
 from .ring_buffer import (BUF_PAGE_SIZE, RB_CPU_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT,
@@ -403,6 +404,7 @@ class Tracing:
         self.arrays: dict[str, TraceArray] = {}
         machine.ftrace.instances.add_hooks(self.trace_array_create, self.trace_array_destroy)
         self.top = self.arrays[""]
+        self.call_traces: list[CallTrace] = []
         machine.snapshot_participants.append(self)
 
     # ---- snapshots: the host half of every trace array follows the guest memory ---------
@@ -433,6 +435,14 @@ class Tracing:
             if tr._inst_changed not in tr.inst.listeners:
                 tr.inst.listeners.append(tr._inst_changed)
             self.arrays[name] = tr
+
+    def __call__(self, *patterns: str) -> CallTrace:
+        """``with m.tracing("schedule", "try_to_wake_up") as t:`` records those functions'
+        calls during the block (``t.count``, ``t.order``, ``t.contexts`` ...); the recent
+        ones stay in ``call_traces`` (the pytest plugin's failure report shows them)."""
+        t = CallTrace(self.m, patterns)
+        self.call_traces = self.call_traces[-7:] + [t]
+        return t
 
     def _build_code(self) -> None:
         m = self.m
