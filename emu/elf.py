@@ -72,6 +72,10 @@ class KernelImage:
         self._addrs = [s.addr for s in funcs]
         self._owner = {s.addr: owner for owner, syms in self._modules.items() for s in syms}
 
+    def kernel_symbols(self) -> list[Symbol]:
+        """vmlinux's symbols in address order (duplicates of a name included: kallsyms)."""
+        return sorted(self._kernel_syms, key=lambda s: s.addr)
+
     def add_module_symbols(self, owner: str, symbols: list[Symbol]) -> None:
         """Make a loaded module's symbols known (lookup, %pS with ``[owner]``, by name where
         the kernel has no symbol of that name: vmlinux wins, as in kallsyms_lookup_name)."""

@@ -159,11 +159,11 @@ class Machine:
         boot.regs.write(UC_X86_REG_RDI, L.BOOT_PARAMS_PA)
         boot.state = RUNNING
         self.kernel = KernelView(self)
+        self.log = KernelLog(self)
+        self.modules = ModuleLoader(self)
         self.fs = PseudoFS(waiter=self._wait_event)     # each layer registers its files
         self.tracefs = self.fs.view(TRACEFS)
         machine_files.register(self)
-        self.log = KernelLog(self)
-        self.modules = ModuleLoader(self)
         self._attach_extensions(dict(options))
 
     def _attach_extensions(self, options: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+from . import procfs
 from .errors import EmuError
 from .pseudofs import fs_error
 
@@ -43,7 +44,7 @@ def cpu_ranges(cpus: list[int]) -> str:
 def register(m: "Machine") -> None:
     """Register the machine's files (called once, before the extensions attach)."""
     fs = m.fs
-    fs.register_text("/proc/cmdline", lambda: m.cmdline + "\n")
+    procfs.register(m)              # /proc/cmdline, /proc/meminfo: the guest's show functions
     fs.register_text("/proc/kallsyms", m.image.kallsyms_text)
     everyone = list(range(len(m.cpus)))
     fs.register_text(f"{CPU_DIR}/possible", lambda: cpu_ranges(everyone))

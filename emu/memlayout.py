@@ -9,7 +9,7 @@ import re
 
 from guest import SOURCE_DIR
 
-_DEFINE = re.compile(r"^#define\s+([A-Z_][A-Z0-9_]*)\s+(0x[0-9a-fA-F]+|\d+)\b", re.M)
+_DEFINE = re.compile(r"^#define\s+([A-Z_][A-Z0-9_]*)\s+(-?0x[0-9a-fA-F]+|-?\d+)\b", re.M)
 
 
 def parse_header(text: str) -> dict[str, int]:

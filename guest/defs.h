@@ -80,8 +80,20 @@ void __noreturn poweroff(u32 code);
 // kalloc.c
 void kalloc_init(u64 start_pa, u64 end_pa);
 void *kalloc(void);
-void kfree(void *va);
+void free_page(void *va);
 u64 nr_free_pages(void);
+
+// slab.c (the kernel's gfp values)
+#define GFP_KERNEL      0xcc0u
+#define GFP_ATOMIC      0xa20u
+#define GFP_NOWAIT      0x800u
+void *kmalloc(size_t size, gfp_t flags);
+void *kzalloc(size_t size, gfp_t flags);
+void kfree(const void *va);
+
+// livepatch.c
+void klp_update_patch_state(struct task *task);
+void klp_copy_process(struct task *child);
 
 // vm.c
 extern u64 *kernel_pml4;
@@ -151,6 +163,24 @@ void timer_tick_check(void);
 void run_timer_softirq(void);
 long schedule_timeout(long jiffies_left, int state);
 void msleep(u64 ms);
+
+// workqueue.c (layouts shared with include/linux/workqueue.h)
+struct work_struct {
+	struct work_struct *next;       // wq_lock: queue link
+	void (*func)(struct work_struct *);
+	volatile int pending;           // queued, not yet started
+};
+struct delayed_work {
+	struct work_struct work;
+	struct timer_list timer;
+};
+void workqueue_init(void);
+bool schedule_work(struct work_struct *w);
+bool schedule_delayed_work(struct delayed_work *dw, unsigned long delay);
+bool flush_work(struct work_struct *w);
+bool cancel_work_sync(struct work_struct *w);
+bool cancel_delayed_work_sync(struct delayed_work *dw);
+bool flush_delayed_work(struct delayed_work *dw);
 
 // sched.c
 void sched_init(void);
@@ -280,6 +310,7 @@ int seq_puts(struct seq_file *m, const char *s);
 
 // proc_cmdline.c
 int cmdline_proc_show(struct seq_file *m, void *v);
+int meminfo_proc_show(struct seq_file *m, void *v);
 
 // module.c
 struct module_call;

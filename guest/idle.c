@@ -32,6 +32,7 @@ noinline void do_idle(void)
 		local_irq_enable();
 	}
 	schedule_idle();
+	klp_update_patch_state(current);        // the idle loop is a livepatch safe point
 }
 
 void __noreturn cpu_startup_entry(void)

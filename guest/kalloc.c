@@ -26,13 +26,14 @@ void kalloc_init(u64 start_pa, u64 end_pa)
 	}
 }
 
-void kfree(void *va)
+// Give back a page from kalloc (kfree also takes pages, and kmalloc's objects).
+void free_page(void *va)
 {
 	struct run *r = va;
 	u64 flags;
 
 	if ((u64)va % PGSIZE || (u64)va < DIRECT_MAP_VA)
-		panic("kfree %p", va);
+		panic("free_page %p", va);
 	memset(va, 0x5a, PGSIZE);       // poison, to catch use after free
 	flags = spin_lock_irqsave(&kmem.lock);
 	r->next = kmem.freelist;

@@ -60,6 +60,7 @@ static int kernel_init(void *arg)
 {
 	smp_init();                                     // secondary CPUs
 	run_kernel_tests();                             // ALL TESTS PASSED
+	workqueue_init();                               // kworker: the system workqueue
 	kernel_thread(hotplug_thread, NULL, "hotplugd"); // CPU down/up cycling, requests
 	kernel_thread(rcu_demo_thread, NULL, "rcu_sync"); // synchronize_rcu now and then
 	kernel_thread(watchdog_thread, NULL, "watchdog"); // NMI IPIs

@@ -160,8 +160,45 @@
 #define TASK_ON_RQ          0x44    // int: runnable and waiting for a CPU (not blocked)
 #define TASK_CPU            0x48    // int: the CPU it runs or last ran on
 #define TASK_USED           0x50    // int: the slot holds a live task
+#define TASK_PATCH_STATE    0x68    // int: livepatch's per-task state, KLP_TRANSITION_* below
 // Every task lives in "tasks" (switched-out ones hold a valid TASK_THREAD_SP) or
 // "idle_tasks" (one per CPU); both are arrays of struct task.
 #define TIF_NEED_RESCHED    3
+#define TIF_PATCH_PENDING   13      // livepatch: switch patch_state at the next safe point
+#define KLP_TRANSITION_IDLE       -1
+#define KLP_TRANSITION_UNPATCHED  0
+#define KLP_TRANSITION_PATCHED    1
+
+// ---- livepatch structures (guest/include/linux/livepatch.h; the host reads them) -----------
+#define KLP_FUNC_OLD_NAME   0x00    // const char *
+#define KLP_FUNC_NEW_FUNC   0x08    // void *
+#define KLP_FUNC_OLD_SYMPOS 0x10    // unsigned long
+#define KLP_FUNC_OLD_FUNC   0x18    // void *: resolved by the host
+#define KLP_FUNC_STACK_NEXT 0x20    // struct klp_func *: the next older func on its func stack
+#define KLP_FUNC_OLD_SIZE   0x28
+#define KLP_FUNC_NEW_SIZE   0x30
+#define KLP_FUNC_NOP        0x38    // bool
+#define KLP_FUNC_PATCHED    0x39    // bool
+#define KLP_FUNC_TRANSITION 0x3a    // bool
+#define KLP_FUNC_SIZE       0x40
+#define KLP_OBJ_NAME        0x00    // const char *: NULL is vmlinux
+#define KLP_OBJ_FUNCS       0x08    // struct klp_func *, ends with a func without old_name
+#define KLP_OBJ_CALLBACKS   0x10    // pre_patch, post_patch, pre_unpatch, post_unpatch, post_unpatch_enabled
+#define KLP_OBJ_MOD         0x38    // struct module *: set while the object's module is loaded
+#define KLP_OBJ_DYNAMIC     0x40    // bool
+#define KLP_OBJ_PATCHED     0x41    // bool
+#define KLP_OBJ_SIZE        0x48
+#define KLP_STATE_ID        0x00    // unsigned long
+#define KLP_STATE_VERSION   0x08    // unsigned int
+#define KLP_STATE_DATA      0x10    // void *
+#define KLP_STATE_SIZE      0x18
+#define KLP_PATCH_MOD       0x00    // struct module *
+#define KLP_PATCH_OBJS      0x08    // struct klp_object *, ends with an object without funcs
+#define KLP_PATCH_STATES    0x10    // struct klp_state *, ends with id 0
+#define KLP_PATCH_REPLACE   0x18    // bool
+#define KLP_PATCH_ENABLED   0x19    // bool
+#define KLP_PATCH_FORCED    0x1a    // bool
+#define KLP_PATCH_SIZE      0x20
+#define KLP_MAX_PATCHES     16      // klp_patches[]: the registered patches, oldest first
 
 #endif

@@ -58,7 +58,17 @@ static void put_str(struct outbuf *o, const char *s, int width, int left)
 			put(o, ' ');
 }
 
-// %d %i %u %x %p %pS %s %c %%, with flags '-' '0', a width, and length l / ll / z.
+static const char *gfp_name(gfp_t gfp)
+{
+	switch (gfp) {
+	case GFP_KERNEL: return "GFP_KERNEL";
+	case GFP_ATOMIC: return "GFP_ATOMIC";
+	case GFP_NOWAIT: return "GFP_NOWAIT";
+	default: return "0x?";
+	}
+}
+
+// %d %i %u %x %p %pS %pGg %s %c %%, with flags '-' '0', a width, and length l / ll / z.
 // %pS prints [<address>]: the guest has no kallsyms, the host symbolises the console.
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 {
@@ -116,6 +126,11 @@ int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap)
 				put_num(&o, (u64)va_arg(ap, void *), 16, 0, 16, 1);
 				put(&o, '>');
 				put(&o, ']');
+				break;
+			}
+			if (fmt[1] == 'G' && fmt[2] == 'g') {   // %pGg: gfp flags by name
+				put_str(&o, gfp_name(*va_arg(ap, gfp_t *)), 0, 0);
+				fmt += 2;
 				break;
 			}
 			put(&o, '0');

@@ -119,4 +119,5 @@ void exit_to_user_mode_prepare(struct pt_regs *regs)
 		schedule();
 		local_irq_disable();
 	}
+	klp_update_patch_state(current);        // return to user space: a livepatch safe point
 }

@@ -30,6 +30,8 @@ void idle_task_init(int cpu)
 	t->on_cpu = 1;
 	t->on_rq = 0;
 	t->cpu = cpu;
+	if (!t->used)           // first boot only: a CPU coming back keeps its livepatch state
+		t->patch_state = KLP_TRANSITION_IDLE;
 	t->used = 1;
 }
 
@@ -56,6 +58,7 @@ static struct task *task_alloc(const char *name)
 	t->pml4 = kernel_pml4;
 	t->cpu = -1;
 	strlcpy(t->comm, name, sizeof(t->comm));
+	klp_copy_process(t);
 	return t;
 }
 

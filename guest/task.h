@@ -35,6 +35,7 @@ struct task {
 	int user;               // has a user address space
 	u64 code_size;          // bytes mapped at USER_CODE_VA; user tasks
 	struct task *rq_next;   // runqueue link; rq_lock
+	int patch_state;        // TASK_PATCH_STATE: KLP_TRANSITION_*; livepatch (guest/livepatch.c)
 };
 
 _Static_assert(offsetof(struct task, pid) == TASK_PID, "TASK_PID");
@@ -47,6 +48,7 @@ _Static_assert(offsetof(struct task, sp) == TASK_THREAD_SP, "TASK_THREAD_SP");
 _Static_assert(offsetof(struct task, used) == TASK_USED, "TASK_USED");
 _Static_assert(offsetof(struct task, on_rq) == TASK_ON_RQ, "TASK_ON_RQ");
 _Static_assert(offsetof(struct task, cpu) == TASK_CPU, "TASK_CPU");
+_Static_assert(offsetof(struct task, patch_state) == TASK_PATCH_STATE, "TASK_PATCH_STATE");
 
 // The frame switch_to leaves on a switched-out task's stack (Linux's inactive_task_frame).
 struct inactive_task_frame {

@@ -13,9 +13,14 @@ typedef long s64;
 typedef unsigned long size_t;
 typedef long ssize_t;
 typedef unsigned long uintptr_t;
+typedef _Bool bool;
+typedef unsigned int gfp_t;
+#define true 1
+#define false 0
 
 #define NULL ((void *)0)
 #define offsetof(t, f) __builtin_offsetof(t, f)
+#define container_of(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define ALIGN_UP(x, a) (((x) + (a) - 1) & ~((u64)(a) - 1))
 #define ALIGN_DOWN(x, a) ((x) & ~((u64)(a) - 1))

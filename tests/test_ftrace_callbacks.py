@@ -78,8 +78,9 @@ def test_fl_rcu_skips_the_callback_where_rcu_is_not_watching(booted_snapshots):
 def test_save_regs_gives_pt_regs_with_the_callers_arguments(booted_snapshots):
     m = booted_snapshots(1)
     ft = m.ftrace
-    seen = []
-    ops = FtraceOps(lambda ip, pip, op, regs: seen.append(regs), FTRACE_OPS_FL_SAVE_REGS)
+    seen, tops = [], []     # the word at regs->sp, read while the frame is live
+    ops = FtraceOps(lambda ip, pip, op, regs: (seen.append(regs), tops.append((m.read_u64(regs.sp), pip))),
+                    FTRACE_OPS_FL_SAVE_REGS)
     ft.ftrace_set_filter(ops, "kstat_inc", True)
     ft.register_ftrace_function(ops)
     m.run(ms=10)
@@ -88,7 +89,7 @@ def test_save_regs_gives_pt_regs_with_the_callers_arguments(booted_snapshots):
     assert regs.cs == 0x10 and regs.ss == 0x18 and regs.flags & 0x2
     assert regs.ip == m.symbol_address("kstat_inc") + 5
     assert 0 <= regs.di < 10                             # kstat_inc(int i): i is a KSTAT_* index
-    assert m.read_u64(regs.sp) != 0                       # sp points at the return address
+    assert tops[0][0] == tops[0][1]                       # sp points at the return address
     assert {r.di for r in seen} >= {0, 5}                 # timer irqs and idle entries
 
 

@@ -9,8 +9,6 @@
 #define min(a, b) ((a) < (b) ? (a) : (b))
 #define max(a, b) ((a) > (b) ? (a) : (b))
 
-int snprintf(char *buf, size_t size, const char *fmt, ...) __printf(3, 4);
-int sprintf(char *buf, const char *fmt, ...) __printf(2, 3);
 
 #define WARN_ON(condition) ({						\
 	int __ret_warn_on = !!(condition);				\

@@ -15,10 +15,8 @@
 #define KERN_DEBUG      KERN_SOH "7"
 #define KERN_CONT       KERN_SOH "c"
 
-#define CONSOLE_LOGLEVEL_DEFAULT 7
-extern int console_loglevel;
-
-int printk(const char *fmt, ...) __printf(1, 2);
+#define CONSOLE_LOGLEVEL_MOTORMOUTH 15
+#include "../../defs.h"         /* printk, vprintk, console_loglevel: the kernel's own */
 
 #ifndef pr_fmt
 #define pr_fmt(fmt) fmt

@@ -3,12 +3,7 @@
 #define _LINUX_TYPES_H
 
 #include "../../types.h"     /* the kernel's own u8..u64, size_t, NULL, READ_ONCE ... */
-typedef _Bool bool;
-typedef unsigned int gfp_t;
 typedef long long loff_t;
-
-#define true 1
-#define false 0
 
 struct list_head {
 	struct list_head *next, *prev;
