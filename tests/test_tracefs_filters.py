@@ -88,7 +88,7 @@ def test_the_hash_changes_when_the_write_completes(m):
     h.write(b"loc\n", 9)
     assert ops.filter_hash == frozenset()
     h.release()
-    assert m.tracefs.read("set_ftrace_filter") == "kfree\nkalloc\n"
+    assert m.tracefs.read("set_ftrace_filter") == "kalloc\nkfree\n"
     assert ops.filter_hash == {m.ftrace.function_address("kfree"),
                                m.ftrace.function_address("kalloc")}
 
@@ -108,7 +108,7 @@ def test_truncate_clears_and_append_adds(m):
     t = m.tracefs
     t.write("set_ftrace_notrace", "kfree\n")
     t.write("set_ftrace_notrace", "kalloc\n", append=True)
-    assert t.read("set_ftrace_notrace") == "kfree\nkalloc\n"
+    assert t.read("set_ftrace_notrace") == "kalloc\nkfree\n"
     t.write("set_ftrace_notrace", "")
     assert t.read("set_ftrace_notrace") == NONE
 
