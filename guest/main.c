@@ -60,7 +60,6 @@ static int kernel_init(void *arg)
 {
 	smp_init();                                     // secondary CPUs
 	run_kernel_tests();                             // ALL TESTS PASSED
-	workqueue_init();                               // kworker: the system workqueue
 	kernel_thread(hotplug_thread, NULL, "hotplugd"); // CPU down/up cycling, requests
 	kernel_thread(rcu_demo_thread, NULL, "rcu_sync"); // synchronize_rcu now and then
 	kernel_thread(watchdog_thread, NULL, "watchdog"); // NMI IPIs
@@ -93,6 +92,7 @@ void __noreturn main(u64 boot_params_pa)
 	sched_init();                           // runqueue
 	user_sems_init();                       // semaphores for user tasks
 	hotplug_init();                         // hotplug lock
+	workqueue_init();                       // the system workqueue (kworkers start on use)
 	lapic_init();                           // local APIC timer at HZ
 	set_cpu_online(0, 1);
 	kstat_inc(KSTAT_CPU_ONLINE);

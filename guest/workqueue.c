@@ -44,6 +44,16 @@ static int worker_thread(void *arg)
 void workqueue_init(void)
 {
 	sema_init(&wq_sem, 0);
+}
+
+// The workers start with the first work item (creating a task never sleeps here), so a
+// kernel that queues no work has no kworkers, and the pids of the boot tasks stay put.
+static void workers_start(void)
+{
+	static volatile int started;
+
+	if (READ_ONCE(started) || __atomic_exchange_n(&started, 1, __ATOMIC_ACQ_REL))
+		return;
 	for (int i = 0; i < NR_WORKERS; i++) {
 		char name[16];
 		snprintf(name, sizeof(name), "kworker/u:%d", i);
@@ -62,9 +72,12 @@ static bool work_running(struct work_struct *w)
 // Queue w unless it is already pending; true if it was queued.
 bool schedule_work(struct work_struct *w)
 {
-	u64 flags = spin_lock_irqsave(&wq_lock);
-	bool queued = !w->pending;
+	u64 flags;
+	bool queued;
 
+	workers_start();
+	flags = spin_lock_irqsave(&wq_lock);
+	queued = !w->pending;
 	if (queued) {
 		w->pending = 1;
 		w->next = NULL;

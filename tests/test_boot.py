@@ -30,7 +30,7 @@ def test_user_page_fault_kills_the_task_and_the_kernel_goes_on():
     m = Machine(cpus=1)
     m.boot()
     m.run(ms=100)
-    assert "pid 12 (faulter): page fault at 0xdead000 ip 0x400567, killed" in m.console
+    assert "pid 8 (faulter): page fault at 0xdead000 ip 0x400567, killed" in m.console
     assert m.stats()["total"]["page_faults"] >= 1
     before = m.stats()["total"]["syscalls"]
     m.run(ms=100)
