@@ -190,3 +190,29 @@ def test_diff_of_runs_differing_by_one_cmdline_option_points_at_the_first_differ
             assert float(ea[i][0]) >= float(first_ts)
     assert "  call stack in A: " in r.stdout
     assert "calls per function that differ" in r.stdout
+
+
+@pytest.fixture(scope="module")
+def graph_run(tmp_path_factory):
+    """One function_graph recording and the live machine of the same run."""
+    path = tmp_path_factory.mktemp("graph") / "graph.dat"
+    r = ftemu("record", "-p", "function_graph", "--ms", MS, "-o", str(path))
+    assert r.returncode == 0, r.stderr
+    return path, live_trace(("current_tracer", "function_graph"))
+
+
+def test_function_graph_report_is_the_live_trace_text(graph_run):
+    path, m = graph_run
+    r = ftemu("report", str(path))
+    assert r.returncode == 0 and r.stderr == ""
+    assert r.stdout == m.tracefs.read("trace")
+    assert r.stdout.startswith("# tracer: function_graph\n")
+    assert re.search(r"\| +\w+\(\) \{\n", r.stdout) and re.search(r"\| +\w+\(\);\n", r.stdout)
+
+
+def test_graph_flame_graph_counts_every_call_with_its_stack(graph_run):
+    path, m = graph_run
+    calls = len(re.findall(r"\(\)(?: \{|;)\n", m.tracefs.read("trace")))  # leaf or not
+    folded = ftemu("dump", "--flame-graph", str(path)).stdout
+    assert sum(int(ln.rsplit(" ", 1)[1]) for ln in folded.splitlines()) == calls
+    assert any(ln.count(";") >= 2 for ln in folded.splitlines())   # real stacks, not pairs

@@ -22,6 +22,7 @@ class Frame:
     func: str
     depth: int
     start: int
+    cpu: int
 
 
 @dataclass(slots=True)
@@ -54,7 +55,7 @@ class CallStacks:
             depth = r.fields["depth"]
             while st and st[-1].depth >= depth:       # an exit was lost: drop what it closed
                 st.pop()
-            st.append(Frame(self.rec.function(r.fields["func"]), depth, r.ts))
+            st.append(Frame(self.rec.function(r.fields["func"]), depth, r.ts, r.cpu))
         elif r.name == EXIT:
             st = self.stack(task_key(r))
             depth = r.fields["depth"]

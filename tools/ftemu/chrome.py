@@ -17,7 +17,7 @@ from ftrace.trace_input import (
     TraceRecord,
 )
 
-from .callgraph import FUNCTION, CallStacks, task_key
+from .callgraph import FUNCTION, CallStacks
 
 CPUS_PID, TASKS_PID = 1, 2
 IDLE_TID_BASE = 1_000_000           # idle tasks (pid 0) get one track per CPU
@@ -30,8 +30,12 @@ def _us(ns: int) -> float:
 
 
 def _tid(task: tuple[int, int]) -> int:
+    """A task track: by pid, or by (pid, CPU) for idle tasks and for tasks that ran on more
+    than one CPU (each CPU's clock is its own, so a migrating task's calls could overlap)."""
     pid, cpu = task
-    return IDLE_TID_BASE + cpu if pid == 0 else pid
+    if cpu < 0:
+        return pid
+    return IDLE_TID_BASE + cpu if pid == 0 else IDLE_TID_BASE + 16 * pid + cpu
 
 
 def _contexts(flags: int) -> list[str]:
@@ -83,15 +87,25 @@ def chrome_events(rec: Recording) -> Iterator[dict]:
                "args": {"name": f"CPU {cpu}"}}
     cpus = [_CpuTrack(c) for c in range(rec.cpus)]
     stacks = CallStacks(rec)
+    ran_on: dict[int, set[int]] = {}
+    for r in rec.records():
+        ran_on.setdefault(r.pid, set()).add(r.cpu)
+    split = {pid for pid, where in ran_on.items() if pid == 0 or len(where) > 1}
+
+    def track(pid: int, cpu: int) -> tuple[int, int]:
+        return (pid, cpu if pid in split else -1)
     named: set[tuple[int, int]] = set()
+    arrived: dict[int, int] = {}         # per CPU: when its current task's run there began
     last = 0
     for r in rec.records():
         last = max(last, r.ts)
+        if cpus[r.cpu].pid != r.pid:
+            arrived[r.cpu] = r.ts
         yield from cpus[r.cpu].feed(r, rec)
-        task = task_key(r)
+        task = track(r.pid, r.cpu)
         if task not in named:
             named.add(task)
-            label = rec.task(r.pid) if r.pid else f"<idle>-0 (CPU {r.cpu})"
+            label = rec.task(r.pid) + (f" (CPU {r.cpu})" if r.pid in split else "")
             yield {"ph": "M", "name": "thread_name", "pid": TASKS_PID, "tid": _tid(task),
                    "args": {"name": label}}
         if r.name == FUNCTION:
@@ -99,14 +113,18 @@ def chrome_events(rec: Recording) -> Iterator[dict]:
                    "tid": _tid(task), "ts": _us(r.ts), "cat": r.context,
                    "args": {"parent": rec.symbol(r.fields["parent_ip"]), "cpu": r.cpu}}
         elif (call := stacks.feed(r)) is not None:
-            yield {"ph": "X", "name": call.func, "pid": TASKS_PID, "tid": _tid(call.task),
-                   "ts": _us(call.start), "dur": _us(call.end - call.start),
+            # A call that began on another CPU shows from its arrival here, in this CPU's
+            # clock, so the track's calls stay nested.
+            start = max(call.start, arrived[r.cpu]) if r.pid in split else call.start
+            yield {"ph": "X", "name": call.func, "pid": TASKS_PID, "tid": _tid(task),
+                   "ts": _us(start), "dur": _us(max(call.end, start) - start),
                    "cat": r.context, "args": {"cpu": call.cpu, "depth": call.depth}}
-    for track in cpus:
-        yield from track.close()
-    for task, st in stacks.stacks.items():       # calls still running when recording stopped
+    for cpu_track in cpus:
+        yield from cpu_track.close()
+    for (pid, cpu), st in stacks.stacks.items():  # calls still running when recording stopped
         for frame in st:
-            yield {"ph": "X", "name": frame.func, "pid": TASKS_PID, "tid": _tid(task),
+            yield {"ph": "X", "name": frame.func, "pid": TASKS_PID,
+                   "tid": _tid(track(pid, frame.cpu)),
                    "ts": _us(frame.start), "dur": _us(last - frame.start),
                    "args": {"depth": frame.depth, "unfinished": True}}
 

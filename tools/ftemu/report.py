@@ -8,6 +8,7 @@ import fnmatch
 
 from ftrace.trace import CLOCK_IN_NS, TRACE_OPTIONS
 from ftrace.trace_dat import OPTION_CPUSTAT
+from ftrace.trace_functions_graph import GRAPH_OPTIONS, GraphFormatter
 from ftrace.trace_input import Recording
 from ftrace.trace_output import TraceFormatter, format_trace
 
@@ -27,10 +28,11 @@ def tracer_of(rec: Recording) -> str:
 
 def options_for(words: list[str]) -> set[str]:
     """The kernel's default trace options with ``-O name`` / ``-O noname`` applied."""
-    on = {k for k, v in TRACE_OPTIONS.items() if v}
+    known = TRACE_OPTIONS | GRAPH_OPTIONS
+    on = {k for k, v in known.items() if v}
     for word in words:
         name = word.removeprefix("no")
-        if name not in TRACE_OPTIONS:
+        if name not in known:
             raise UsageError("-O", f"no trace option {word!r}")
         (on.discard if word.startswith("no") else on.add)(name)
     return on
@@ -57,8 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if args.function:
         entries = (e for e in entries if any(fnmatch.fnmatchcase(rec.entry_function(e), g)
                                              for g in args.function))
-    counts = rec.counts(cpus)
-    text = format_trace(tracer_of(rec), fmt, entries, counts, rec.cpus)
+    tracer = tracer_of(rec)
+    if tracer == "function_graph":
+        graph = GraphFormatter(fmt, rec.cpus)
+        text = f"# tracer: {tracer}\n#\n" + graph.header() + graph.format(list(entries))
+    else:
+        text = format_trace(tracer, fmt, entries, rec.counts(cpus), rec.cpus)
     write_out(text)
     return 0
 
