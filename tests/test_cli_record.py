@@ -216,3 +216,15 @@ def test_graph_flame_graph_counts_every_call_with_its_stack(graph_run):
     folded = ftemu("dump", "--flame-graph", str(path)).stdout
     assert sum(int(ln.rsplit(" ", 1)[1]) for ln in folded.splitlines()) == calls
     assert any(ln.count(";") >= 2 for ln in folded.splitlines())   # real stacks, not pairs
+
+
+def test_graph_chrome_json_nests_every_tasks_calls(graph_run, tmp_path):
+    from test_cli_dump_diff import assert_properly_nested
+    path, m = graph_run
+    out = tmp_path / "g.json"
+    assert ftemu("dump", "--chrome", str(out), str(path)).returncode == 0
+    events = json.loads(out.read_text())["traceEvents"]
+    assert_properly_nested(events)
+    finished = sum(1 for e in events if e["ph"] == "X" and not e["args"].get("unfinished"))
+    returns = len(re.findall(r"(?:\(\);|\})(?: /\* \w+ \*/)?\n", m.tracefs.read("trace")))
+    assert finished == returns

@@ -78,8 +78,37 @@ class _CpuTrack:
         self.last = r.ts
 
 
+def nested(events: list[dict]) -> list[dict]:
+    """X events of one track made to nest: a call that ends after the call enclosing it
+    (by the few ns two CPUs' clocks differ, for a task that migrated inside it) is cut at
+    the enclosing call's end."""
+    out, ends = [], []
+    for ev in sorted(events, key=lambda e: (e["ts"], -e["dur"])):
+        while ends and ends[-1] <= ev["ts"]:
+            ends.pop()
+        end = ev["ts"] + ev["dur"]
+        if ends and end > ends[-1]:
+            end = ends[-1]
+            ev = {**ev, "dur": end - ev["ts"]}
+        ends.append(end)
+        out.append(ev)
+    return out
+
+
 def chrome_events(rec: Recording) -> Iterator[dict]:
-    """Every trace event of the JSON, metadata first."""
+    """Every trace event of the JSON: metadata and CPU tracks as they come, each task's
+    calls once the recording is read (so they can be made to nest)."""
+    calls: dict[int, list[dict]] = {}
+    for ev in _events(rec):
+        if ev["ph"] == "X":
+            calls.setdefault(ev["tid"], []).append(ev)
+        else:
+            yield ev
+    for track in calls.values():
+        yield from nested(track)
+
+
+def _events(rec: Recording) -> Iterator[dict]:
     yield {"ph": "M", "name": "process_name", "pid": CPUS_PID, "args": {"name": "CPUs"}}
     yield {"ph": "M", "name": "process_name", "pid": TASKS_PID, "args": {"name": "tasks"}}
     for cpu in range(rec.cpus):
