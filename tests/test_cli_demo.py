@@ -8,10 +8,39 @@ from cli_helpers import ftemu
 LINE = re.compile(r"^\s+(\S+)-(\d+)\s+\[(\d{3})\] (\S)(\S)(\S)(\S)(\S)\s+([\d.]+): (\w+) <-(\w+)$")
 
 
-def test_demo_shows_a_timer_interrupt_with_its_hardirq_and_softirq():
+GRAPH = re.compile(r"^ ?(\d)\) (.*?)\|  ( *)(\w+\(\) \{|\w+\(\);|\})$")
+
+
+def test_demo_shows_the_function_graph_of_one_system_call_then_a_timer_interrupt():
     r = ftemu("demo")
     assert r.returncode == 0 and r.stderr == ""
-    out = r.stdout.splitlines()
+    graph, function = r.stdout.split("\n\n", 1)
+    check_graph(graph.splitlines())
+    check_timer_interrupt(function.splitlines())
+
+
+def check_graph(out: list[str]) -> None:
+    assert out[0] == "$ echo function_graph > current_tracer; cat trace   # one do_syscall_64, one CPU"
+    assert out[1:5] == ["# tracer: function_graph", "#",
+                        "# CPU  DURATION                  FUNCTION CALLS",
+                        "# |     |   |                     |   |   |   |"]
+    body = [GRAPH.match(ln) for ln in out[5:]]
+    assert all(body), out[5:]
+    assert len({m[1] for m in body}) == 1                              # one CPU
+    assert (body[0][3], body[0][4]) == ("", "do_syscall_64() {")
+    assert (body[-1][3], body[-1][4]) == ("", "}") and body[-1][2].strip().endswith("us")
+    depth = 0
+    for m in body:                      # braces balance, and indentation follows them
+        indent = len(m[3]) // 2
+        if m[4] == "}":
+            depth -= 1
+        assert indent == depth, m[0]
+        if m[4].endswith("{"):
+            depth += 1
+    assert depth == 0 and len(body) >= 4
+
+
+def check_timer_interrupt(out: list[str]) -> None:
     assert out[0] == "$ echo 1 > tracing_cpumask; echo function > current_tracer; cat trace"
     assert out[1] == "# tracer: function"
     body = [LINE.match(ln) for ln in out if not ln.startswith(("#", "$"))]

@@ -1,6 +1,7 @@
-"""``ftemu demo``: the guest's own tracing files at work, in a few seconds: the ``function``
-tracer catching a timer interrupt on one CPU, with the hardirq and softirq it runs in
-shown in the latency columns (``h``, ``s``), exactly as ``cat trace`` prints it."""
+"""``ftemu demo``: the guest's own tracing files at work, in a few seconds: a
+``function_graph`` of one system call, then the ``function`` tracer catching a timer
+interrupt on one CPU, with the hardirq and softirq it runs in shown in the latency columns
+(``h``, ``s``), exactly as ``cat trace`` prints them."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +36,47 @@ def timer_interrupt_lines(lines: list[str]) -> list[str] | None:
     return None
 
 
+SYSCALL = "do_syscall_64"
+GRAPH_LINES = (4, 30)          # a short graph: this many lines, no context switch inside
+
+
+def one_syscall(lines: list[str]) -> list[str] | None:
+    """The first short, complete ``do_syscall_64() {`` ... ``}`` block of one CPU's graph."""
+    for i, line in enumerate(lines):
+        if not line.endswith(f"|  {SYSCALL}() {{"):
+            continue
+        for j in range(i + 1, min(len(lines), i + GRAPH_LINES[1])):
+            if lines[j].startswith(" -") or "=>" in lines[j]:
+                break
+            if lines[j].endswith("|  }"):
+                if j + 1 - i >= GRAPH_LINES[0]:
+                    return lines[i:j + 1]
+                break
+    return None
+
+
+def graph_of_one_syscall(m: Machine) -> str:
+    """function_graph on every function until a CPU has run a short system call; its lines
+    under the graph header."""
+    t = m.tracefs
+    t.write("current_tracer", "function_graph")
+    found, spent = None, 0.0
+    while found is None and spent < BUDGET_MS:
+        m.run(STEP_MS)
+        spent += STEP_MS
+        text = t.read("trace")
+        for cpu in range(len(m.cpus)):
+            mine = [ln for ln in text.splitlines() if re.match(rf" ?{cpu}\) ", ln)]
+            found = one_syscall(mine)
+            if found:
+                break
+    t.write("current_tracer", "nop")
+    if found is None:
+        raise RuntimeError(f"no short system call within {BUDGET_MS:g} ms")
+    header = [ln for ln in text.splitlines() if ln.startswith("#")]
+    return "\n".join(header + found) + "\n"
+
+
 def function_trace_of_a_timer_interrupt(m: Machine) -> str:
     """Trace every function on CPU 0 until a timer interrupt has run a softirq there; that
     interrupt's lines under the ``trace`` file's own header."""
@@ -57,7 +99,9 @@ def function_trace_of_a_timer_interrupt(m: Machine) -> str:
 
 def run(args: argparse.Namespace) -> int:
     m = make_machine(args)
-    write_out("$ echo 1 > tracing_cpumask; echo function > current_tracer; cat trace\n")
+    write_out(f"$ echo function_graph > current_tracer; cat trace   # one {SYSCALL}, one CPU\n")
+    write_out(graph_of_one_syscall(m))
+    write_out("\n$ echo 1 > tracing_cpumask; echo function > current_tracer; cat trace\n")
     write_out(function_trace_of_a_timer_interrupt(m))
     return 0
 
