@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from emu import BudgetExceeded
+from emu import BudgetExceeded, memlayout as L
 from ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_SAVE_REGS, FtraceError, FtraceOps
 from ftrace.arch.x86.asm import assemble
 from ftrace.arch.x86.ftrace_64 import OPS_NEXT
@@ -34,6 +34,15 @@ def guest_list(m) -> list[int]:
 
 def copy_of(m, ops) -> int:
     return m.ftrace.x86._guest[id(ops)].copy
+
+
+def poison_free_code_area(m, value: int) -> None:
+    """Fill every free byte of the code area with ``value`` (as KASAN poisons free memory):
+    a guest read past the end of a block then sees it."""
+    word = value.to_bytes(8, "little")
+    for va, n in m.execmem.free_list:
+        pa = va - L.EXECMEM_VA + L.EXECMEM_PA
+        m.ram[pa:pa + n] = word * (n // 8)
 
 
 def test_unregister_that_changes_no_site_still_unlinks_and_stops_the_guest_callback(booted_snapshots):
@@ -116,7 +125,7 @@ def test_list_function_paused_at_every_instruction_sees_an_old_or_new_hash(boote
     below = [r.ip for r in ft.records if r.ip < kstat_inc][:2]
     others = [ft.function_address(f) for f in ("timer_interrupt", "do_syscall_64")]
     old, new = below + others, below      # four ips, then two: a count/array mix-up would
-    x86 = ft.x86                          # search the new array and the notrace one after it
+    x86 = ft.x86                          # read past the new array, into poisoned memory
     start = x86.ftrace_ops_list_func
     size = x86.symbols[start][1]
     stops = 0
@@ -138,6 +147,7 @@ def test_list_function_paused_at_every_instruction_sees_an_old_or_new_hash(boote
             pass                                         # it never got there this time
         hook.remove()
         del seen[:]
+        poison_free_code_area(m, kstat_inc)
         ft.ftrace_set_filter_ips(ops, new, False, True)
         m.run(ms=1)
         assert kstat_inc not in seen
