@@ -40,7 +40,7 @@ def poison_free_code_area(m, value: int) -> None:
     """Fill every free byte of the code area with ``value`` (as KASAN poisons free memory):
     a guest read past the end of a block then sees it."""
     word = value.to_bytes(8, "little")
-    for va, n in m.execmem.free_list:
+    for va, n in m.execmem.code.free_list + m.execmem.data.free_list:
         pa = va - L.EXECMEM_VA + L.EXECMEM_PA
         m.ram[pa:pa + n] = word * (n // 8)
 
