@@ -16,13 +16,13 @@ def start_mount(mountpoint: Path, *flags: str) -> subprocess.Popen:
     """``ftemu mount DIR`` in the background; returns once the tree is there."""
     proc = subprocess.Popen([sys.executable, "-m", "ftemu", "mount", str(mountpoint), "--quiet",
                              *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180         # a loaded machine boots slowly
     while not (mountpoint / TRACING).is_dir():
         if proc.poll() is not None:
             pytest.fail(f"ftemu mount exited {proc.returncode}: {proc.stderr.read().decode()}")
         if time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("ftemu mount did not come up within 60 s")
+            pytest.fail("ftemu mount did not come up within 180 s")
         time.sleep(0.05)
     return proc
 
