@@ -391,12 +391,16 @@ class GdbServer:
         return "OK"
 
     def _break_hit(self, cpu: "VCpu", reason: str) -> None:
-        if self._step_cpu == cpu.index:
-            return                        # a step stops there anyway, as a step
+        if self._step_cpu == cpu.index or self.m._call_depth:
+            # A step stops there anyway, as a step; and a host Machine.call (a callback's)
+            # must run to its end: it cannot hand the machine to gdb half-way.
+            return
         self._events.append(StopEvent(cpu.index, SIGTRAP, f"{reason}:;"))
         cpu.request_stop()
 
     def _watch_hit(self, cpu: "VCpu", name: str, addr: int) -> None:
+        if self.m._call_depth:
+            return
         self._events.append(StopEvent(cpu.index, SIGTRAP, f"{name}:{addr:x};"))
         cpu.stop_after_instruction()
 

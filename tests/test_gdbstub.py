@@ -220,6 +220,30 @@ def test_breakpoint_and_ftrace_callback_share_a_patched_site(m):
     assert len(seen) > calls_at_stop
 
 
+def test_a_host_call_from_a_callback_runs_through_breakpoints(m):
+    """A breakpoint inside a function a callback runs with Machine.call does not stop that
+    call half-way; the guest stops at the next breakpoint the guest itself reaches."""
+    func = m.symbol_address("trace_selftest_dynamic_test_func")
+    results = []
+    ops = FtraceOps(lambda ip, pip, op, regs: results.append(m.call(func)))
+    m.ftrace.ftrace_set_filter(ops, "schedule", True)
+    m.ftrace.register_ftrace_function(ops)
+    after_site = m.symbol_address("schedule") + 5
+
+    def script(c, _):
+        c.ask(f"Z0,{func:x},1")
+        c.ask(f"Z0,{after_site:x},1")
+        stop = c.ask("c")
+        rip = c.reg("rip")
+        c.ask(f"z0,{func:x},1")
+        c.ask(f"z0,{after_site:x},1")
+        c.ask("D")
+        return stop, rip
+    (stop, rip), _ = session(m, script)
+    m.ftrace.unregister_ftrace_function(ops)
+    assert "swbreak" in stop and rip == after_site and len(results) >= 1
+
+
 def test_write_watchpoint_stops_after_each_store_once(m):
     var = m.symbol_address("nr_switches")
 
@@ -293,6 +317,22 @@ def test_detach_leaves_the_guest_running_and_kill_ends_the_server(m):
         return server.running
     running, reason = session(m, script, sessions=None)
     assert running and reason == "killed" and times[1] > times[0]
+
+
+def test_a_guest_panic_stops_with_sigabrt_and_its_message_then_the_target_exits(m):
+    """gdb sends the guest into panic("console=ttyS0") by setting RIP and RDI."""
+    def script(c, _):
+        c.ask("Hg1")
+        c.ask(f"P{BY_NAME['rip']:x}=" + m.symbol_address("panic").to_bytes(8, "little").hex())
+        c.ask(f"P{BY_NAME['rdi']:x}=" + m.symbol_address("saved_command_line").to_bytes(8, "little").hex())
+        stop = c.ask_all("c")
+        again = c.ask("c")
+        c.ask("D")
+        return stop, again
+    (stop, again), _ = session(m, script)
+    message = bytes.fromhex(stop[0][1:]).decode()
+    assert message.startswith("guest panic: console=ttyS0 (CPU 0 at ")
+    assert stop[1:] == ["T06thread:1;"] and again == f"W{m.exit_code & 0xFF:02x}"
 
 
 def test_unknown_packets_get_the_empty_reply_and_only_loopback_is_served(m):
