@@ -9,37 +9,28 @@ as the kernel does.
 """
 from __future__ import annotations
 
-import copy
 import errno
 import struct
 from typing import TYPE_CHECKING, Any
 
-from emu import memlayout as L
-
-from .arch.x86.asm import CodeBuilder
-from .arch.x86.fgraph_64 import TR_GRAPH_FLAGS, TR_MAX_DEPTH, emit_fgraph
-from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, USER_HZ, CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
+from .arch.x86.fgraph_64 import TR_MAX_DEPTH
+from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
                                 CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_NO_PIDS,
-                                TR_ON, TR_PIDS,
-                                emit_function_trace_call, emit_trace_clock,
-                                function_trace_thunk)
-from .calltrace import CallTrace
+                                TR_ON, TR_PIDS, function_trace_thunk)
 from .errors import FtraceError
-from .flags import FtraceOpsFlags as FL
-from .ring_buffer import (BUF_PAGE_SIZE, RB_CPU_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT,
-                          GuestPages, RingBuffer)
-from .trace_output import (TRACE_PRINT, TRACE_STACK, context_flags, TraceEntry, TraceFormatter, format_trace, merge_by_time,
-                           parse_entry)
+from .ring_buffer import BUF_PAGE_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT, RingBuffer
+from .trace_output import (TRACE_PRINT, TRACE_STACK, TraceEntry, TraceFormatter, context_flags,
+                           format_trace, merge_by_time)
 
 if TYPE_CHECKING:
     from emu import Machine
 
     from .instance import FtraceInstance
+    from .tracing import Tracing
 
 TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_COUNTER,
                 "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
 CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False, "mono": True}
-CODE_SIZE = 0x3000
 TRACE_MARKER_MAX_SIZE = 4096
 FTRACE_STACK_ENTRIES = 64
 DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
@@ -384,213 +375,11 @@ class TraceArray:
         return "".join(out)
 
 
-class Tracing:
-    """``m.tracing``: the guest code of the tracers, the tracer registry, the saved cmdlines,
-    the top-level trace array (``m.tracing.top``) and the instances."""
-
-    def __init__(self, machine: "Machine") -> None:
-        self.m = machine
-        self.ft = machine.ftrace
-        self.pages = GuestPages(machine)
-        self.saved_cmdlines: dict[int, str] = {}
-        self.tracers: dict[str, Tracer] = {}
-        from .trace_functions import FunctionTracer
-        from .trace_functions_graph import FunctionGraphTracer
-        for t in (Tracer(), FunctionTracer(), FunctionGraphTracer()):
-            self.tracers[t.name] = t
-        self.max_graph_depth = 0
-        self._shadow_ready = False
-        self._build_code()
-        self.arrays: dict[str, TraceArray] = {}
-        machine.ftrace.instances.add_hooks(self.trace_array_create, self.trace_array_destroy)
-        self.top = self.arrays[""]
-        self.call_traces: list[CallTrace] = []
-        machine.snapshot_participants.append(self)
-
-    # ---- snapshots: the host half of every trace array follows the guest memory ---------
-    _ARRAY_FIELDS = ("expanded", "tracer", "clock", "_on", "_pid_blocks", "graph_used")
-
-    def snapshot_state(self) -> tuple:
-        arrays = {}
-        for name, tr in self.arrays.items():
-            buf = tr.buffer
-            arrays[name] = (tr, {f: copy.copy(getattr(tr, f)) for f in self._ARRAY_FIELDS}, set(tr.options),
-                            buf, None if buf is None else (list(buf.nr_pages), list(buf.tables), buf.overwrite))
-        return (arrays, dict(self.saved_cmdlines), self.max_graph_depth, self._shadow_ready,
-                self.events.state())
-
-    def restore_state(self, st: tuple) -> None:
-        arrays, cmdlines, self.max_graph_depth, self._shadow_ready, events = st
-        self.events.restore(events)
-        self.saved_cmdlines = dict(cmdlines)
-        self.arrays = {}
-        for name, (tr, fields, options, buf, buf_state) in arrays.items():
-            for f, v in fields.items():
-                setattr(tr, f, copy.copy(v))
-            tr.options = set(options)
-            tr.buffer = buf
-            if buf is not None:
-                buf.nr_pages, buf.tables, buf.overwrite = list(buf_state[0]), list(buf_state[1]), buf_state[2]
-            tr.inst.trace = tr
-            if tr._inst_changed not in tr.inst.listeners:
-                tr.inst.listeners.append(tr._inst_changed)
-            self.arrays[name] = tr
-
-    def __call__(self, *patterns: str) -> CallTrace:
-        """``with m.tracing("schedule", "try_to_wake_up") as t:`` records those functions'
-        calls during the block (``t.count``, ``t.order``, ``t.contexts`` ...); the recent
-        ones stay in ``call_traces`` (the pytest plugin's failure report shows them)."""
-        t = CallTrace(self.m, patterns)
-        self.call_traces = self.call_traces[-7:] + [t]
-        return t
-
-    def _build_code(self) -> None:
-        m = self.m
-        self.clock_data = m.execmem.alloc(4096, align=4096, executable=False)
-        self.pages.write(self.clock_data, bytes(4096))
-        base = m.execmem.alloc(CODE_SIZE, align=64)
-        b = CodeBuilder(base)
-        emit_trace_clock(b, self.clock_data, m.symbol_address("jiffies"))
-        emit_function_trace_call(b)
-        idle, tasks = m.image.symbol("idle_tasks"), m.image.symbol("tasks")
-        self.task_slots = self._task_slots(idle, tasks)
-        self.shadow_table = m.execmem.alloc(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8, align=64,
-                                            executable=False)
-        self.pages.write(self.shadow_table, bytes(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8))
-        self._idle, self._tasks = (idle.addr, idle.size), (tasks.addr, tasks.size)
-        emit_fgraph(b, self._idle, self._tasks, self.shadow_table)
-        from .trace_events import TraceEvents
-        self.events = TraceEvents(self, b)
-        if len(b.code) > CODE_SIZE:
-            raise RuntimeError("tracer guest code outgrew its block")
-        self.pages.write(base, bytes(b.code))
-        m.invalidate_code(base, len(b.code))
-        # Where trace_marker entries say they come from (the kernel's tracing_mark_write).
-        b.align()
-        b.label("tracing_mark_write")
-        b.emit("ret")
-        self.tracing_mark_write = b.labels["tracing_mark_write"]
-        self.function_trace_call = b.labels["function_trace_call"]
-        self.function_graph_entry = b.labels["function_graph_entry"]
-        self.return_to_handler = b.labels["return_to_handler"]
-        names = sorted(b.labels.items(), key=lambda kv: kv[1])
-        for (name, addr), nxt in zip(names, [a for _, a in names[1:]] + [base + len(b.code)]):
-            self.ft.x86.symbols[addr] = (name, nxt - addr)
-
-    def _task_slots(self, idle, tasks) -> list[tuple[int, int]]:
-        """(task struct address, shadow-table index) for every slot of idle_tasks[] and tasks[]."""
-        stride = idle.size // L.NCPU
-        idle_span = (idle.size + 63) & ~63
-        out = [(idle.addr + i * stride, (i * stride) >> 6) for i in range(L.NCPU)]
-        out += [(tasks.addr + i * stride, (idle_span + i * stride) >> 6)
-                for i in range(tasks.size // stride)]
-        return out
-
-    def ensure_shadow_stacks(self) -> None:
-        """A shadow-stack page for every task slot, the first time function_graph runs (kept:
-        a hijacked return may come back long after the tracer stopped)."""
-        if self._shadow_ready:
-            return
-        pages = self.pages.alloc_pages(len(self.task_slots))
-        for (_task, index), page in zip(self.task_slots, pages):
-            self.pages.write(page, struct.pack("<Q", 0xFFFFFFFFFFFFFFFF))      # no owner yet
-            self.pages.write(self.shadow_table + 8 * index, struct.pack("<Q", page))
-        self._shadow_ready = True
-
-    def current_pid(self, cpu: int) -> int:
-        task = self.m.kernel.current(cpu)
-        return struct.unpack("<i", self.m.read(task + L.TASK_PID, 4))[0] if task else 0
-
-    def clock_now(self, tr: TraceArray, cpu: int) -> int:
-        """What trace_clock returns now on ``cpu`` for ``tr``'s clock (host-written events
-        take their time from the same clocks as guest-written ones)."""
-        now = self.m.cpus[cpu].now()
-        if tr.clock == "counter":
-            value = struct.unpack("<Q", self.pages.read(self.clock_data + CLK_COUNTER, 8))[0] + 1
-            self.pages.write(self.clock_data + CLK_COUNTER, struct.pack("<Q", value))
-            return value
-        if tr.clock == "uptime":
-            return self.m.read_u64(self.m.symbol_address("jiffies")) // (L.HZ // USER_HZ)
-        if tr.clock in ("global", "mono"):
-            last = struct.unpack("<Q", self.pages.read(self.clock_data + CLK_GLOBAL_LAST, 8))[0]
-            now = max(now, last)
-            self.pages.write(self.clock_data + CLK_GLOBAL_LAST, struct.pack("<Q", now))
-        return now
-
-    def set_max_graph_depth(self, depth: int) -> None:
-        """max_graph_depth: 0 = no limit; entries at depth >= the limit are not recorded."""
-        if depth < 0:
-            raise FtraceError(errno.EINVAL, "max_graph_depth must be >= 0")
-        self.max_graph_depth = depth
-        for tr in self.arrays.values():
-            tr.sync_graph_settings()
-
-    # ---- helpers the formatter uses -----------------------------------------------------
-    def lookup(self, addr: int) -> tuple[str, int, int] | None:
-        return self.ft.arch.lookup(addr)
-
-    def comm(self, pid: int) -> str | None:
-        return self.saved_cmdlines.get(pid)
-
-    def refresh_cmdlines(self) -> None:
-        """Record the comm of every live task (the kernel saves them at sched_switch)."""
-        for t in self.m.kernel.tasks():
-            raw = self.m.read(t, L.TASK_COMM + 16)
-            pid = struct.unpack_from("<i", raw, L.TASK_PID)[0]
-            if pid:
-                self.saved_cmdlines[pid] = raw[L.TASK_COMM:].split(b"\0", 1)[0].decode("ascii", "replace")
-
-    def saved_cmdlines_text(self) -> str:
-        """saved_cmdlines: ``<pid> <comm>`` per line."""
-        self.refresh_cmdlines()
-        return "".join(f"{pid} {comm}\n" for pid, comm in sorted(self.saved_cmdlines.items()))
-
-    def available_tracers(self) -> str:
-        """Most recently registered first, as register_tracer links them."""
-        return " ".join(reversed(list(self.tracers))) + "\n"
-
-    # ---- instances ------------------------------------------------------------------------
-    def trace_array_create(self, inst: "FtraceInstance") -> TraceArray:
-        """The tracing side of a new trace array (the top level, or ``mkdir instances/x``)
-        with its files in the trace array's directory."""
-        from .trace_events import register_event_files
-        from .trace_files import register_trace_files
-        tr = self.arrays[inst.name] = TraceArray(self, inst)
-        register_trace_files(self, tr, inst.fs)
-        register_event_files(self.events, tr, inst.fs)
-        return tr
-
-    def trace_array_destroy(self, inst: "FtraceInstance") -> None:
-        """``rmdir instances/x``: the tracer is stopped and the buffer's memory freed. While
-        someone other than a tracer has the array's ops registered, the ftrace side refuses
-        the rmdir (EBUSY) after the hooks, so nothing is torn down here."""
-        tr = self.arrays[inst.name]
-        if tr.tracer.name == "nop" and inst.ops.flags & FL.ENABLED:
-            return
-        del self.arrays[inst.name]
-        tr.set_tracer("nop")
-        for name in self.events.enabled:
-            self.events.set_enabled(tr, name, False)
-        tr._quiesce()
-        if tr.buffer is not None:
-            tr.buffer.free()
-        inst.listeners.remove(tr._inst_changed)
-        inst.trace = None
-        blocks = [struct.unpack("<Q", self.pages.read(tr.va + f, 8))[0] for f in (TR_PIDS, TR_NO_PIDS)]
-        tr.tracing_on = False
-        # A return hijacked for this array may still come back and read its trace_array
-        # (it finds tracing off): that page is kept once function_graph has used it.
-        keep = tr.va if tr.graph_used else 0
-        for va in (tr.va, tr.callback, tr.graph_callback, *tr._pid_blocks, *blocks):
-            if va and va != keep:
-                self.m.execmem.free(va)
-
-
-def attach(machine: "Machine", options: dict[str, Any]) -> Tracing | None:
+def attach(machine: "Machine", options: dict[str, Any]) -> "Tracing | None":
     """The ``ftemu.extensions`` entry point: tracers for a new machine (after ftrace). None
     for a kernel without what the buffers need (its page allocator and per-CPU areas, e.g.
     the tests' tiny guest): nothing is written into such a guest's memory."""
+    from .tracing import Tracing
     if not all(machine.image.has_symbol(s) for s in ("kalloc", "kfree", "percpu", "jiffies")):
         return None
     return Tracing(machine)
-

@@ -129,7 +129,7 @@ class TraceEvents:
         self.list_ptrs: dict[str, int] = {}
         self.probes: dict[str, int] = {}
         self._old: list[int] = []
-        slots = self.m.execmem.alloc(8 * len(TRACE_EVENTS), align=64)
+        slots = self.m.execmem.alloc(8 * len(TRACE_EVENTS), align=64, executable=False)
         tracing.pages.write(slots, bytes(8 * len(TRACE_EVENTS)))
         for i, ev in enumerate(TRACE_EVENTS):
             self.list_ptrs[ev.name] = slots + 8 * i
@@ -147,7 +147,7 @@ class TraceEvents:
         arrays.append(tr) if on else arrays.remove(tr)
         block = 0
         if arrays:
-            block = self.m.execmem.alloc(8 + 8 * len(arrays))
+            block = self.m.execmem.alloc(8 + 8 * len(arrays), executable=False)
             self.tracing.pages.write(block, struct.pack(f"<{1 + len(arrays)}Q", len(arrays),
                                                         *[a.va for a in arrays]))
         ptr = self.list_ptrs[name]
