@@ -22,6 +22,7 @@ from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
 from . import memlayout as L
+from . import module_files
 from .elf import Symbol
 from .execmem import ExecMem
 from .params import KernelParam, read_params
@@ -171,9 +172,11 @@ class ModuleLoader:
             self._free(mod)
             raise
         self._notify(MODULE_STATE_COMING, mod)
+        module_files.register_module(self.m, mod)
         ret = self._run_in_thread(mod.init, "insmod", budget_ms) if mod.init else 0
         if ret < 0:
             self._notify(MODULE_STATE_GOING, mod)
+            module_files.unregister_module(self.m, mod)
             self._free(mod)
             err = -ret
             raise ModuleError(err, f"could not insert '{name}': {_strerror(err)}")
@@ -209,6 +212,7 @@ class ModuleLoader:
         if mod.exit:
             self._run_in_thread(mod.exit, "rmmod", budget_ms)
         self._notify(MODULE_STATE_GOING, mod)
+        module_files.unregister_module(self.m, mod)
         self._free(mod)
 
     def refcnt(self, mod: Module) -> int:
@@ -242,10 +246,13 @@ class ModuleLoader:
         for name in list(self.modules):
             if name not in mods:
                 self.m.image.remove_module_symbols(name)
+        for mod in self.modules.values():
+            module_files.unregister_module(self.m, mod)
         self.modules = {}
         for name, (mod, state, params, charp) in mods.items():
             mod.state, mod.params, mod.charp_buffers = state, list(params), dict(charp)
             self.modules[name] = mod
+            module_files.register_module(self.m, mod)
             self.m.image.add_module_symbols(name, [Symbol(n, a, sz) for n, (a, sz) in mod.symbols.items()])
 
     def _run_in_thread(self, fn: int, comm: str, budget_ms: float) -> int:

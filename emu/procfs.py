@@ -6,6 +6,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from . import module_files
+
 if TYPE_CHECKING:
     from .machine import Machine
 
@@ -33,5 +35,6 @@ def kernel_started(m: "Machine") -> bool:
 def register(m: "Machine") -> None:
     m.fs.register_text("/proc/cmdline", lambda: seq_show(m, "cmdline_proc_show")
                        if kernel_started(m) else m.cmdline + "\n")
+    m.fs.register_text("/proc/modules", lambda: module_files.proc_modules(m))
     m.fs.register_text("/proc/meminfo", lambda: seq_show(m, "meminfo_proc_show")
                        if kernel_started(m) else "")

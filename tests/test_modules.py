@@ -85,3 +85,22 @@ def test_kmod_build_command(tmp_path):
     assert r.returncode == 1
     assert r.stderr.startswith("ftemu kmod: error: module build of") and "undefined_thing" in r.stderr
     assert len(r.stderr.splitlines()) == 1
+
+
+def test_proc_modules_and_sys_module(booted_snapshots, kmod):
+    m = booted_snapshots(1)
+    mod = m.insmod(kmod("hello-mod"), "count=4")
+    assert m.fs.read("/proc/modules") == f"hello_mod {mod.size} 0 - Live 0x{mod.text:016x}\n"
+    d = "/sys/module/hello_mod"
+    assert [m.fs.read(f"{d}/{f}") for f in ("refcnt", "initstate")] == ["0\n", "live\n"]
+    assert sorted(m.fs.listdir(f"{d}/parameters")) == ["count", "loud", "who"]
+    m.fs.write(f"{d}/parameters/count", "9")              # 0644: writable, as params.c parses
+    assert m.call("hello_twice", 0) == 9
+    with pytest.raises(OSError) as e:
+        m.fs.write(f"{d}/parameters/count", "nine")
+    assert e.value.errno == errno.EINVAL and m.fs.read(f"{d}/parameters/count") == "9\n"
+    with pytest.raises(OSError) as e:
+        m.fs.write(f"{d}/parameters/loud", "Y")           # 0444: read-only
+    assert e.value.errno == errno.EACCES
+    m.rmmod("hello_mod")
+    assert m.fs.read("/proc/modules") == "" and "hello_mod" not in m.fs.listdir("/sys/module")
