@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from cli_helpers import ftemu, ftemu_into_closed_pipe, ftemu_on_terminal
 
-COMMANDS = ["demo", "boot", "record", "report", "dump", "diff", "mount", "kmod", "gdb"]
+COMMANDS = ["demo", "boot", "record", "report", "dump", "diff", "mount", "shell", "kmod", "gdb"]
 
 
 def test_ftemu_help_lists_every_command_with_an_example():

@@ -7,10 +7,10 @@ import sys
 
 from emu import EmuError
 
-from . import boot, demo, diff, dump, gdb_cmd, kmod, mount_cmd, record, report
+from . import boot, demo, diff, dump, gdb_cmd, kmod, mount_cmd, record, report, shell
 from .options import Parser, UsageError
 
-COMMANDS = (demo, boot, record, report, dump, diff, mount_cmd, kmod, gdb_cmd)
+COMMANDS = (demo, boot, record, report, dump, diff, mount_cmd, shell, kmod, gdb_cmd)
 
 
 def build_parser() -> Parser:
