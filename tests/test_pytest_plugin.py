@@ -150,3 +150,5 @@ def test_under_xdist_each_worker_has_its_own_machines(tmp_path):
     expected = {t: "PASSED" for t in PASSING if "changes" not in t and "next_test" not in t}
     assert outcomes(r.stdout) == {**expected, **{t: "FAILED" for t in FAILING}}
     assert "- ftemu machine 0 -" in failure_section(r.stdout, "test_fails_with_the_machine_report")
+    boots = re.search(r"^ftemu: (\d+) boot\(s\) .*\(from 2 xdist workers\)$", r.stdout, re.M)
+    assert boots and int(boots.group(1)) >= 2            # every worker booted its own

@@ -167,6 +167,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
 
 
 _POOL = pytest.StashKey[MachinePool]()
+_WORKERS = pytest.StashKey[list]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """An xdist worker hands its boot and setup times to the controller's summary."""
+    pool = session.config.stash.get(_POOL, None)
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if pool is not None and workeroutput is not None:
+        workeroutput["ftemu"] = (pool.boots, pool.setups)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error) -> None:
+    times = getattr(node, "workeroutput", {}).get("ftemu")
+    if times:
+        node.config.stash.setdefault(_WORKERS, []).append(times)
 
 
 def _ms(values: list[float]) -> str:
@@ -175,10 +191,16 @@ def _ms(values: list[float]) -> str:
 
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     pool = config.stash.get(_POOL, None)
-    if pool is None or not pool.boots:
+    runs = [(pool.boots, pool.setups)] if pool is not None else []
+    runs += config.stash.get(_WORKERS, [])
+    boots = [t for b, _ in runs for t in b]
+    setups = [t for _, s in runs for t in s]
+    if not boots:
         return
-    line = (f"ftemu: {len(pool.boots)} boot(s) ({_ms(pool.boots)} ms min/median/max), "
-            f"{len(pool.setups)} restored machine fixture(s)")
-    if pool.setups:
-        line += f", setup {_ms(pool.setups)} ms min/median/max per test"
+    line = (f"ftemu: {len(boots)} boot(s) ({_ms(boots)} ms min/median/max), "
+            f"{len(setups)} restored machine fixture(s)")
+    if setups:
+        line += f", setup {_ms(setups)} ms min/median/max per test"
+    if len(runs) > 1 or pool is None:
+        line += f" (from {len(runs)} xdist workers)"
     terminalreporter.write_line(line)
