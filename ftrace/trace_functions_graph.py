@@ -135,6 +135,9 @@ class GraphFormatter:
             return ""
         if ns is None:
             return "              |  "
+        # print_graph_return subtracts unsigned long long: a task that went to sleep on one
+        # CPU and returns on another whose local clock is behind prints the wrapped value.
+        ns &= (1 << 64) - 1
         mark = " "
         if "funcgraph-overhead" in self.opts:
             mark = next((m for limit, m in MARKS if ns > limit), " ")

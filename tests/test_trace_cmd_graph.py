@@ -121,3 +121,15 @@ def test_on_two_cpus_trace_cmd_splits_leaves_the_trace_file_joins(two_cpus, requ
     # Same events: every leaf trace-cmd split became two lines ('f() {' and '}').
     assert leaves_theirs < leaves_live
     assert len(theirs) - len(live) == leaves_live - leaves_theirs
+    # Every return prints the same duration in both, on a '}' or a leaf line; one stamped
+    # before its call (the task moved to a CPU whose local clock is behind) as the kernel's
+    # unsigned difference.
+    assert durations(theirs) == durations(live)
+    exits = [r for r in Recording.open(two_cpus).records() if r.event.name == "funcgraph_exit"]
+    assert sum(durations(live).values()) == len(exits)
+
+
+def durations(lines: list[str]) -> Counter:
+    """How many lines print each duration."""
+    return Counter(m[1] for ln in lines if (m := re.search(r"(\d+(?:\.\d+)?) us ", ln)))
+
