@@ -192,9 +192,11 @@ class VCpu:
         """``in``/``out`` refused at this CPL: stop after it, then put the state back as it was
         before it and raise #GP(0) on it (a hook cannot redirect RIP; see after_emu_start)."""
         self._io_fault_ctx = self.uc.context_save()
-        # Known limit: under the native counter the rest of the block still runs (no stop
-        # reaches inside a block); its registers go back, stores it made stay.
-        self.request_stop()
+        # emu_stop even under the native counter: Unicorn leaves the block right after this
+        # hook with a stale RIP, which is harmless here since after_emu_start restores the
+        # context saved above; a block-boundary stop would let the rest of the block run.
+        self._stop_requested = True
+        self.uc.emu_stop()
 
     def _hook_failed(self, exc: BaseException) -> None:
         """A raw hook raised: stop, and re-raise once emu_start has returned."""

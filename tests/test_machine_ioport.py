@@ -25,7 +25,7 @@ def run_tiny(tiny_kernel, *variant: str) -> tuple[Machine, list[tuple[int, int]]
 
 
 def gp_record(m: Machine) -> dict[str, int]:
-    return {n: m.read_u64(m.symbol_address(n)) for n in ("gp_err", "gp_rip", "gp_cs", "gp_rax")}
+    return {n: m.read_u64(m.symbol_address(n)) for n in ("gp_err", "gp_rip", "gp_cs", "gp_rax", "after_io")}
 
 
 def user_io_address(m: Machine) -> int:
@@ -36,7 +36,8 @@ def test_ring3_out_is_a_general_protection_fault_on_the_out(tiny_kernel):
     m, seen = run_tiny(tiny_kernel, "USER_OUT")
     assert seen == []
     assert m.exit_code == GP_EXIT
-    assert gp_record(m) == {"gp_err": 0, "gp_rip": user_io_address(m), "gp_cs": L.USER_CS, "gp_rax": 0x5A}
+    assert gp_record(m) == {"gp_err": 0, "gp_rip": user_io_address(m), "gp_cs": L.USER_CS, "gp_rax": 0x5A,
+                            "after_io": 0}
     assert m.console == "tiny: hello\n"
 
 
@@ -44,13 +45,15 @@ def test_ring3_in_faults_before_it_changes_a_register(tiny_kernel):
     m, seen = run_tiny(tiny_kernel, "USER_IN")
     assert seen == []
     assert m.exit_code == GP_EXIT
-    assert gp_record(m) == {"gp_err": 0, "gp_rip": user_io_address(m), "gp_cs": L.USER_CS, "gp_rax": 0x5A}
+    assert gp_record(m) == {"gp_err": 0, "gp_rip": user_io_address(m), "gp_cs": L.USER_CS, "gp_rax": 0x5A,
+                            "after_io": 0}
 
 
 def test_iopl_3_lets_ring3_use_ports(tiny_kernel):
     m, seen = run_tiny(tiny_kernel, "USER_OUT", "USER_IOPL3")
     assert seen == [(0xE0, 0x5A)]
     assert m.exit_code == NORMAL_EXIT
+    assert m.read_u64(m.symbol_address("after_io")) == 1     # the store after it ran once
     assert m.console == "tiny: hello\nhello from ring 3\n"
 
 

@@ -245,6 +245,7 @@ user_io:
 #else
     out %al, %dx
 #endif
+    incq after_io(%rip)                  /* same block: must not run when the I/O faults */
 #endif
     lea msg_user(%rip), %rsi
     mov $1, %eax
@@ -278,10 +279,11 @@ empty_idt_desc: .word 0
     .quad 0
 idt_desc: .word 4095
     .quad idt
-    .globl nmi_count, ticks, bp_count, last_cr2, last_pf_err, gp_rax, gp_err, gp_rip, gp_cs
+    .globl nmi_count, ticks, bp_count, last_cr2, last_pf_err, gp_rax, gp_err, gp_rip, gp_cs, after_io
 ticks: .quad 0
 nmi_count: .quad 0
 gp_rax: .quad 0
+after_io: .quad 0
 gp_err: .quad -1
 gp_rip: .quad 0
 gp_cs: .quad 0
