@@ -173,7 +173,7 @@ def cpu_line(m: "Machine", cpu: "VCpu") -> str:
     try:
         task = m.kernel.current(cpu.index)
         if task:
-            pid, comm = m.kernel.task_identity(task)
+            pid, comm = m.kernel.task_name(task)
             line += f" [{comm} {pid}]"
     except (LookupError, EmuError):      # a kernel without tasks, a CPU not set up yet
         pass

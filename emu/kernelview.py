@@ -55,12 +55,6 @@ class KernelView:
                     if _u32.unpack_from(raw, i * self._stride + L.TASK_USED)[0]]
         return out
 
-    def task_identity(self, task: int) -> tuple[int, str]:
-        """(pid, comm) of a task."""
-        raw = self.m.read(task, L.TASK_COMM + 16)
-        comm = raw[L.TASK_COMM:].split(b"\0", 1)[0].decode("ascii", "replace")
-        return _u32.unpack_from(raw, L.TASK_PID)[0], comm
-
     def on_rq(self, task: int) -> bool:
         """Runnable but not running: preempted or just woken, rather than blocked."""
         return bool(_u32.unpack(self.m.read(task + L.TASK_ON_RQ, 4))[0])

@@ -140,9 +140,8 @@ class MachineFtrace(Ftrace):
         task = self._current_task(self._cpu(None))
         if not task:
             raise FtraceError(errno.ENODEV, "no task runs on this CPU yet")
-        raw = self.machine.read(task, L.TASK_COMM + 16)
-        pid, state = struct.unpack_from("<ii", raw, L.TASK_PID)
-        comm = raw[L.TASK_COMM:L.TASK_COMM + 16].split(b"\0")[0].decode("ascii", "replace")
+        pid, comm = self.machine.kernel.task_name(task)
+        state = struct.unpack("<i", self.machine.read(task + L.TASK_STATE, 4))[0]
         return TaskInfo(pid, comm, state)
 
     def trace_clock(self) -> int:

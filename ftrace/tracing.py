@@ -181,10 +181,9 @@ class Tracing:
     def refresh_cmdlines(self) -> None:
         """Record the comm of every live task (the kernel saves them at sched_switch)."""
         for t in self.m.kernel.tasks():
-            raw = self.m.read(t, L.TASK_COMM + 16)
-            pid = struct.unpack_from("<i", raw, L.TASK_PID)[0]
+            pid, comm = self.m.kernel.task_name(t)
             if pid:
-                self.saved_cmdlines[pid] = raw[L.TASK_COMM:].split(b"\0", 1)[0].decode("ascii", "replace")
+                self.saved_cmdlines[pid] = comm
 
     def saved_cmdlines_text(self) -> str:
         """saved_cmdlines: ``<pid> <comm>`` per line."""

@@ -116,7 +116,7 @@ def test_a_failure_shows_console_cpus_backtraces_and_trace(plain_run):
     report = section.split("- ftemu machine 0 -", 1)[1]
     assert re.search(r"--- machine 0: 2 CPUs, [\d.]+ ms virtual\n--- console \(last \d+ lines\)\n", report)
     assert "init: up" in report
-    cpus = re.findall(r"^CPU (\d) (running|halted|parked) at \w+\+0x[0-9a-f]+/0x[0-9a-f]+", report, re.M)
+    cpus = re.findall(r"^CPU (\d) (running|halted|parked): \w+\+0x[0-9a-f]+/0x[0-9a-f]+", report, re.M)
     assert [c for c, _ in cpus] == ["0", "1"]
     assert re.search(r"^    \w+\+0x[0-9a-f]+/0x[0-9a-f]+$", report, re.M)          # backtrace frames
     assert re.search(r"--- m.tracing\('schedule'\): last \d+ of \d+ calls\n", report)

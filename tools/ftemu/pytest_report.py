@@ -5,26 +5,18 @@ from __future__ import annotations
 from unicorn.x86_const import UC_X86_REG_RBP
 
 from emu import EmuError, Machine
+from emu.crash import cpu_line
 
 CONSOLE_TAIL, TRACE_TAIL = 20, 20
 
 
 def cpu_lines(m: Machine) -> list[str]:
-    """Every CPU: state, RIP as %pS, current task, and its frame-pointer backtrace."""
+    """Every CPU as a crash report shows it (state, RIP as %pS, task), then its backtrace."""
     out = []
     for c in m.cpus:
-        rip = c.rip()
-        head = f"CPU {c.index} {c.state} at {m.lookup(rip)}"
-        try:
-            task = m.kernel.current(c.index)
-            if task:
-                pid, comm = m.kernel.task_name(task)
-                head += f" (task {comm}, pid {pid})"
-        except (LookupError, EmuError):
-            pass
-        out.append(head)
+        out.append(cpu_line(m, c))
         if c.state != "stopped":
-            out += ["    " + f for f in m.backtrace(c, rip, c.regs.read(UC_X86_REG_RBP))[1:]]
+            out += ["    " + f for f in m.backtrace(c, c.rip(), c.regs.read(UC_X86_REG_RBP))[1:]]
     return out
 
 
