@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from emu.pseudofs import Handle, fs_error, wants_write
 
+from .filter_file import RegexFile
 from .ring_buffer import PAGE_SIZE, header_event_format, header_page_format
 from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS
 from .trace_functions_graph import GRAPH_OPTIONS
@@ -173,4 +174,8 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
         fs.register_text("saved_cmdlines", tracing.saved_cmdlines_text)
         fs.register_text("max_graph_depth", lambda: f"{tracing.max_graph_depth}\n",
                          lambda t: tracing.set_max_graph_depth(_bool(t)), mode=0o644)
+        for name, notrace in (("set_graph_function", False), ("set_graph_notrace", True)):
+            fs.register(name, RegexFile(
+                tracing.ft, lambda n=notrace: tracing.graph_notrace_hash if n else tracing.graph_hash,
+                lambda new, n=notrace: tracing.set_graph_hash(new, n), not notrace, commands=False))
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from emu import memlayout as L
 
 from .arch.x86.asm import CodeBuilder
-from .arch.x86.fgraph_64 import emit_fgraph
+from .arch.x86.fgraph_64 import CELL_GRAPH, CELL_NOTRACE, emit_fgraph
 from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, TR_NO_PIDS, TR_PIDS, USER_HZ,
                                 emit_function_trace_call, emit_trace_clock)
 from .calltrace import CallTrace
@@ -45,6 +45,10 @@ class Tracing:
         for t in (Tracer(), FunctionTracer(), FunctionGraphTracer()):
             self.tracers[t.name] = t
         self.max_graph_depth = 0
+        # set_graph_function / set_graph_notrace (ftrace_graph_hash / ftrace_graph_notrace_hash):
+        # machine-wide, as in the kernel; the guest reads them through graph_cells.
+        self.graph_hash: frozenset[int] = frozenset()
+        self.graph_notrace_hash: frozenset[int] = frozenset()
         self._shadow_ready = False
         self._build_code()
         self.arrays: dict[str, TraceArray] = {}
@@ -63,10 +67,11 @@ class Tracing:
             arrays[name] = (tr, {f: copy.copy(getattr(tr, f)) for f in self._ARRAY_FIELDS}, set(tr.options),
                             buf, None if buf is None else (list(buf.nr_pages), list(buf.tables), buf.overwrite))
         return (arrays, dict(self.saved_cmdlines), self.max_graph_depth, self._shadow_ready,
-                self.events.state())
+                self.events.state(), self.graph_hash, self.graph_notrace_hash)
 
     def restore_state(self, st: tuple) -> None:
-        arrays, cmdlines, self.max_graph_depth, self._shadow_ready, events = st
+        (arrays, cmdlines, self.max_graph_depth, self._shadow_ready, events,
+         self.graph_hash, self.graph_notrace_hash) = st
         self.events.restore(events)
         self.saved_cmdlines = dict(cmdlines)
         self.arrays = {}
@@ -104,7 +109,9 @@ class Tracing:
                                             executable=False)
         self.pages.write(self.shadow_table, bytes(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8))
         self._idle, self._tasks = (idle.addr, idle.size), (tasks.addr, tasks.size)
-        emit_fgraph(b, self._idle, self._tasks, self.shadow_table)
+        self.graph_cells = m.execmem.alloc(16, executable=False)
+        self.pages.write(self.graph_cells, bytes(16))
+        emit_fgraph(b, self._idle, self._tasks, self.shadow_table, self.graph_cells)
         from .trace_events import TraceEvents
         self.events = TraceEvents(self, b)
         if len(b.code) > CODE_SIZE:
@@ -170,6 +177,25 @@ class Tracing:
         self.max_graph_depth = depth
         for tr in self.arrays.values():
             tr.sync_graph_settings()
+
+    def set_graph_hash(self, new: frozenset[int], notrace: bool) -> None:
+        """Publish set_graph_function (or, ``notrace``, set_graph_notrace): a new sorted ip
+        array with one pointer store; the one it replaces is freed after a grace period
+        (call_rcu), as a return_to_handler or entry callback on another vCPU may be reading it."""
+        ips = sorted(new)
+        block = 0
+        if ips:
+            block = self.m.execmem.alloc(8 + 8 * len(ips), executable=False)
+            self.pages.write(block, struct.pack(f"<Q{len(ips)}Q", len(ips), *ips))
+        cell = self.graph_cells + (CELL_NOTRACE if notrace else CELL_GRAPH)
+        old = struct.unpack("<Q", self.pages.read(cell, 8))[0]
+        self.pages.write(cell, struct.pack("<Q", block))
+        if notrace:
+            self.graph_notrace_hash = frozenset(ips)
+        else:
+            self.graph_hash = frozenset(ips)
+        if old:
+            self.ft.x86.rcu.call_rcu([old])
 
     # ---- helpers the formatter uses -----------------------------------------------------
     def lookup(self, addr: int) -> tuple[str, int, int] | None:

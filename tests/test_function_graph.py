@@ -16,12 +16,15 @@ from ftrace.trace_output import parse_entry
 GOLDEN = Path(__file__).parent / "golden"
 
 
-def graph_run(*options: str, depth: int = 0) -> tuple[Machine, str]:
+def graph_run(*options: str, depth: int = 0, **files: str) -> tuple[Machine, str]:
     """kalloc on CPU 0, kfree and the self-test function on CPU 1, every function traced,
-    with the counter clock (the text depends on what runs, not on boot timing)."""
+    with the counter clock (the text depends on what runs, not on boot timing); ``files``
+    (e.g. set_graph_function) are written first."""
     m = Machine(cpus=2)
     m.boot()
     tfs = m.tracefs
+    for path, value in files.items():
+        tfs.write(path, value)
     for opt in options:
         tfs.write("trace_options", opt)
     tfs.write("max_graph_depth", str(depth))

@@ -28,8 +28,15 @@ TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 FTRACE_RETFUNC_DEPTH = 50
 TR_MAX_DEPTH, TR_GRAPH_FLAGS = 0x18, 0x1C       # in struct trace_array (trace_64.TR_*)
 GRAPH_NO_IRQS = 1                               # nofuncgraph-irqs: hardirq context not recorded
-# A shadow stack page: owner pid, depth in use, overruns, then the entries.
-SS_PID, SS_CURR, SS_OVERRUN, SS_ENTRIES, SS_ENTRY = 0x00, 0x08, 0x10, 0x20, 0x20
+# A shadow stack page: owner pid, depth in use, overruns, the graph-filter state, then the
+# entries. SS_GRAPH / SS_NOTRACE: 1 + the index of the entry that matched set_graph_function /
+# set_graph_notrace (0: none on the stack); the kernel's TRACE_GRAPH_BIT and
+# TRACE_GRAPH_NOTRACE_BIT with the depth they were set at.
+SS_PID, SS_CURR, SS_OVERRUN, SS_GRAPH, SS_NOTRACE = 0x00, 0x08, 0x10, 0x18, 0x1C
+SS_ENTRIES, SS_ENTRY = 0x20, 0x20
+# The graph hashes as the guest reads them: two pointers (set_graph_function, then
+# set_graph_notrace), each 0 or {u64 count; u64 ips[count]} sorted, published with one store.
+CELL_GRAPH, CELL_NOTRACE = 0x00, 0x08
 ENT_RET, ENT_FUNC, ENT_CALLTIME, ENT_TR = 0x00, 0x08, 0x10, 0x18
 
 
@@ -56,9 +63,46 @@ def shadow_stack_lookup(idle: tuple[int, int], tasks: tuple[int, int], table: in
     63:"""
 
 
-def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], table: int) -> None:
+def ip_search(block: str, key: str, found: str, missing: str, n: int) -> str:
+    """Binary search of ``key`` in the sorted ip array ``block`` points to; jumps to
+    ``found`` or ``missing``. Local labels n and n+1; clobbers rdx, r9, r10, r11."""
+    return f"""
+        xor edx, edx
+        mov r9, qword ptr [{block}]
+    {n}: cmp rdx, r9
+        jae {missing}
+        lea r10, [rdx + r9]
+        shr r10, 1
+        mov r11, qword ptr [{block} + r10*8 + 8]
+        cmp {key}, r11
+        je {found}
+        jb {n + 1}f
+        lea rdx, [r10 + 1]
+        jmp {n}b
+    {n + 1}: mov r9, r10
+        jmp {n}b"""
+
+
+def graph_hash_lookup(cell: int, found: str, missing: str, empty: str, n: int) -> str:
+    """Is the function in r12 in the ip array published at ``cell``? Jumps to ``empty`` when
+    none is published; clobbers rax and what ip_search does."""
+    return f"""
+        movabs rax, {cell}
+        mov rax, qword ptr [rax]
+        test rax, rax
+        jz {empty}""" + ip_search("rax", "r12", found, missing, n)
+
+
+def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], table: int,
+                cells: int) -> None:
     """function_graph_entry and return_to_handler (see the module docstring); ``idle`` and
-    ``tasks`` are (address, size) of the task arrays, ``table`` the shadow-stack table."""
+    ``tasks`` are (address, size) of the task arrays, ``table`` the shadow-stack table,
+    ``cells`` the graph hash pointers (CELL_*).
+
+    Graph filters (ftrace_graph_addr / ftrace_graph_notrace_addr): a function listed in
+    set_graph_notrace is pushed but not recorded, and nothing is pushed until it returns; when
+    set_graph_function lists functions, nothing is pushed outside one of them, so depths count
+    from the matched entry."""
     clock = b.labels["trace_clock"]
     b.label("return_to_handler")
     # Frame: [rsp] flags, r15, r14, r13, r12, rbx, rdx, rax, then the real return address.
@@ -88,7 +132,17 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         mov r13, qword ptr [rax + {ENT_FUNC}]
         mov r15, qword ptr [rax + {ENT_CALLTIME}]
         mov rbx, qword ptr [rax + {ENT_TR}]
-        dec qword ptr [r14 + {SS_CURR}]""" + tracing_gate("rbx", "80f") + f"""
+        dec qword ptr [r14 + {SS_CURR}]
+        mov rcx, qword ptr [r14 + {SS_CURR}]
+        inc ecx
+        cmp dword ptr [r14 + {SS_GRAPH}], ecx
+        jne 31f
+        mov dword ptr [r14 + {SS_GRAPH}], 0
+    31: cmp dword ptr [r14 + {SS_NOTRACE}], ecx
+        jne 32f
+        mov dword ptr [r14 + {SS_NOTRACE}], 0
+        jmp 80f
+    32:""" + tracing_gate("rbx", "80f") + f"""
         mov r8, rbx
         call {clock}
         mov r12, rdx""" + begin_event("rbx", 48, TRACE_GRAPH_RET, "81f", "79f") + f"""
@@ -128,6 +182,7 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         push r12
         push r13
         push r14
+        push r15
         mov rbx, r8
         mov r12, rdi
         mov r13, qword ptr [rcx + {PT_REGS_OFFSET['sp']}]
@@ -143,9 +198,20 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         je 2f
         mov qword ptr [r14 + {SS_PID}], rcx
         mov qword ptr [r14 + {SS_CURR}], 0
-    2:  mov rcx, qword ptr [r14 + {SS_CURR}]
-        cmp rcx, {FTRACE_RETFUNC_DEPTH}
+        mov qword ptr [r14 + {SS_GRAPH}], 0
+    2:  cmp qword ptr [r14 + {SS_CURR}], {FTRACE_RETFUNC_DEPTH}
         jae 97f
+        xor r15d, r15d
+        cmp dword ptr [r14 + {SS_NOTRACE}], 0
+        jne 98f
+""" + graph_hash_lookup(cells + CELL_NOTRACE, "4f", "5f", "5f", 51) + f"""
+    4:  mov r15d, 1
+        jmp 3f
+    5:  cmp dword ptr [r14 + {SS_GRAPH}], 0
+        jne 6f
+""" + graph_hash_lookup(cells + CELL_GRAPH, "7f", "98f", "6f", 53) + f"""
+    7:  mov r15d, 2
+    6:  mov rcx, qword ptr [r14 + {SS_CURR}]
         mov edx, dword ptr [rbx + {TR_MAX_DEPTH}]
         test edx, edx
         jz 3f
@@ -165,13 +231,21 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         movabs r9, {handler}
         mov qword ptr [r13], r9
         mov r13, qword ptr [r14 + {SS_CURR}]
-        dec r13""" + begin_event("rbx", 24, TRACE_GRAPH_ENT, "96f", "95f") + f"""
+        test r15d, r15d
+        jz 8f
+        cmp r15d, 1
+        jne 9f
+        mov dword ptr [r14 + {SS_NOTRACE}], r13d
+        jmp 98f
+    9:  mov dword ptr [r14 + {SS_GRAPH}], r13d
+    8:  dec r13""" + begin_event("rbx", 24, TRACE_GRAPH_ENT, "96f", "95f") + f"""
         mov qword ptr [rax], rcx
         mov qword ptr [rax + 8], r12
         mov dword ptr [rax + 16], r13d
         mov dword ptr [rax + 20], 0""" + COMMIT + f"""
     95: mov dword ptr [rdi + {RB_NEST}], 0
     98: popfq
+        pop r15
         pop r14
         pop r13
         pop r12
