@@ -113,3 +113,22 @@ def test_ftemu_record_g_graphs_under_that_function(tmp_path):
     outer = re.findall(r"\|  (\w+)\(\)", report)
     assert outer and set(outer) == {"timer_interrupt"}
     assert re.search(r"\|    \w+\(\)", report)          # its callees, one level in
+
+
+def test_a_snapshot_restores_the_graph_filters_with_the_guest():
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    tfs.write("set_graph_function", "kfree")
+    snap = m.snapshot()
+    tfs.write("set_graph_function", "kalloc")
+    tfs.write("set_graph_notrace", "free_page")
+    m.restore(snap)
+    assert tfs.read("set_graph_function") == "kfree\n"
+    assert tfs.read("set_graph_notrace") == "#### no functions disabled ####\n"
+    tfs.write("trace_clock", "counter")
+    tfs.write("current_tracer", "function_graph")
+    m.call("kfree", m.call("kalloc"))
+    tfs.write("tracing_on", "0")
+    assert re.findall(r"\|( *\w+)\(\)", tfs.read("trace")) == [
+        "  kfree", "    free_page", "      spin_lock_irqsave", "      spin_unlock_irqrestore"]
