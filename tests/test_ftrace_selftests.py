@@ -17,7 +17,9 @@ import glob
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -105,6 +107,9 @@ def flags_of(case: Path) -> str:
     return m.group(1) if m else ""
 
 
+CASE_TIMEOUT_S = 120      # a case takes seconds on a quiet machine
+
+
 def run_case(ktest: Path, root: Path, case: Path, instance: bool) -> tuple[str, str]:
     """Run one script as ftracetest would; returns (result, log)."""
     tracing = root / TRACING
@@ -114,12 +119,20 @@ def run_case(ktest: Path, root: Path, case: Path, instance: bool) -> tuple[str, 
              (root / "sys/devices/system/cpu", "/sys/devices/system/cpu")]
     script = "".join(f"mount --bind {src} {dst} && " for src, dst in binds) + runner
     cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script]
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    except subprocess.TimeoutExpired as e:
-        return "TIMEOUT", f"{e.stdout or ''}{e.stderr or ''}"
-    found = re.findall(r"^RESULT (\w+)$", r.stdout, re.M)
-    return (found[-1] if found else f"ERROR({r.returncode})"), r.stdout + r.stderr
+    # Its own session and a scratch directory: on a timeout the whole process group goes (a
+    # grandchild holding the pipes would otherwise keep the run waiting), and a script whose
+    # `cd` failed writes its files there, not into the test's directory.
+    with tempfile.TemporaryDirectory() as scratch:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             cwd=scratch, start_new_session=True)
+        try:
+            out, err = p.communicate(timeout=CASE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            return "TIMEOUT", out + err
+    found = re.findall(r"^RESULT (\w+)$", out, re.M)
+    return (found[-1] if found else f"ERROR({p.returncode})"), out + err
 
 
 @pytest.fixture(scope="module")
