@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import Callable
 
 from emu import Machine
 
@@ -55,46 +56,40 @@ def one_syscall(lines: list[str]) -> list[str] | None:
     return None
 
 
-def graph_of_one_syscall(m: Machine) -> str:
-    """function_graph on every function until a CPU has run a short system call; its lines
-    under the graph header."""
+def trace_until(m: Machine, tracer: str, pick: Callable[[list[str]], list[str] | None],
+                what: str) -> str:
+    """Run ``tracer`` until ``pick`` finds its lines among the trace's; those lines under the
+    ``trace`` file's own header."""
     t = m.tracefs
-    t.write("current_tracer", "function_graph")
+    t.write("current_tracer", tracer)
     found, spent = None, 0.0
     while found is None and spent < BUDGET_MS:
         m.run(STEP_MS)
         spent += STEP_MS
         text = t.read("trace")
-        for cpu in range(len(m.cpus)):
-            mine = [ln for ln in text.splitlines() if re.match(rf" ?{cpu}\) ", ln)]
-            found = one_syscall(mine)
-            if found:
-                break
+        found = pick([ln for ln in text.splitlines() if not ln.startswith("#")])
     t.write("current_tracer", "nop")
     if found is None:
-        raise RuntimeError(f"no short system call within {BUDGET_MS:g} ms")
+        raise RuntimeError(f"no {what} within {BUDGET_MS:g} ms")
     header = [ln for ln in text.splitlines() if ln.startswith("#")]
     return "\n".join(header + found) + "\n"
+
+
+def graph_of_one_syscall(m: Machine) -> str:
+    """function_graph on every function until a CPU has run a short system call."""
+    def pick(body: list[str]) -> list[str] | None:
+        for cpu in range(len(m.cpus)):
+            found = one_syscall([ln for ln in body if re.match(rf" ?{cpu}\) ", ln)])
+            if found:
+                return found
+        return None
+    return trace_until(m, "function_graph", pick, "short system call")
 
 
 def function_trace_of_a_timer_interrupt(m: Machine) -> str:
-    """Trace every function on CPU 0 until a timer interrupt has run a softirq there; that
-    interrupt's lines under the ``trace`` file's own header."""
-    t = m.tracefs
-    t.write("tracing_cpumask", "1")
-    t.write("current_tracer", "function")
-    found, spent = None, 0.0
-    while found is None and spent < BUDGET_MS:
-        m.run(STEP_MS)
-        spent += STEP_MS
-        text = t.read("trace")
-        body = [ln for ln in text.splitlines() if not ln.startswith("#")]
-        found = timer_interrupt_lines(body)
-    t.write("current_tracer", "nop")
-    if found is None:
-        raise RuntimeError(f"no timer interrupt ran a softirq within {BUDGET_MS:g} ms")
-    header = [ln for ln in text.splitlines() if ln.startswith("#")]
-    return "\n".join(header + found) + "\n"
+    """Trace every function on CPU 0 until a timer interrupt has run a softirq there."""
+    m.tracefs.write("tracing_cpumask", "1")
+    return trace_until(m, "function", timer_interrupt_lines, "timer interrupt ran a softirq")
 
 
 def run(args: argparse.Namespace) -> int:
