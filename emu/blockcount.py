@@ -14,6 +14,12 @@ Counting rules (the C file says how the counts are kept):
   are never cached;
 - a stop asked for by a hook or by another thread (``request_stop``) takes effect at the next
   block start, so the instructions after an ``out`` in the same block still run (and count).
+
+It also answers the guest's ``rdtsc`` in C (``hook_rdtsc``): the vCPU's virtual time from the
+block count and the rdtsc's position in its block, which the host decodes once per (block,
+rip) and hands down (``retired`` does). The vCPU says how to read its clock before every run
+(``set_clock``); where C has no answer (a user-space block, a position not yet decoded) it
+asks the vCPU's ``now()``, which gives the same value.
 """
 from __future__ import annotations
 
@@ -25,7 +31,8 @@ import tempfile
 from pathlib import Path
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
-from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, Uc, UcError
+from unicorn import UC_HOOK_BLOCK, UC_HOOK_CODE, UC_HOOK_INSN, Uc, UcError
+from unicorn.x86_const import UC_X86_INS_RDTSC
 from unicorn.unicorn_py3.unicorn import uclib
 
 from .errors import BuildError
@@ -33,6 +40,7 @@ from .kbuild import build_once, cache_root
 
 SOURCE = Path(__file__).with_name("native") / "blockcount.c"
 ENV_SWITCH = "FTEMU_NATIVE"          # "0": use the count= fallback even if gcc is there
+KERNEL_HALF = 1 << 63
 
 _ul = ctypes.CDLL(uclib._name)
 _ul.uc_hook_add.restype = ctypes.c_int
@@ -46,7 +54,16 @@ class _VcpuCount(ctypes.Structure):
                 ("block_icount", ctypes.c_uint32), ("misses", ctypes.c_uint64),
                 ("unknown", ctypes.c_uint64), ("generation", ctypes.c_uint32),
                 ("pad", ctypes.c_uint32), ("uc", ctypes.c_void_p), ("ctl", ctypes.c_void_p),
-                ("emu_stop", ctypes.c_void_p)]
+                ("emu_stop", ctypes.c_void_p),
+                ("tsc_mode", ctypes.c_uint32), ("ns_per_insn", ctypes.c_uint32),
+                ("tsc_base", ctypes.c_uint64), ("host_start", ctypes.c_uint64),
+                ("env", ctypes.c_void_p), ("counter", ctypes.c_void_p), ("miss", ctypes.c_void_p),
+                ("tsc_native", ctypes.c_uint64), ("tsc_host", ctypes.c_uint64)]
+
+
+# How the C rdtsc hook reads the clock (enum in blockcount.c).
+TSC_PYTHON, TSC_BLOCKS, TSC_COUNTER, TSC_HOST = range(4)
+TSC_MISS = ctypes.CFUNCTYPE(ctypes.c_uint64)
 
 
 _lib: ctypes.CDLL | None = None
@@ -86,6 +103,8 @@ def available() -> bool:
             lib = ctypes.CDLL(str(_build()))
             lib.ftemu_count_size.restype = ctypes.c_uint64
             lib.ftemu_count_invalidate.argtypes = [ctypes.c_void_p]
+            lib.ftemu_tsc_learn.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
+                                            ctypes.c_uint32]
             _lib = lib
         except (BuildError, OSError) as e:
             _why_not = str(e)
@@ -115,6 +134,24 @@ class BlockCounter:
         # Never let a Python code hook be the only one (see ftemu_no_code in the C file).
         _hook(uc, UC_HOOK_CODE, _lib.ftemu_no_code, 0, 0, 0)
 
+    def hook_rdtsc(self, uc: Uc, env: int, ns_per_insn: int, miss) -> object:
+        """Answer the guest's rdtsc in C. ``env`` is the address of the engine's CPU state
+        (its registers), ``miss()`` the vCPU's own clock for reads C cannot answer. Returns
+        the ctypes callback, which the caller must keep alive."""
+        v = self.v
+        v.env, v.ns_per_insn, v.tsc_mode = env, ns_per_insn, TSC_PYTHON
+        cb = TSC_MISS(miss)
+        v.miss = ctypes.cast(cb, ctypes.c_void_p).value
+        _hook(uc, UC_HOOK_INSN, _lib.ftemu_rdtsc, self.addr, 1, 0, UC_X86_INS_RDTSC)
+        return cb
+
+    def set_clock(self, mode: int, base_ns: int, host_start: int = 0, counter: int = 0) -> None:
+        """How rdtsc reads the clock in the coming run: ``TSC_BLOCKS``, ``base_ns`` plus this
+        counter's instructions; ``TSC_COUNTER``, plus count='s (at address ``counter``);
+        ``TSC_HOST``, plus host ns since ``host_start``; ``TSC_PYTHON``: ask ``miss()``."""
+        v = self.v
+        v.tsc_mode, v.tsc_base, v.host_start, v.counter = mode, base_ns, host_start, counter
+
     def begin(self, budget: int) -> None:
         """A new run: count from 0, stop before a block that would pass ``budget`` (0: never)."""
         v = self.v
@@ -134,7 +171,8 @@ class BlockCounter:
         return v.block_icount != 0 and v.block_pc <= rip < v.block_pc + v.block_size
 
     def _offset(self, rip: int) -> int:
-        """Instructions of the current block before ``rip`` (decoded once, then cached)."""
+        """Instructions of the current block before ``rip`` (decoded once, then cached, for
+        kernel blocks only: the guest reuses user addresses for other programs)."""
         pc = self.v.block_pc
         key = (pc, rip)
         n = self._offsets.get(key)
@@ -145,7 +183,10 @@ class BlockCounter:
                 n, end = n + 1, end + size
             if end != rip:
                 raise RuntimeError(f"0x{rip:x} is not an instruction boundary of the block at 0x{pc:x}")
+            if pc < KERNEL_HALF:
+                return n
             self._offsets[key] = n
+        _lib.ftemu_tsc_learn(self.addr, pc, rip, n)      # C may have evicted it: tell again
         return n
 
     def retired(self, rip: int) -> int:
@@ -173,12 +214,13 @@ class BlockCounter:
         (v.ran, v.budget, v.stop, v.stopped, v.block_pc, v.block_size, v.block_icount) = saved
 
 
-def _hook(uc: Uc, kind: int, cfunc, user: int, begin: int, end: int) -> None:
-    """uc_hook_add with a native callback."""
+def _hook(uc: Uc, kind: int, cfunc, user: int, begin: int, end: int, *insn: int) -> None:
+    """uc_hook_add with a native callback (``insn``: the instruction of a UC_HOOK_INSN)."""
     handle = ctypes.c_size_t()
     err = _ul.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(kind),
                           ctypes.cast(cfunc, ctypes.c_void_p), ctypes.c_void_p(user),
-                          ctypes.c_uint64(begin), ctypes.c_uint64(end))
+                          ctypes.c_uint64(begin), ctypes.c_uint64(end),
+                          *(ctypes.c_int(i) for i in insn))
     if err:
         raise UcError(err)
 

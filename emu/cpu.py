@@ -1,6 +1,7 @@
 """One virtual CPU: a Unicorn instance over the shared RAM, its hooks, and its run state."""
 from __future__ import annotations
 
+import ctypes
 import struct
 import time
 from typing import TYPE_CHECKING
@@ -62,7 +63,11 @@ class VCpu:
         self.hook_error: BaseException | None = None
         self.hflags = ucx.hflags_cell(self.uc)
         self._io_fault_ctx = None
-        self._keep = [ucx.add_rdtsc_hook(self.uc, self.now)]
+        if self.blocks is not None:       # rdtsc answered in C (VCpu.now where it cannot)
+            env = ctypes.addressof(self.hflags) - (ucx.CTX_HFLAGS - ucx.CTX_HDR)
+            self._keep = [self.blocks.hook_rdtsc(self.uc, env, L.NS_PER_INSN, self._rdtsc_miss)]
+        else:
+            self._keep = [ucx.add_rdtsc_hook(self.uc, self.now)]
         self._add_hooks()
 
     # ---- hooks -------------------------------------------------------------
@@ -241,6 +246,29 @@ class VCpu:
             return self.slice_start + max(self.counter.value - 1, 0) * L.NS_PER_INSN
         return self.slice_start + time.perf_counter_ns() - self._host_start
 
+    def _rdtsc_miss(self) -> int:
+        """rdtsc's value where the C hook has no answer (it cannot raise into C)."""
+        try:
+            return self.now()
+        except BaseException as e:  # noqa: BLE001 - re-raised by after_emu_start
+            self._hook_failed(e)
+            return 0
+
+    def _set_clock(self) -> None:
+        """Tell the C rdtsc hook how now() reads this CPU's clock in the coming run (before
+        every emu_start, and when a nested call moved ``slice_start``)."""
+        bc = self.blocks
+        if bc is None:
+            return
+        if not self.in_slice:
+            bc.set_clock(blockcount.TSC_PYTHON, 0)
+        elif not self.machine.deterministic:
+            bc.set_clock(blockcount.TSC_HOST, self.slice_start, self._host_start)
+        elif self.precise:
+            bc.set_clock(blockcount.TSC_COUNTER, self.slice_start, 0, ctypes.addressof(self.counter))
+        else:
+            bc.set_clock(blockcount.TSC_BLOCKS, self.slice_start)
+
     def rflags(self) -> int:
         return self.regs.read(UC_X86_REG_EFLAGS)
 
@@ -383,6 +411,7 @@ class VCpu:
         the machine's timeline: the clock stays where the round left it."""
         self.in_slice = in_slice
         self.slice_start = slice_start + spent_ns if in_slice else slice_start
+        self._set_clock()
 
     def emu_counted(self, begin: int, until: int, count: int) -> tuple[int, bool]:
         """emu_start from ``begin`` (to ``until``, 0: none) for at most ``count`` instructions
@@ -392,6 +421,7 @@ class VCpu:
         if bc is None:
             if self.blocks is not None:
                 self.blocks.begin(0)      # precise: the block hook must not stop this run
+            self._set_clock()
             self.uc.emu_start(begin, until, count=count)
             ran = min(self.counter.value, count)
             return ran, ran == count
@@ -402,6 +432,7 @@ class VCpu:
         """emu_start under the native counter (already given its budget)."""
         bc = self.blocks
         self._stop_before = None
+        self._set_clock()
         self.uc.emu_start(begin, until)
         if self._stop_before is not None and self.rip() == self._stop_before:
             bc.settle(self._stop_before)          # a code hook stopped it inside a block

@@ -8,6 +8,7 @@ from keystone import KS_ARCH_X86, KS_MODE_64, Ks
 from unicorn.x86_const import UC_X86_REG_RIP
 
 from emu import Machine, blockcount
+from emu.cpu import VCpu
 from emu import memlayout as L
 from ftrace import FtraceOps
 
@@ -94,3 +95,27 @@ def test_runs_are_identical_across_fresh_machines_and_restores(cpus, counting):
     first.restore(snap)
     assert run(first) == a
     assert a[2]["total"]["instructions"] > 0
+
+
+def test_native_rdtsc_reads_what_the_host_clock_reads(monkeypatch):
+    """The native helper answers rdtsc in C (the tracers' local clock reads it on every
+    event); sending every read to VCpu.now() instead gives the same trace, byte for byte."""
+    if not blockcount.available():
+        pytest.skip(f"native block counter unavailable: {blockcount.why_unavailable()}")
+
+    def traced_run() -> tuple[str, int, int]:
+        m = Machine(cpus=2)
+        m.boot()
+        m.tracefs.write("trace_clock", "local")
+        m.tracefs.write("set_ftrace_filter", "*lock*")
+        m.tracefs.write("current_tracer", "function")
+        m.run(ms=20)
+        m.call("bench_fib", 8)
+        natives = sum(c.blocks.v.tsc_native for c in m.cpus)
+        return m.tracefs.read("trace"), natives, sum(c.blocks.v.tsc_host for c in m.cpus)
+    trace, natives, hosts = traced_run()
+    monkeypatch.setattr(VCpu, "_set_clock", lambda cpu: cpu.blocks.set_clock(blockcount.TSC_PYTHON, 0))
+    slow_trace, slow_natives, slow_hosts = traced_run()
+    assert trace == slow_trace
+    assert trace.count("\n") > 400
+    assert natives > 10 * hosts and slow_natives == 0 and slow_hosts >= natives

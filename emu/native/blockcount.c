@@ -18,18 +18,25 @@
  */
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 typedef struct { uint64_t pc; uint16_t icount; uint16_t size; } uc_tb;
 typedef int (*uc_ctl_fn)(void *uc, int ctl, ...);
 typedef int (*uc_emu_stop_fn)(void *uc);
+typedef uint64_t (*tsc_miss_fn)(void);
 
 #define UC_CTL_TB_REQUEST_CACHE 8
 #define UC_CTL_IO_READ_WRITE 3
 #define CTL_REQUEST_CACHE ((UC_CTL_IO_READ_WRITE << 30) | (2 << 26) | UC_CTL_TB_REQUEST_CACHE)
 #define SLOTS 8192              /* power of two */
 #define PROBES 8
+#define TSC_SLOTS 1024          /* power of two */
 
 struct slot { uint64_t pc; uint32_t size; uint16_t icount; uint16_t gen; };
+struct tsc_slot { uint64_t pc; uint64_t rip; uint16_t offset; uint16_t gen; uint32_t pad; };
+
+/* How rdtsc reads this vCPU's virtual time (VCpu.now; set before every emu_start). */
+enum { TSC_PYTHON, TSC_BLOCKS, TSC_COUNTER, TSC_HOST };
 
 /* The layout is mirrored by emu/blockcount.py (_VcpuCount): keep them in step. */
 struct vcpu_count {
@@ -47,7 +54,18 @@ struct vcpu_count {
 	void *uc;
 	uc_ctl_fn ctl;
 	uc_emu_stop_fn emu_stop;
+	/* rdtsc: virtual time = tsc_base + instructions retired in this run * ns_per_insn */
+	uint32_t tsc_mode;      /* TSC_* */
+	uint32_t ns_per_insn;
+	uint64_t tsc_base;      /* ns at the start of this run (the slice's start) */
+	uint64_t host_start;    /* TSC_HOST: CLOCK_MONOTONIC ns at the slice's start */
+	uint64_t *env;          /* the CPU state: regs[16] (rax rcx rdx ...), then rip */
+	uint64_t *counter;      /* TSC_COUNTER: Unicorn's count= counter of this run */
+	tsc_miss_fn miss;       /* the host's answer where this file has none (VCpu.now) */
+	uint64_t tsc_native;    /* rdtsc answered here */
+	uint64_t tsc_host;      /* rdtsc answered by `miss` */
 	struct slot slots[SLOTS];
+	struct tsc_slot tsc_slots[TSC_SLOTS];
 };
 
 /* A code hook that never runs (bound to address 0): with it, a Python code hook is never the
@@ -66,6 +84,7 @@ void ftemu_count_invalidate(struct vcpu_count *v)
 	v->generation++;
 	if ((uint16_t)v->generation == 0) {          /* wrapped: really forget */
 		memset(v->slots, 0, sizeof(v->slots));
+		memset(v->tsc_slots, 0, sizeof(v->tsc_slots));
 		v->generation = 1;
 	}
 }
@@ -125,4 +144,99 @@ void ftemu_count_block(void *uc, uint64_t pc, uint32_t size, void *user)
 	v->block_pc = pc;
 	v->block_size = size;
 	v->block_icount = n;
+}
+
+/* ---- rdtsc ------------------------------------------------------------------------------
+ * The UC_HOOK_INSN(rdtsc) callback: the value VCpu.now() would give, without leaving C.
+ * Unicorn syncs env->eip to the rdtsc before calling it. Inside a counted block, the
+ * instructions before it are the block's count minus its own, plus the rdtsc's position in
+ * the block: found by the host once (decoding the block) and remembered here by (block pc,
+ * rip) for kernel addresses, under the same generation as block counts, so any code change
+ * forgets them. A user-space rdtsc, an unknown position, or a mode this file does not
+ * compute goes to the host (`miss`), which gives the same value the slow way.
+ */
+static inline uint32_t tsc_slot_of(uint64_t pc, uint64_t rip)
+{
+	uint64_t h = (pc ^ (rip << 17)) * 0x9E3779B97F4A7C15ull;
+	return (uint32_t)(h >> 54) & (TSC_SLOTS - 1);
+}
+
+/* The host found that the instruction at `rip` is the `offset`-th of the block at `pc`. */
+void ftemu_tsc_learn(struct vcpu_count *v, uint64_t pc, uint64_t rip, uint32_t offset)
+{
+	uint16_t gen = (uint16_t)v->generation;
+	uint32_t i = tsc_slot_of(pc, rip);
+
+	if ((int64_t)pc >= 0 || offset > 0xFFFF)
+		return;
+	for (int p = 0; p < PROBES; p++, i = (i + 1) & (TSC_SLOTS - 1)) {
+		if (v->tsc_slots[i].gen != gen) {
+			v->tsc_slots[i] = (struct tsc_slot){ pc, rip, (uint16_t)offset, gen, 0 };
+			return;
+		}
+	}
+	v->tsc_slots[tsc_slot_of(pc, rip)] = (struct tsc_slot){ pc, rip, (uint16_t)offset, gen, 0 };
+}
+
+static int tsc_offset(struct vcpu_count *v, uint64_t pc, uint64_t rip, uint32_t *offset)
+{
+	uint16_t gen = (uint16_t)v->generation;
+	uint32_t i = tsc_slot_of(pc, rip);
+
+	if ((int64_t)pc >= 0)
+		return 0;
+	for (int p = 0; p < PROBES; p++, i = (i + 1) & (TSC_SLOTS - 1)) {
+		struct tsc_slot *s = &v->tsc_slots[i];
+		if (s->gen == gen && s->pc == pc && s->rip == rip) {
+			*offset = s->offset;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static int tsc_now(struct vcpu_count *v, uint64_t *tsc)
+{
+	uint64_t rip, n, c;
+	uint32_t offset;
+	struct timespec ts;
+
+	switch (v->tsc_mode) {
+	case TSC_BLOCKS:
+		rip = v->env[16];
+		n = v->ran;
+		if (v->block_icount && v->block_pc <= rip && rip < v->block_pc + v->block_size) {
+			if (!tsc_offset(v, v->block_pc, rip, &offset))
+				return 0;
+			n = n - v->block_icount + offset;
+		}
+		*tsc = v->tsc_base + n * v->ns_per_insn;
+		return 1;
+	case TSC_COUNTER:
+		c = *v->counter;
+		*tsc = v->tsc_base + (c ? c - 1 : 0) * v->ns_per_insn;
+		return 1;
+	case TSC_HOST:
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		*tsc = v->tsc_base + ((uint64_t)ts.tv_sec * 1000000000ull + ts.tv_nsec) - v->host_start;
+		return 1;
+	}
+	return 0;
+}
+
+uint32_t ftemu_rdtsc(void *uc, void *user)
+{
+	struct vcpu_count *v = user;
+	uint64_t tsc;
+
+	(void)uc;
+	if (tsc_now(v, &tsc)) {
+		v->tsc_native++;
+	} else {
+		v->tsc_host++;
+		tsc = v->miss();
+	}
+	v->env[0] = tsc & 0xFFFFFFFFu;          /* rax */
+	v->env[2] = tsc >> 32;                  /* rdx */
+	return 1;                               /* done: Unicorn's own rdtsc is skipped */
 }
