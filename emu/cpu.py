@@ -47,6 +47,7 @@ class VCpu:
         self.precise = False           # count= even with the native counter (set_precise)
         self.ctx = self.uc.context_save()
         self.ctx_buf = ucx.context_buffer(self.ctx)
+        self._rc_ctx = self.uc.context_save()     # remove_cache's own (hooks edit ctx)
         self.apic = LocalApic(self)
         self.state = STOPPED
         self.startup_pending = False
@@ -117,8 +118,14 @@ class VCpu:
             self.blocks.invalidate()
 
     def remove_cache(self, start: int, end: int) -> None:
-        """Forget the translations of [start, end) (and the native block counts)."""
+        """Forget the translations of [start, end) (and the native block counts). Unicorn
+        looks the range up as code: on a page that is not executable (a host write to kernel
+        data) that lookup takes a page fault inside the engine, leaving CR2 and
+        old_exception = 14 behind, so the guest's next #PF became a #DF; the CPU state is
+        put back around it."""
+        self.uc.context_update(self._rc_ctx)
         self.uc.ctl_remove_cache(start, end)
+        self.uc.context_restore(self._rc_ctx)
         if self.blocks is not None:
             self.blocks.invalidate()
 

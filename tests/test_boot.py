@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+from unicorn.x86_const import UC_X86_REG_CR2
 
 from emu import BudgetExceeded, GuestPanic, Machine
 
@@ -35,6 +36,21 @@ def test_user_page_fault_kills_the_task_and_the_kernel_goes_on():
     before = m.stats()["total"]["syscalls"]
     m.run(ms=100)
     assert m.stats()["total"]["syscalls"] > before
+
+
+def test_a_host_write_to_kernel_data_leaves_the_page_fault_state_alone():
+    """Dropping translations of a data page (m.write) once made Unicorn take a page fault
+    of its own there: CR2 changed and the guest's next user page fault became a #DF."""
+    m = Machine(cpus=1)
+    m.boot()
+    cpu = m.cpus[0]
+    m.run_until(lambda: cpu.cpl() == 0 and cpu.state == "running", 100)
+    cr2 = cpu.regs.read(UC_X86_REG_CR2)
+    data = m.symbol_address("jiffies")
+    m.write(data, m.read(data, 8))
+    assert cpu.regs.read(UC_X86_REG_CR2) == cr2
+    m.run(ms=100)
+    assert "pid 8 (faulter): page fault at 0xdead000 ip 0x400567, killed" in m.console
 
 
 def test_two_runs_of_the_same_machine_are_identical():
