@@ -128,7 +128,6 @@ class TraceEvents:
         self.enabled: dict[str, list["TraceArray"]] = {e.name: [] for e in TRACE_EVENTS}
         self.list_ptrs: dict[str, int] = {}
         self.probes: dict[str, int] = {}
-        self._old: list[int] = []
         slots = self.m.execmem.alloc(8 * len(TRACE_EVENTS), align=64, executable=False)
         tracing.pages.write(slots, bytes(8 * len(TRACE_EVENTS)))
         for i, ev in enumerate(TRACE_EVENTS):
@@ -138,7 +137,9 @@ class TraceEvents:
 
     def set_enabled(self, tr: "TraceArray", name: str, on: bool) -> None:
         """Record event ``name`` into ``tr`` or stop: publish the new list of arrays, then
-        the tracepoint's probe (NULL once nobody listens)."""
+        the tracepoint's probe (NULL once nobody listens). The list it replaces is freed
+        after a grace period (call_rcu): a vCPU may sit inside the probe, between two slices,
+        holding it for any number of host-side changes."""
         arrays = self.enabled[name]
         if (tr in arrays) == on:
             return
@@ -155,17 +156,15 @@ class TraceEvents:
         self.tracing.pages.write(ptr, struct.pack("<Q", block))
         self.m.write(self.m.symbol_address(f"__tracepoint_{name}"),
                      struct.pack("<Q", self.probes[name] if arrays else 0))
-        for va in self._old:                 # replaced one change ago: no probe still reads it
-            self.m.execmem.free(va)
-        self._old = [old] if old else []
+        rcu = self.tracing.ft.x86.rcu
+        rcu.call_rcu([old])
+        rcu.poll()
 
-    def state(self) -> tuple:
-        return {k: list(v) for k, v in self.enabled.items()}, list(self._old)
+    def state(self) -> dict[str, list["TraceArray"]]:
+        return {k: list(v) for k, v in self.enabled.items()}
 
-    def restore(self, st: tuple) -> None:
-        enabled, old = st
-        self.enabled = {k: list(v) for k, v in enabled.items()}
-        self._old = list(old)
+    def restore(self, st: dict[str, list["TraceArray"]]) -> None:
+        self.enabled = {k: list(v) for k, v in st.items()}
 
 
 def _enable_text(flags: list[bool]) -> str:

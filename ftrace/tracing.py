@@ -118,6 +118,8 @@ class Tracing:
             raise RuntimeError("tracer guest code outgrew its block")
         self.pages.write(base, bytes(b.code))
         m.invalidate_code(base, len(b.code))
+        # Grace periods (rcu_tasks) must see a vCPU inside an event probe or return_to_handler.
+        self.ft.x86.code_ranges.append((base, base + CODE_SIZE))
         # Where trace_marker entries say they come from (the kernel's tracing_mark_write).
         b.align()
         b.label("tracing_mark_write")
@@ -234,7 +236,12 @@ class Tracing:
     def trace_array_destroy(self, inst: "FtraceInstance") -> None:
         """``rmdir instances/x``: the tracer is stopped and the buffer's memory freed. While
         someone other than a tracer has the array's ops registered, the ftrace side refuses
-        the rmdir (EBUSY) after the hooks, so nothing is torn down here."""
+        the rmdir (EBUSY) after the hooks, so nothing is torn down here.
+
+        Unpublished first (tracer, events), freed only after a grace period: a vCPU that
+        stopped inside an event probe between two slices still holds this trace_array and
+        writes into its buffer when it runs on. If the wait runs out of budget the array's
+        memory is kept (a leak, said in the log), never freed under a writer."""
         tr = self.arrays[inst.name]
         if tr.tracer.name == "nop" and inst.ops.flags & FL.ENABLED:
             return
@@ -242,13 +249,16 @@ class Tracing:
         tr.set_tracer("nop")
         for name in self.events.enabled:
             self.events.set_enabled(tr, name, False)
-        tr._quiesce()
-        if tr.buffer is not None:
-            tr.buffer.free()
+        tr.tracing_on = False
         inst.listeners.remove(tr._inst_changed)
         inst.trace = None
+        if not self.ft.x86.rcu.synchronize():
+            self.ft.log_lines.append(f"tracing: instance {inst.name} may still be written to: "
+                                     "keeping its buffer")
+            return
+        if tr.buffer is not None:
+            tr.buffer.free()
         blocks = [struct.unpack("<Q", self.pages.read(tr.va + f, 8))[0] for f in (TR_PIDS, TR_NO_PIDS)]
-        tr.tracing_on = False
         # A return hijacked for this array may still come back and read its trace_array
         # (it finds tracing off): that page is kept once function_graph has used it.
         keep = tr.va if tr.graph_used else 0

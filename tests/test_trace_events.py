@@ -6,7 +6,10 @@ import errno
 
 import pytest
 
+from unicorn.x86_const import UC_X86_REG_R8
+
 from emu import Machine
+from ftrace.ring_buffer import RB_NEST
 
 
 @pytest.fixture
@@ -75,3 +78,33 @@ def test_an_instance_records_its_own_events(m):
     assert set(events_in(t.read("trace"))) == {"sched_switch"}
     t.rmdir("instances/ev")
     m.run(ms=2)
+
+
+def test_an_instance_removed_while_a_vcpu_writes_its_event_is_freed_only_after(m):
+    """instances/instance-event.tc's panic: a vCPU stopped between two slices inside
+    probe_sched_switch, holding the instance's trace_array but not yet writing (its buffer's
+    nest flag is clear), while the host removes the instance and other instances come and
+    go in its memory. The rmdir waits for a grace period, so the vCPU finishes its write
+    into memory still the instance's, and the guest runs on (this panicked within ten
+    rounds when the buffer was freed at once)."""
+    t = m.tracefs
+    probe = m.tracing.events.probes["sched_switch"]
+    m.quantum = 97                   # short slices: one ends inside the probe soon
+    for _ in range(10):
+        t.mkdir("instances/foo")
+        tr = m.tracing.arrays["foo"]
+        t.write("instances/foo/events/sched/sched_switch/enable", "1")
+
+        def holding_foo() -> bool:
+            return any(probe <= c.rip() < probe + 0x200 and c.regs.read(UC_X86_REG_R8) == tr.va
+                       and m.read(tr.buffer.desc(c.index) + RB_NEST, 4) == bytes(4)
+                       for c in m.cpus)
+        m.run_until(holding_foo, 200)
+        t.rmdir("instances/foo")
+        t.mkdir("instances/bar")
+        t.rmdir("instances/bar")
+        m.run(ms=1)
+    t.mkdir("instances/bar")
+    t.write("instances/bar/events/sched/enable", "1")
+    m.run(ms=5)
+    assert set(events_in(t.read("instances/bar/trace"))) == {"sched_switch", "sched_wakeup"}
