@@ -82,9 +82,9 @@ PROBE_OPS = {
     "stacktrace_count": ProbeOps("stacktrace", True, _stacktrace_count),
     "dump": ProbeOps("dump", True, _counted(lambda tr, cpu: tr.ftrace_dump(None))),
     "cpudump": ProbeOps("cpudump", False, _counted(lambda tr, cpu: tr.ftrace_dump(cpu))),
-    "snapshot": ProbeOps("snapshot", False, lambda tr, c, ip, cpu: tr.tracing_snapshot()),
+    "snapshot": ProbeOps("snapshot", False, lambda tr, c, ip, cpu: tr.tracing_snapshot(cpu)),
     "snapshot_count": ProbeOps("snapshot", True,
-                               _counted(lambda tr, cpu: tr.tracing_snapshot())),
+                               _counted(lambda tr, cpu: tr.tracing_snapshot(cpu))),
 }
 
 
@@ -172,16 +172,18 @@ def _probe(inst: "FtraceInstance", kind: str) -> FuncProbe | None:
     return next((p for p in inst.probes if p.kind == kind), None)
 
 
-def kstrtoul(text: str) -> int:
-    """kstrtoul(text, 0): 0x.. hex, 0.. octal, else decimal, one trailing newline; EINVAL
-    for anything else."""
+def kstrtoul(text: str, base: int = 0) -> int:
+    """kstrtoul(text, base): with base 0, 0x.. hex, 0.. octal, else decimal; with base 10
+    decimal only; one trailing newline; EINVAL for anything else."""
     word = text[:-1] if text.endswith("\n") else text
     word = word[1:] if word.startswith("+") else word
-    base, digits = 10, word
-    if word[:2] in ("0x", "0X"):
-        base, digits = 16, word[2:]
-    elif word.startswith("0") and len(word) > 1:
-        base, digits = 8, word[1:]
+    digits = word
+    if base == 0:
+        base = 10
+        if word[:2] in ("0x", "0X"):
+            base, digits = 16, word[2:]
+        elif word.startswith("0") and len(word) > 1:
+            base, digits = 8, word[1:]
     try:
         if not digits or not digits.isalnum():
             raise ValueError

@@ -264,12 +264,43 @@ class RingBuffer:
         return self.nr_pages[cpu] * BUF_PAGE_SIZE
 
     def resize(self, size_bytes: int, cpu: int | None = None) -> None:
-        """ring_buffer_resize: new pages for one or every CPU. The contents and counters
-        start afresh (the kernel keeps what fits); ENOMEM leaves a CPU as it was."""
+        """ring_buffer_resize: one or every CPU to the pages ``size_bytes`` needs, keeping
+        the contents as the kernel does: pages are added after the newest data; a shrink
+        takes the empty pages first, then the oldest data (counted as overrun and as lost
+        events). ENOMEM leaves a CPU as it was. Call with no writer in the buffer."""
         nr = nr_pages_for(size_bytes)
         for c in range(self.ncpus) if cpu is None else [cpu]:
             if self.nr_pages[c] != nr:
-                self._alloc_cpu(c, nr)
+                self._resize_cpu(c, nr)
+
+    def _resize_cpu(self, cpu: int, nr: int) -> None:
+        old_nr, tail, head, read = self._positions(cpu)
+        order = [(head + i) % old_nr for i in range((tail - head) % old_nr + 1)]
+        spare = [(tail + 1 + i) % old_nr for i in range(old_nr - len(order))]
+        slots = [(self.page_va(cpu, i), self._page_start(cpu, i)) for i in range(old_nr)]
+        entries = self._get(cpu, RB_ENTRIES)
+        fresh = self.pages.alloc_pages(max(0, nr - old_nr))
+        dropped, lost = [slots[i][0] for i in spare[max(0, nr - len(order)):]], 0
+        while len(order) > nr:                  # the oldest data goes
+            gone = order.pop(0)
+            lost += (slots[order[0]][1] if order else entries) - slots[gone][1]
+            dropped.append(slots[gone][0])
+            read = 0
+        keep = [slots[i] for i in order] + [(slots[i][0], entries) for i in spare][:nr - len(order)]
+        keep += [(va, entries) for va in fresh]
+        for va, _start in keep[len(order):]:
+            self.pages.write(va, bytes(BUF_PAGE_HDR_SIZE))
+        table = self.pages.alloc_table(nr * PGT_SLOT)
+        self.pages.write(table, b"".join(_u64.pack(va) + _u64.pack(start) for va, start in keep))
+        old_table = self.tables[cpu]
+        self.pages.write(self.desc(cpu), struct.pack("<5Q", table, nr, len(order) - 1, 0, read))
+        self.nr_pages[cpu], self.tables[cpu] = nr, table
+        if lost:
+            self._set(cpu, RB_OVERRUN, self._get(cpu, RB_OVERRUN) + lost)
+            self._set(cpu, RB_LOST, self._get(cpu, RB_LOST) + lost)
+        for va in dropped:
+            self.pages.free_page(va)
+        self.pages.free_table(old_table)
 
     def set_overwrite(self, on: bool) -> None:
         """The ``overwrite`` option: drop the oldest page when full (else drop new events)."""

@@ -3,9 +3,9 @@ the trace clock and tracing_cpumask, for the top level and for each instance; ``
 
 A trace array is also a guest struct (TR_* in arch/x86/trace_64.py) that the tracers' guest
 callbacks read through their ops' private pointer; the host changes it with single aligned
-stores between guest instructions. Its ring buffer is allocated at minimum size (two pages
-per CPU) when first needed and expanded to ``trace_buf_size`` the first time a tracer runs,
-as the kernel does.
+stores between guest instructions. The top level's ring buffer is allocated at minimum size
+(two pages per CPU) when first needed and expanded to ``trace_buf_size`` the first time a
+tracer runs; an instance's is ``trace_buf_size`` from the start, as the kernel does.
 """
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ import errno
 import struct
 from typing import TYPE_CHECKING, Any
 
+from emu import memlayout as L
+
 from .arch.x86.fgraph_64 import TR_MAX_DEPTH
 from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
                                 CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_NO_PIDS,
                                 TR_ON, TR_PIDS, function_trace_thunk)
 from .errors import FtraceError
-from .ring_buffer import BUF_PAGE_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT, RingBuffer
+from .ring_buffer import BUF_PAGE_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT, RingBuffer, nr_pages_for
 from .trace_output import (TRACE_PRINT, TRACE_STACK, TraceEntry, TraceFormatter, context_flags,
                            format_trace, merge_by_time)
+from .trace_snapshot import TraceSnapshot
 
 if TYPE_CHECKING:
     from emu import Machine
@@ -34,6 +37,7 @@ CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False,
 TRACE_MARKER_MAX_SIZE = 4096
 FTRACE_STACK_ENTRIES = 64
 DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
+SNAPSHOT_DESCRIPTORS = 0x800  # and of the other one (the live and snapshot buffers swap them)
 
 # Trace options (trace.h TRACE_FLAGS) in the kernel's listing order, with their defaults.
 TRACE_OPTIONS: dict[str, bool] = {
@@ -70,11 +74,13 @@ class TraceArray:
         self.va = self.m.execmem.alloc(4096, align=4096, executable=False)
         self.pages = tracing.pages
         self.buffer: RingBuffer | None = None
-        self.expanded = False
+        self.expanded = bool(self.name)         # trace_array_create: instances start expanded
+        self.snap = TraceSnapshot(self, (self.va + DESCRIPTORS, self.va + SNAPSHOT_DESCRIPTORS))
         self.tracer: Tracer = tracing.tracers["nop"]
         from .trace_functions_graph import GRAPH_OPTIONS
         self.options = {k for k, on in (TRACE_OPTIONS | GRAPH_OPTIONS).items() if on}
         self.clock = "local"
+        self.time_start = 0                     # array_buffer.time_start: the last reset
         self._on = True
         # tr->ops: the function tracer registers it with this array's guest callback.
         self.ops = inst.ops
@@ -126,6 +132,7 @@ class TraceArray:
         self.clock = name
         self._store32(TR_CLOCK, TRACE_CLOCKS[name])
         self.reset_buffer()
+        self.snap.clear()
 
     def _inst_changed(self, what: str) -> None:
         """A file of the ftrace side changed: tracing_cpumask (CPUs outside it do not
@@ -157,10 +164,22 @@ class TraceArray:
         self.tracing_on = False
 
     def tracing_alloc_snapshot(self) -> None:
-        raise FtraceError(errno.ENODEV, "snapshot buffers are not implemented")
+        """The snapshot command's registration: the snapshot buffer, if not there yet."""
+        self.expand()
+        self.snap.alloc()
 
-    def tracing_snapshot(self) -> None:
-        raise FtraceError(errno.ENODEV, "snapshot buffers are not implemented")
+    def tracing_snapshot(self, cpu: int) -> None:
+        """tracing_snapshot_instance_cond, from the snapshot command on ``cpu``: swap the
+        live and snapshot buffers; from an NMI, or with the snapshot freed, a message in
+        the live buffer instead (and, freed, tracing stops)."""
+        if self.tracing.ft.preempt_count(cpu) & L.NMI_MASK:
+            self._printk(cpu, "*** SNAPSHOT CALLED FROM NMI CONTEXT ***\n",
+                         "*** snapshot is being ignored        ***\n")
+        elif not self.snap.allocated:
+            self._printk(cpu, "*** SNAPSHOT NOT ALLOCATED ***\n", "*** stopping trace here!   ***\n")
+            self.tracing_on = False
+        else:
+            self.snap.swap(cpu)
 
     def ftrace_dump(self, cpu: int | None) -> None:
         """ftrace_dump: the buffer (every CPU, or one) to the console log, consumed; a dump
@@ -199,19 +218,29 @@ class TraceArray:
         data = text.encode()[:TRACE_MARKER_MAX_SIZE]
         if not data.endswith(b"\n"):
             data += b"\n"
-        cpu = self.m.online_cpus()[0]
-        pid = self.tracing.current_pid(cpu)
-        payload = struct.pack("<HBBiQ", TRACE_PRINT, 0, 0, pid, self.tracing.tracing_mark_write) + data + b"\0"
-        self._quiesce()
-        if not self.ring_buffer().write_event(cpu, payload, self.tracing.clock_now(self, cpu)):
+        self.quiesce_writers()
+        if not self._print(self.m.online_cpus()[0], self.tracing.tracing_mark_write, data):
             raise FtraceError(errno.EBADF, "the buffer is full")
+
+    def _print(self, cpu: int, ip: int, data: bytes) -> bool:
+        """A TRACE_PRINT entry (``<ip's symbol>: text``) in ``cpu``'s buffer, as written by
+        the task running there; False if the buffer dropped it."""
+        payload = struct.pack("<HBBiQ", TRACE_PRINT, 0, 0, self.tracing.current_pid(cpu), ip) + data + b"\0"
+        return self.ring_buffer().write_event(cpu, payload, self.tracing.clock_now(self, cpu))
+
+    def _printk(self, cpu: int, *lines: str) -> None:
+        """trace_array_printk_buf from tracing_snapshot_instance_cond."""
+        if self._on:
+            for line in lines:
+                self._print(cpu, self.tracing.snapshot_instance_cond, line.encode())
 
     # ---- buffer --------------------------------------------------------------------------
     def ring_buffer(self) -> RingBuffer:
-        """The buffer, allocated at minimum size on first use (while nothing records: the
-        descriptors are still zero, so no writer can reach it)."""
+        """The buffer, allocated on first use (while nothing records: the descriptors are
+        still zero, so no writer can reach it): at minimum size, or expanded already."""
         if self.buffer is None:
-            self.buffer = RingBuffer(self.m, self.va + DESCRIPTORS, len(self.m.cpus), 1, self.pages)
+            size = TRACE_BUF_SIZE_DEFAULT if self.expanded else 1
+            self.buffer = RingBuffer(self.m, self.va + DESCRIPTORS, len(self.m.cpus), size, self.pages)
             self.buffer.set_overwrite("overwrite" in self.options)
         return self.buffer
 
@@ -219,33 +248,40 @@ class TraceArray:
         """tracing_update_buffers: the default size the first time a tracer is used."""
         if not self.expanded:
             self._resize(TRACE_BUF_SIZE_DEFAULT, None)
+        self.ring_buffer()
 
     def _resize(self, size: int, cpu: int | None) -> None:
         """Resize with recording off (ring_buffer_record_disable): the guest allocator the
         pages come from is itself traced."""
         self._store32(TR_ON, 0)
         try:
-            self._quiesce()
+            self.quiesce_writers()
             self.ring_buffer().resize(size, cpu)
+            self.snap.resize(cpu)
             self.expanded = True
         finally:
             self._store32(TR_ON, int(self._on))
 
-    def _quiesce(self) -> None:
-        """Wait until no vCPU is in the middle of writing an event into this buffer."""
-        if self.buffer is None:
-            return
+    def quiesce_writers(self) -> None:
+        """Wait until no vCPU is in the middle of writing an event into this array's
+        buffers (live or snapshot): none is in the tracers' guest code (where a writer
+        holds a buffer pointer it loaded) and no interrupted write holds a nest flag."""
+        bufs = [b for b in (self.buffer, self.snap.buffer) if b is not None]
+        lo, hi = self.tracing.code_range
+
         def idle() -> bool:
-            return all(not struct.unpack("<I", self.pages.read(self.buffer.desc(c) + RB_NEST, 4))[0]
-                       for c in range(self.buffer.ncpus))
-        if not idle():
+            return (not any(lo <= c.rip() < hi for c in self.m.cpus) and
+                    not any(struct.unpack("<I", self.pages.read(b.desc(c) + RB_NEST, 4))[0]
+                            for b in bufs for c in range(b.ncpus)))
+        if bufs and not idle():
             self.m.run_until(idle, 100)
 
     def reset_buffer(self) -> None:
         """tracing_reset_online_cpus: empty every CPU's buffer (``echo > trace``)."""
         if self.buffer is not None:
-            self._quiesce()
+            self.quiesce_writers()
             self.buffer.reset()
+        self.time_start = self.tracing.clock_peek(self)
 
     def resize(self, kb: int, cpu: int | None = None) -> None:
         """buffer_size_kb: per-CPU size in KiB (0 -> EINVAL)."""
@@ -269,7 +305,9 @@ class TraceArray:
         return f"{total}\n"
 
     def _size(self, cpu: int) -> int:
-        return self.buffer.size(cpu) if self.buffer is not None else 2 * BUF_PAGE_SIZE
+        if self.buffer is not None:
+            return self.buffer.size(cpu)
+        return nr_pages_for(TRACE_BUF_SIZE_DEFAULT if self.expanded else 1) * BUF_PAGE_SIZE
 
     # ---- tracers and options -------------------------------------------------------------
     def set_tracer(self, name: str) -> None:
@@ -298,8 +336,10 @@ class TraceArray:
         if name not in TRACE_OPTIONS and name not in GRAPH_OPTIONS:
             raise FtraceError(errno.EINVAL, f"no trace option {word!r}")
         (self.options.add if on else self.options.discard)(name)
-        if name == "overwrite" and self.buffer is not None:
-            self.buffer.set_overwrite(on)
+        if name == "overwrite":
+            for buf in (self.buffer, self.snap.buffer):
+                if buf is not None:
+                    buf.set_overwrite(on)
         self.sync_graph_settings()
 
     def trace_options(self) -> str:
@@ -309,9 +349,9 @@ class TraceArray:
         return "".join(f"{'' if k in self.options else 'no'}{k}\n" for k in names)
 
     # ---- reading -------------------------------------------------------------------------
-    def formatter(self) -> TraceFormatter:
+    def formatter(self, time_start: int | None = None) -> TraceFormatter:
         return TraceFormatter(self.tracing.lookup, self.tracing.comm, self.options,
-                              CLOCK_IN_NS[self.clock])
+                              CLOCK_IN_NS[self.clock], self.time_start if time_start is None else time_start)
 
     def _cpus(self) -> list[int]:
         return list(range(len(self.m.cpus))) if self.buffer is not None else []
@@ -335,15 +375,26 @@ class TraceArray:
         self.tracing.refresh_cmdlines()
         return self.format(self.entries(), self.counts())
 
-    def format(self, entries: list[TraceEntry], counts: tuple[int, int]) -> str:
-        """``trace`` text of ``entries``: the current tracer's header and lines."""
+    def format(self, entries: list[TraceEntry], counts: tuple[int, int],
+               snapshot: "TraceSnapshot | None" = None) -> str:
+        """``trace`` text of ``entries`` (of the live buffer, or of the ``snapshot``'s): the
+        current tracer's header and lines."""
+        buf, time_start, owner = self.buffer, None, (0, ("", 0))
+        if snapshot is not None:          # __update_max_tr: the snapshot's start and taker
+            buf, time_start, owner = snapshot.buffer, 0, snapshot.owner
+        fmt, online = self.formatter(time_start), len(self.m.online_cpus())
         if self.tracer.name == "function_graph":
             from .trace_functions_graph import GraphFormatter
-            g = GraphFormatter(self.formatter(), len(self.m.cpus))
-            return f"# tracer: {self.tracer.name}\n#\n" + g.header() + g.format(entries)
-        overruns = self.buffer is not None and any(self.buffer.stats(c, 0).overrun for c in self._cpus())
-        return format_trace(self.tracer.name, self.formatter(), entries, counts,
-                            len(self.m.online_cpus()), annotate_cpus=overruns)
+            g = GraphFormatter(fmt, len(self.m.cpus))
+            head = ""
+            if "latency-format" in self.options and "context-info" in self.options:
+                if not entries:             # print_graph_headers_flags: nothing when empty
+                    return f"# tracer: {self.tracer.name}\n#\n"
+                head = fmt.latency_header(self.tracer.name, counts, online, *owner)
+            return f"# tracer: {self.tracer.name}\n#\n" + head + g.header() + g.format(entries)
+        overruns = buf is not None and any(buf.stats(c, 0).overrun for c in self._cpus())
+        return format_trace(self.tracer.name, fmt, entries, counts, online,
+                            annotate_cpus=overruns, lat_owner=owner)
 
     def consume(self, cpu: int | None = None, max_entries: int = 1 << 30) -> str:
         """trace_pipe: format and consume the oldest entries (of one CPU, or all merged);
@@ -368,7 +419,7 @@ class TraceArray:
             from .trace_functions_graph import GraphFormatter
             out.append(GraphFormatter(fmt, len(self.m.cpus)).format(entries))
         else:
-            out += [fmt.line(e) for e in entries]
+            out += fmt.lines(entries)
         for c, n in taken.items():
             if n:
                 buf.consume(c, n)

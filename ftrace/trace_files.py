@@ -147,6 +147,7 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
     fs.register_text("tracing_on", lambda: f"{int(tr.tracing_on)}\n",
                      lambda t: setattr(tr, "tracing_on", _bool(t)), mode=0o644)
     fs.register_text("trace", tr.trace, None, mode=0o644, truncate=tr.reset_buffer)
+    fs.register_text("snapshot", lambda: tr.snap.read(None), lambda t: tr.snap.write(t, None), mode=0o644)
     fs.register("trace_pipe", PipeFile(tr, fs, None, raw=False))
     fs.register_text("buffer_size_kb", tr.buffer_size_kb, lambda t: tr.resize(_bool(t)), mode=0o644)
     fs.register_text("buffer_total_size_kb", tr.buffer_total_size_kb)
@@ -163,6 +164,8 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
         fs.register(f"{d}/trace_pipe", PipeFile(tr, fs, cpu, raw=False))
         fs.register(f"{d}/trace_pipe_raw", PipeFile(tr, fs, cpu, raw=True))
         fs.register_text(f"{d}/stats", lambda c=cpu: _stats(tr, c))
+        fs.register_text(f"{d}/snapshot", lambda c=cpu: tr.snap.read(c),
+                         lambda t, c=cpu: tr.snap.write(t, c), mode=0o644)
         fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
                          lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
     fs.register_text("trace_marker", None, tr.trace_marker_write, mode=0o220)

@@ -12,7 +12,7 @@ from .arch.x86.fgraph_64 import (FTRACE_RETFUNC_DEPTH, GRAPH_NO_IRQS, TRACE_GRAP
                                  TRACE_GRAPH_RET)
 from .flags import FtraceOpsFlags as FL
 from .trace import Tracer
-from .trace_output import TraceEntry, TraceFormatter
+from .trace_output import TraceEntry, TraceFormatter, trace_find_mark
 
 if TYPE_CHECKING:
     from .trace import TraceArray
@@ -25,8 +25,6 @@ GRAPH_OPTIONS: dict[str, bool] = {
 }
 _ent = struct.Struct("<Qi")
 _ret = struct.Struct("<QQiIQQ")
-MARKS = ((1_000_000_000, "$"), (100_000_000, "@"), (10_000_000, "*"), (1_000_000, "#"),
-         (100_000, "!"), (10_000, "+"))
 
 
 class FunctionGraphTracer(Tracer):
@@ -92,11 +90,17 @@ class GraphFormatter:
         cols = [("funcgraph-abstime", "     TIME       ", "      |         "),
                 ("funcgraph-cpu", " CPU", " |  "), ("funcgraph-proc", "  TASK/PID       ", "   |    |        ")]
         lat = "latency-format" in o
+        head = ""
+        if lat:                     # print_lat_header, as wide as the columns before it
+            pad = " " * sum((16, 4, 17)[i] for i, (k, _, _) in enumerate(cols) if k in o)
+            head = "".join(f"#{pad}{s}\n" for s in ("  _-----=> irqs-off        ", " / _----=> need-resched    ",
+                                                     "| / _---=> hardirq/softirq ", "|| / _--=> preempt-depth   ",
+                                                     "||| /                      "))
         first = "#" + "".join(a for k, a, _ in cols if k in o) + ("||||   " if lat else "")
         second = "#" + "".join(b for k, _, b in cols if k in o) + ("||||   " if lat else "")
         if "funcgraph-duration" in o:
             first, second = first + "  DURATION   ", second + "   |   |      "
-        return first + "               FUNCTION CALLS\n" + second + "               |   |   |   |\n"
+        return head + first + "               FUNCTION CALLS\n" + second + "               |   |   |   |\n"
 
     def _comm(self, pid: int) -> str:
         return self.fmt.task(pid)
@@ -140,7 +144,7 @@ class GraphFormatter:
         ns &= (1 << 64) - 1
         mark = " "
         if "funcgraph-overhead" in self.opts:
-            mark = next((m for limit, m in MARKS if ns > limit), " ")
+            mark = trace_find_mark(ns)
         return f"{mark} " + duration_text(ns) + "|  "
 
     def format(self, entries: list[TraceEntry]) -> str:

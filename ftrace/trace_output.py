@@ -22,6 +22,15 @@ TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 IRQS_OFF, NEED_RESCHED_LAZY, NEED_RESCHED, HARDIRQ = 0x01, 0x02, 0x04, 0x08
 SOFTIRQ, PREEMPT_RESCHED, NMI, BH_OFF = 0x10, 0x20, 0x40, 0x80
 
+# init_utsname()->release, as the latency header names it: the kernel whose tracefs formats
+# ftemu follows, marked as ours (the guest has no uname of its own).
+UTS_RELEASE = "6.12.0-ftemu"
+# The guest preempts kernel code on the way out of interrupts (preempt_schedule_irq).
+PREEMPT_MODEL = "preempt"
+# The overhead marks of latency timestamps and graph durations (ns).
+MARKS = ((1000000000, "$"), (100000000, "@"), (10000000, "*"), (1000000, "#"), (100000, "!"),
+         (10000, "+"))
+
 _entry = struct.Struct("<HBBi")
 _fn = struct.Struct("<QQ")
 
@@ -83,6 +92,11 @@ def lat_fmt(flags: int, preempt_count: int) -> str:
     return irqs_off + need + hs + _nibble(preempt_count & 0xF) + _nibble(preempt_count >> 4 & 0xF)
 
 
+def trace_find_mark(ns: int) -> str:
+    """The mark for a gap or duration of ``ns``: ``$`` over 1 s ... ``+`` over 10 us, else space."""
+    return next((m for limit, m in MARKS if ns > limit), " ")
+
+
 def _nibble(v: int) -> str:
     return f"{v:x}" if v else "."
 
@@ -96,8 +110,9 @@ class TraceFormatter:
     nanoseconds (else timestamps print raw)."""
 
     def __init__(self, lookup: Symbolizer, comm: Callable[[int], str | None],
-                 options: set[str], in_ns: bool = True) -> None:
+                 options: set[str], in_ns: bool = True, time_start: int = 0) -> None:
         self.lookup, self.comm, self.options, self.in_ns = lookup, comm, options, in_ns
+        self.time_start = time_start        # the buffer's last reset: latency times count from it
 
     # ---- symbols (seq_print_ip_sym) ----------------------------------------------------
     def sym(self, ip: int) -> str:
@@ -145,13 +160,42 @@ class TraceFormatter:
     def lat(e: TraceEntry) -> str:
         return lat_fmt(e.flags, e.preempt_count)
 
+    def lat_context(self, e: TraceEntry, next_ts: int, idx: int) -> str:
+        """trace_print_lat_context (the latency-format option): task, CPU and flags, then the
+        time since the buffer was reset and a mark for the gap to the next entry."""
+        task = self.task(e.pid)
+        abs_ts, rel_ts = e.ts - self.time_start, next_ts - e.ts
+        if self.in_ns:
+            abs_ts, rel_ts = (abs_ts + 500) // 1000, (rel_ts + 500) // 1000
+        if "verbose" in self.options:
+            out = f"{task:>16s} {e.pid:7d} {e.cpu:3d} {e.flags:d} {e.preempt_count & 0xF:08x} {idx:08x} "
+            if self.in_ns:
+                return out + (f"[{(e.ts + 500) // 1000:08x}] {abs_ts // 1000}.{abs_ts % 1000:03d}ms "
+                              f"(+{rel_ts // 1000}.{rel_ts % 1000:03d}ms): ")
+            return out + f"[{e.ts:016x}] {abs_ts} (+{rel_ts}): "
+        out = f"{task[:8]:>8s}-{e.pid:<7d} {e.cpu:3d}" + self.lat(e)
+        if self.in_ns:
+            return out + f" {abs_ts:4d}us{trace_find_mark(rel_ts * 1000)}: "
+        return out + f" {abs_ts:4d}: "
+
     # ---- lines --------------------------------------------------------------------------
-    def line(self, e: TraceEntry) -> str:
-        """One entry, ending in a newline (print_trace_line)."""
+    def line(self, e: TraceEntry, next_ts: int | None = None, idx: int = 0) -> str:
+        """One entry, ending in a newline (print_trace_line); ``next_ts`` is the time of the
+        entry printed after it (the latency format marks the gap), ``idx`` its index."""
         if "raw" in self.options:
             return self.raw_line(e)
-        prefix = self.context(e) if "context-info" in self.options else ""
+        prefix = ""
+        if "context-info" in self.options:
+            if "latency-format" in self.options:
+                prefix = self.lat_context(e, e.ts if next_ts is None else next_ts, idx)
+            else:
+                prefix = self.context(e)
         return prefix + self.event_text(e)
+
+    def lines(self, entries: list[TraceEntry]) -> Iterator[str]:
+        """Every entry's line, each knowing the next one's time."""
+        for i, e in enumerate(entries):
+            yield self.line(e, entries[i + 1].ts if i + 1 < len(entries) else None, i)
 
     def event_text(self, e: TraceEntry) -> str:
         """The event's own part of a line (after the context columns), newline included."""
@@ -184,6 +228,20 @@ class TraceFormatter:
 
     # ---- headers --------------------------------------------------------------------------
     @staticmethod
+    def latency_header(tracer: str, counts: tuple[int, int], online_cpus: int, cpu: int = 0,
+                       task: tuple[str, int] = ("", 0)) -> str:
+        """print_trace_header: the block a latency-format trace opens with; ``cpu`` and
+        ``task`` are the buffer's (a snapshot's: who took it; otherwise CPU 0 and no task)."""
+        return (f"# {tracer} latency trace v1.1.5 on {UTS_RELEASE}\n"
+                "# " + "-" * 68 + "\n"
+                f"# latency: 0 us, #{counts[0]}/{counts[1]}, CPU#{cpu} | (M:{PREEMPT_MODEL} VP:0, KP:0, "
+                f"SP:0 HP:0 #P:{online_cpus})\n"
+                "#    -----------------\n"
+                f"#    | task: {task[0][:16]}-{task[1]} (uid:0 nice:0 policy:0 rt_prio:0)\n"
+                "#    -----------------\n"
+                "#\n")
+
+    @staticmethod
     def event_info(in_buffer: int, written: int, online_cpus: int) -> str:
         return (f"# entries-in-buffer/entries-written: {in_buffer}/{written}   #P:{online_cpus}\n"
                 "#\n")
@@ -207,16 +265,37 @@ class TraceFormatter:
                       f"#              | |    {tb}   |   |||||     |         |\n")
 
 
+LAT_HELP = ("#                    _------=> CPU#            \n"
+            "#                   / _-----=> irqs-off/BH-disabled\n"
+            "#                  | / _----=> need-resched    \n"
+            "#                  || / _---=> hardirq/softirq \n"
+            "#                  ||| / _--=> preempt-depth   \n"
+            "#                  |||| / _-=> migrate-disable \n"
+            "#                  ||||| /     delay           \n"
+            "#  cmd     pid     |||||| time  |   caller     \n"
+            "#     \\   /        ||||||  \\    |    /       \n")
+
+
 def format_trace(tracer: str, fmt: TraceFormatter, entries: Iterable[TraceEntry],
-                 counts: tuple[int, int], online_cpus: int, annotate_cpus: bool = False) -> str:
+                 counts: tuple[int, int], online_cpus: int, annotate_cpus: bool = False,
+                 lat_owner: tuple[int, tuple[str, int]] = (0, ("", 0))) -> str:
     """The whole ``trace`` file: ``# tracer:`` line, header, lines. ``annotate_cpus`` adds the
-    ``##### CPU N buffer started ####`` lines (the kernel does when events were overrun)."""
-    out = [f"# tracer: {tracer}\n#\n", fmt.help_header(counts[0], counts[1], online_cpus)]
+    ``##### CPU N buffer started ####`` lines (the kernel does when events were overrun).
+    With ``latency-format`` the header is print_trace_header's (naming ``lat_owner``'s CPU
+    and task) and the help block, or nothing for an empty buffer."""
+    entries = list(entries)
+    out = [f"# tracer: {tracer}\n#\n"]
+    if "latency-format" not in fmt.options:
+        out.append(fmt.help_header(counts[0], counts[1], online_cpus))
+    elif "context-info" in fmt.options and entries:
+        out.append(fmt.latency_header(tracer, counts, online_cpus, *lat_owner))
+        out.append("" if "verbose" in fmt.options else LAT_HELP)
     started: set[int] = set()
-    for idx, e in enumerate(entries):
+    for idx, line in enumerate(fmt.lines(entries)):
+        e = entries[idx]
         if annotate_cpus and "annotate" in fmt.options and e.cpu not in started:
             started.add(e.cpu)
             if idx > 0:
                 out.append(f"##### CPU {e.cpu} buffer started ####\n")
-        out.append(fmt.line(e))
+        out.append(line)
     return "".join(out)

@@ -58,14 +58,15 @@ class Tracing:
         machine.snapshot_participants.append(self)
 
     # ---- snapshots: the host half of every trace array follows the guest memory ---------
-    _ARRAY_FIELDS = ("expanded", "tracer", "clock", "_on", "_pid_blocks", "graph_used")
+    _ARRAY_FIELDS = ("expanded", "tracer", "clock", "_on", "_pid_blocks", "graph_used", "time_start")
 
     def snapshot_state(self) -> tuple:
         arrays = {}
         for name, tr in self.arrays.items():
-            buf = tr.buffer
+            bufs = tuple((b, None if b is None else (list(b.nr_pages), list(b.tables), b.overwrite))
+                         for b in (tr.buffer, tr.snap.buffer))
             arrays[name] = (tr, {f: copy.copy(getattr(tr, f)) for f in self._ARRAY_FIELDS}, set(tr.options),
-                            buf, None if buf is None else (list(buf.nr_pages), list(buf.tables), buf.overwrite))
+                            bufs, tr.snap.owner)
         return (arrays, dict(self.saved_cmdlines), self.max_graph_depth, self._shadow_ready,
                 self.events.state(), self.graph_hash, self.graph_notrace_hash)
 
@@ -75,13 +76,14 @@ class Tracing:
         self.events.restore(events)
         self.saved_cmdlines = dict(cmdlines)
         self.arrays = {}
-        for name, (tr, fields, options, buf, buf_state) in arrays.items():
+        for name, (tr, fields, options, bufs, tr.snap.owner) in arrays.items():
             for f, v in fields.items():
                 setattr(tr, f, copy.copy(v))
             tr.options = set(options)
-            tr.buffer = buf
-            if buf is not None:
-                buf.nr_pages, buf.tables, buf.overwrite = list(buf_state[0]), list(buf_state[1]), buf_state[2]
+            tr.buffer, tr.snap.buffer = (b for b, _state in bufs)
+            for buf, state in bufs:
+                if buf is not None:
+                    buf.nr_pages, buf.tables, buf.overwrite = list(state[0]), list(state[1]), state[2]
             tr.inst.trace = tr
             if tr._inst_changed not in tr.inst.listeners:
                 tr.inst.listeners.append(tr._inst_changed)
@@ -120,11 +122,15 @@ class Tracing:
         m.invalidate_code(base, len(b.code))
         # Grace periods (rcu_tasks) must see a vCPU inside an event probe or return_to_handler.
         self.ft.x86.code_ranges.append((base, base + CODE_SIZE))
-        # Where trace_marker entries say they come from (the kernel's tracing_mark_write).
-        b.align()
-        b.label("tracing_mark_write")
-        b.emit("ret")
+        # Where host-written messages say they come from: trace_marker entries (the kernel's
+        # tracing_mark_write) and the snapshot command's (tracing_snapshot_instance_cond).
+        for name in ("tracing_mark_write", "tracing_snapshot_instance_cond"):
+            b.align()
+            b.label(name)
+            b.emit("ret")
         self.tracing_mark_write = b.labels["tracing_mark_write"]
+        self.snapshot_instance_cond = b.labels["tracing_snapshot_instance_cond"]
+        self.code_range = (base, base + CODE_SIZE)      # where a guest writer may be
         self.function_trace_call = b.labels["function_trace_call"]
         self.function_graph_entry = b.labels["function_graph_entry"]
         self.return_to_handler = b.labels["return_to_handler"]
@@ -171,6 +177,14 @@ class Tracing:
             now = max(now, last)
             self.pages.write(self.clock_data + CLK_GLOBAL_LAST, struct.pack("<Q", now))
         return now
+
+    def clock_peek(self, tr: TraceArray) -> int:
+        """What ``tr``'s clock reads now, for a buffer's time_start. The counter clock is
+        read without counting (the kernel's read takes a count, which would shift every
+        later counter stamp by one after each ``echo > trace``)."""
+        if tr.clock == "counter":
+            return struct.unpack("<Q", self.pages.read(self.clock_data + CLK_COUNTER, 8))[0]
+        return self.clock_now(tr, self.m.online_cpus()[0])
 
     def set_max_graph_depth(self, depth: int) -> None:
         """max_graph_depth: 0 = no limit; entries at depth >= the limit are not recorded."""
@@ -256,8 +270,9 @@ class Tracing:
             self.ft.log_lines.append(f"tracing: instance {inst.name} may still be written to: "
                                      "keeping its buffer")
             return
-        if tr.buffer is not None:
-            tr.buffer.free()
+        for buf in (tr.buffer, tr.snap.buffer):
+            if buf is not None:
+                buf.free()
         blocks = [struct.unpack("<Q", self.pages.read(tr.va + f, 8))[0] for f in (TR_PIDS, TR_NO_PIDS)]
         # A return hijacked for this array may still come back and read its trace_array
         # (it finds tracing off): that page is kept once function_graph has used it.

@@ -45,7 +45,7 @@ class RecordingTrace:
     def tracing_alloc_snapshot(self) -> None:
         self.calls.append(("alloc_snapshot",))
 
-    def tracing_snapshot(self) -> None:
+    def tracing_snapshot(self, cpu: int) -> None:
         self.calls.append(("snapshot",))
 
     def ftrace_dump(self, cpu) -> None:
