@@ -36,6 +36,13 @@ class KernelView:
     def preempt_count(self, cpu: int) -> int:
         return _u32.unpack(self.m.read(self.pcpu(cpu, L.PCPU_PREEMPT_COUNT), 4))[0]
 
+    def no_spinlock_held(self) -> bool:
+        """True when no vCPU can be holding a spin lock: each one runs with preempt_count 0
+        (a spin lock raises it) or is not running (halted at hlt, parked, stopped). Only
+        then may the host run a guest function that takes locks on one vCPU while the
+        others stand still."""
+        return all(c.state != "running" or self.preempt_count(c.index) == 0 for c in self.m.cpus)
+
     def current(self, cpu: int) -> int:
         """The task running on ``cpu`` (0 before the CPU has one)."""
         return _u64.unpack(self.m.read(self.pcpu(cpu, L.PCPU_CURRENT), 8))[0]

@@ -36,7 +36,7 @@ STATE_NAMES = {MODULE_STATE_LIVE: "Live", MODULE_STATE_COMING: "Loading",
                MODULE_STATE_GOING: "Unloading", MODULE_STATE_UNFORMED: "Unformed"}
 MODULE_NAME_LEN = 56
 # struct module as guest/include/linux/module.h lays it out (name, state, refcnt).
-MOD_NAME, MOD_STATE, MOD_REFCNT, MOD_SIZE = 0x00, 0x38, 0x3c, 0x40
+MOD_NAME, MOD_STATE, MOD_REFCNT, MOD_SIZE = L.MOD_NAME, L.MOD_STATE, L.MOD_REFCNT, L.MOD_SIZE
 # struct module_call (guest/module.c): fn, ret, done, comm[16].
 CALL_FN, CALL_RET, CALL_DONE, CALL_COMM, CALL_SIZE = 0x00, 0x08, 0x10, 0x18, 0x28
 
@@ -126,6 +126,23 @@ class ModuleLoader:
         for fn in list(self.notifiers):
             fn(state, mod)
 
+    def _coming(self, mod: Module) -> None:
+        """prepare_coming_module: a notifier refusing the module (ModuleError, e.g. a live
+        patch's failed pre-patch callback) has cleaned up after itself; the ones before it
+        see GOING, the module is freed and insmod fails with its errno."""
+        self._set_state(MODULE_STATE_COMING, mod)
+        done = []
+        for fn in list(self.notifiers):
+            try:
+                fn(MODULE_STATE_COMING, mod)
+            except ModuleError as e:
+                self._set_state(MODULE_STATE_GOING, mod)
+                for prev in reversed(done):
+                    prev(MODULE_STATE_GOING, mod)
+                self._free(mod)
+                raise ModuleError(e.errno, f"could not insert '{mod.name}': {_strerror(e.errno)}") from None
+            done.append(fn)
+
     # ---- symbols -------------------------------------------------------------------------
     def find_symbol(self, name: str) -> int | None:
         """A kernel symbol, else a loaded module's global one (modules never shadow vmlinux)."""
@@ -171,7 +188,7 @@ class ModuleLoader:
         except ModuleError:
             self._free(mod)
             raise
-        self._notify(MODULE_STATE_COMING, mod)
+        self._coming(mod)
         module_files.register_module(self.m, mod)
         ret = self._run_in_thread(mod.init, "insmod", budget_ms) if mod.init else 0
         if ret < 0:
@@ -258,6 +275,8 @@ class ModuleLoader:
     def _run_in_thread(self, fn: int, comm: str, budget_ms: float) -> int:
         """Run ``fn()`` in a new guest kernel thread named ``comm`` and wait for it: init and
         exit functions may sleep, take locks and wait for work, as in a process context."""
+        if not self.m.kernel.no_spinlock_held():
+            self.m.run_until(self.m.kernel.no_spinlock_held, budget_ms)
         req = self.area.alloc(PAGE, align=PAGE)
         try:
             self.m.write(req, struct.pack("<QqQ", fn, 0, 0) + comm.encode()[:15].ljust(16, b"\0"))

@@ -162,7 +162,7 @@ int del_timer_sync(struct timer_list *t);
 void timer_tick_check(void);
 void run_timer_softirq(void);
 long schedule_timeout(long jiffies_left, int state);
-void msleep(u64 ms);
+void msleep(unsigned int ms);
 
 // workqueue.c (layouts shared with include/linux/workqueue.h)
 struct work_struct {
@@ -181,6 +181,19 @@ bool flush_work(struct work_struct *w);
 bool cancel_work_sync(struct work_struct *w);
 bool cancel_delayed_work_sync(struct delayed_work *dw);
 bool flush_delayed_work(struct delayed_work *dw);
+
+// completion.c (layout shared with include/linux/completion.h)
+struct completion_waiter;
+struct completion {
+	unsigned int done;              // lock; 0xffffffff after complete_all
+	struct spinlock lock;
+	struct completion_waiter *waiters;      // lock: FIFO of sleeping tasks
+};
+void complete(struct completion *x);
+void complete_all(struct completion *x);
+void wait_for_completion(struct completion *x);
+bool try_wait_for_completion(struct completion *x);
+bool completion_done(struct completion *x);
 
 // sched.c
 void sched_init(void);

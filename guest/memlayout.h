@@ -199,6 +199,36 @@
 #define KLP_PATCH_ENABLED   0x19    // bool
 #define KLP_PATCH_FORCED    0x1a    // bool
 #define KLP_PATCH_SIZE      0x20
+
+// ---- what loadable modules see of the kernel's structures ---------------------
+// guest/include/linux/*.h declares them with the kernel's field names; both sides check
+// MODULE_ABI: guest/include/abi_check.c the module headers, guest/module.c the kernel.
+#define MOD_NAME            0x00    // struct module: char name[MODULE_NAME_LEN]
+#define MOD_STATE           0x38    // enum module_state
+#define MOD_REFCNT          0x3c    // int
+#define MOD_SIZE            0x40
+#define WORK_FUNC           0x08    // struct work_struct: work_func_t func
+#define WORK_SIZE           0x18
+#define TIMER_FUNCTION      0x08    // struct timer_list: void (*function)(struct timer_list *)
+#define TIMER_SIZE          0x28
+#define DWORK_TIMER         0x18    // struct delayed_work: struct timer_list timer
+#define DWORK_SIZE          0x40
+#define SEQ_FILE_COUNT      0x10    // struct seq_file: size_t count
+#define SEQ_FILE_SIZE       0x18
+#define MUTEX_COUNT         0x10    // struct mutex: its semaphore's count (1 while free)
+#define MUTEX_SIZE          0x38
+#define COMPLETION_WAITERS  0x18    // struct completion: done, a spin lock, the waiters
+#define COMPLETION_SIZE     0x20
+#define MODULE_ABI(CHECK)							\
+	CHECK(struct work_struct, func, WORK_FUNC, WORK_SIZE)				\
+	CHECK(struct timer_list, function, TIMER_FUNCTION, TIMER_SIZE)			\
+	CHECK(struct delayed_work, timer, DWORK_TIMER, DWORK_SIZE)			\
+	CHECK(struct seq_file, count, SEQ_FILE_COUNT, SEQ_FILE_SIZE)			\
+	CHECK(struct mutex, sem.count, MUTEX_COUNT, MUTEX_SIZE)				\
+	CHECK(struct completion, waiters, COMPLETION_WAITERS, COMPLETION_SIZE)
+#define MODULE_ABI_CHECK(type, field, off, size)					\
+	_Static_assert(__builtin_offsetof(type, field) == (off), #type "." #field);	\
+	_Static_assert(sizeof(type) == (size), "sizeof " #type);
 #define KLP_MAX_PATCHES     16      // klp_patches[]: the registered patches, oldest first
 
 #endif

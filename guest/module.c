@@ -19,3 +19,6 @@ int module_call_thread(void *arg)
 	__atomic_store_n(&c->done, 1, __ATOMIC_RELEASE);
 	return 0;
 }
+
+// What modules see of the kernel's structures (include/abi_check.c checks the headers).
+MODULE_ABI(MODULE_ABI_CHECK)

@@ -115,9 +115,9 @@ long schedule_timeout(long timeout, int state)
 	return left > 0 ? left : 0;
 }
 
-void msleep(u64 ms)
+void msleep(unsigned int ms)
 {
-	long timeout = ms * HZ / 1000 + 1;
+	long timeout = (long)ms * HZ / 1000 + 1;
 
 	while (timeout)
 		timeout = schedule_timeout(timeout, TASK_UNINTERRUPTIBLE);

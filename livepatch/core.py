@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from unicorn.x86_const import UC_X86_REG_RDI
 
 from emu import memlayout as L
-from emu.module import MODULE_STATE_COMING, MODULE_STATE_GOING, Module
+from emu.module import MODULE_STATE_COMING, MODULE_STATE_GOING, Module, ModuleError
 
 from ftrace import FtraceError
 
@@ -331,11 +331,13 @@ class Livepatch:
             f.set_transition(self.m, False)
         if target == PATCHED:
             tr.synchronize()
-        tr.finish()
+        tr.all_idle()
+        # The post callbacks still see the patch in transition (klp_get_prev_state works).
         for obj in patch.objs:
             if self._loaded(obj):
                 self._callback(obj, 1 if target == PATCHED else 3)
         self.log(f"livepatch: '{patch.name}': {state_word(target)} complete", 5)
+        tr.finish()
 
     def _free_patch(self, patch: KlpPatch) -> None:
         """klp_free_patch: off the list and out of sysfs; the module reference goes unless
@@ -387,37 +389,55 @@ class Livepatch:
             self._module_going(mod)
 
     def _module_coming(self, mod: Module) -> None:
-        """klp_module_coming: patch the objects of enabled (or transitioning) patches."""
+        """klp_module_coming: patch the module's objects of every registered patch; a
+        failure reverts the ones done and refuses the module (ModuleError)."""
         for patch in self.patches:
-            for obj in patch.objs:
-                if obj.name != mod.name:
-                    continue
-                obj.mod = mod
-                self._init_object_loaded(patch, obj)
-                if patch is not self.transition.patch and not patch.enabled:
-                    continue
-                self.log(f"livepatch: applying patch '{patch.name}' to loading module '{mod.name}'", 5)
-                if self._pre_patch(obj):
-                    self.log(f"livepatch: pre-patch callback failed for object '{obj.name}'", 4)
-                    continue
-                self.patcher.patch_object(obj)
-                if patch is not self.transition.patch:
-                    self._callback(obj, 1)
-
-    def _module_going(self, mod: Module) -> None:
-        """klp_module_going: revert the objects on that module, forget it."""
-        for patch in self.patches:
-            for obj in patch.objs:
-                if obj.name != mod.name or obj.mod is None:
-                    continue
-                if patch.enabled or patch is self.transition.patch:
-                    self.log(f"livepatch: reverting patch '{patch.name}' on unloading module '{mod.name}'", 5)
-                    if patch is not self.transition.patch or self.transition.target == PATCHED:
-                        self._callback(obj, 2)
-                    self.patcher.unpatch_object(obj)
-                    self._callback(obj, 3)
+            obj = next((o for o in patch.objs if o.name == mod.name), None)
+            if obj is None:
+                continue
+            obj.mod = mod
+            self._init_object_loaded(patch, obj)
+            self.log(f"livepatch: applying patch '{patch.name}' to loading module '{mod.name}'", 5)
+            ret = self._pre_patch(obj)
+            if ret:
+                self.log(f"livepatch: pre-patch callback failed for object '{obj.name}'", 4)
+            else:
+                try:
+                    self.patcher.patch_object(obj)
+                except FtraceError as e:
+                    self.log(f"livepatch: failed to apply patch '{patch.name}' to module "
+                             f"'{mod.name}' ({-e.errno})", 4)
+                    ret = -e.errno
+            if ret:
+                self.log(f"livepatch: patch '{patch.name}' failed for module '{mod.name}', "
+                         f"refusing to load module '{mod.name}'", 4)
                 obj.mod = None
                 obj.write_mod(self.m)
+                self._cleanup_module_patches(mod, limit=patch)
+                raise ModuleError(-ret, f"livepatch refused module {mod.name}")
+            if patch is not self.transition.patch:
+                self._callback(obj, 1)
+
+    def _module_going(self, mod: Module) -> None:
+        """klp_module_going."""
+        self._cleanup_module_patches(mod)
+
+    def _cleanup_module_patches(self, mod: Module, limit: KlpPatch | None = None) -> None:
+        """klp_cleanup_module_patches_limited: revert the module's objects of the patches
+        registered before ``limit`` (all of them without one)."""
+        for patch in self.patches:
+            if patch is limit:
+                break
+            obj = next((o for o in patch.objs if o.name == mod.name and o.mod is not None), None)
+            if obj is None:
+                continue
+            if patch is not self.transition.patch:
+                self._callback(obj, 2)
+            self.log(f"livepatch: reverting patch '{patch.name}' on unloading module '{mod.name}'", 5)
+            self.patcher.unpatch_object(obj)
+            self._callback(obj, 3)
+            obj.mod = None
+            obj.write_mod(self.m)
 
     # ---- views ---------------------------------------------------------------------------
     def patch_named(self, name: str) -> KlpPatch | None:

@@ -226,11 +226,14 @@ class KlpTransition:
         assert patch is not None
         self.log(f"livepatch: '{patch.name}': completing {state_word(self.target)} transition", 7)
 
-    def finish(self) -> None:
-        """The tail of klp_complete_transition: every task IDLE, no transition."""
+    def all_idle(self) -> None:
+        """klp_complete_transition: every task IDLE (before the post callbacks)."""
         for t in self.tasks():
             self._set_pending(t.addr, False)
             self._set_patch_state(t.addr, IDLE)
+
+    def finish(self) -> None:
+        """The tail of klp_complete_transition: no transition any more."""
         self.patch = None
         self._set_target(IDLE)
 

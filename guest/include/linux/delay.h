@@ -1,6 +1,7 @@
-/* Sleeping delays: msleep (guest/timer.c). */
+/* Sleeping delays (guest/timer.c). */
 #ifndef _LINUX_DELAY_H
 #define _LINUX_DELAY_H
-#include "../../defs.h"
+
+void msleep(unsigned int msecs);
 
 #endif

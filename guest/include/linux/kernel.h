@@ -1,14 +1,23 @@
-/* The kernel's catch-all helpers modules use: printk, WARN_ON, min/max, ARRAY_SIZE. */
+/* The kernel's catch-all helpers modules use: printk, WARN_ON, min/max, ARRAY_SIZE,
+ * container_of. */
 #ifndef _LINUX_KERNEL_H
 #define _LINUX_KERNEL_H
 #include <linux/compiler.h>
 #include <linux/types.h>
 #include <linux/errno.h>
 #include <linux/printk.h>
+#include <linux/container_of.h>
 
+#define ARRAY_SIZE(arr) (sizeof(arr) / sizeof((arr)[0]))
 #define min(a, b) ((a) < (b) ? (a) : (b))
 #define max(a, b) ((a) > (b) ? (a) : (b))
+#define INT_MAX		((int)(~0U >> 1))
+#define UINT_MAX	(~0U)
+#define LONG_MAX	((long)(~0UL >> 1))
+#define ULONG_MAX	(~0UL)
 
+int sprintf(char *buf, const char *fmt, ...) __printf(2, 3);
+int snprintf(char *buf, size_t size, const char *fmt, ...) __printf(3, 4);
 
 #define WARN_ON(condition) ({						\
 	int __ret_warn_on = !!(condition);				\

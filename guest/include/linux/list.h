@@ -3,6 +3,7 @@
 #define _LINUX_LIST_H
 #include <linux/compiler.h>
 #include <linux/types.h>
+#include <linux/container_of.h>
 
 #define LIST_HEAD_INIT(name) { &(name), &(name) }
 #define LIST_HEAD(name) struct list_head name = LIST_HEAD_INIT(name)

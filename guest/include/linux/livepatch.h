@@ -81,13 +81,4 @@ void *klp_shadow_get_or_alloc(void *obj, unsigned long id, size_t size, gfp_t gf
 void klp_shadow_free(void *obj, unsigned long id, klp_shadow_dtor_t dtor);
 void klp_shadow_free_all(unsigned long id, klp_shadow_dtor_t dtor);
 
-/* Offsets the host reads (guest/memlayout.h's KLP_*), checked here. */
-#include "../../memlayout.h"
-_Static_assert(__builtin_offsetof(struct klp_func, transition) == KLP_FUNC_TRANSITION, "klp_func");
-_Static_assert(sizeof(struct klp_func) == KLP_FUNC_SIZE, "klp_func size");
-_Static_assert(__builtin_offsetof(struct klp_object, mod) == KLP_OBJ_MOD, "klp_object");
-_Static_assert(sizeof(struct klp_object) == KLP_OBJ_SIZE, "klp_object size");
-_Static_assert(__builtin_offsetof(struct klp_patch, forced) == KLP_PATCH_FORCED, "klp_patch");
-_Static_assert(sizeof(struct klp_state) == KLP_STATE_SIZE, "klp_state size");
-
 #endif

@@ -7,6 +7,11 @@
 #include <linux/init.h>
 #include <linux/moduleparam.h>
 #include <linux/printk.h>
+/* What the kernel's module.h brings in through its own includes, which modules rely on. */
+#include <linux/list.h>
+#include <linux/mutex.h>
+#include <linux/stat.h>
+#include <linux/workqueue.h>
 
 #define MODULE_NAME_LEN 56
 

@@ -13,10 +13,19 @@
 #define KERN_NOTICE     KERN_SOH "5"
 #define KERN_INFO       KERN_SOH "6"
 #define KERN_DEBUG      KERN_SOH "7"
+#define KERN_DEFAULT    ""
 #define KERN_CONT       KERN_SOH "c"
 
+#define CONSOLE_LOGLEVEL_SILENT  0
+#define CONSOLE_LOGLEVEL_MIN     1
+#define CONSOLE_LOGLEVEL_DEBUG  10
 #define CONSOLE_LOGLEVEL_MOTORMOUTH 15
-#include "../../defs.h"         /* printk, vprintk, console_loglevel: the kernel's own */
+
+/* The console's level (the kernel's console_printk[0]): messages below it are printed. */
+extern int console_loglevel;
+
+int printk(const char *fmt, ...) __printf(1, 2);
+int vprintk(const char *fmt, __builtin_va_list args);
 
 #ifndef pr_fmt
 #define pr_fmt(fmt) fmt
