@@ -44,11 +44,11 @@ class KernelImage:
                              for s in elf.iter_sections() if s["sh_addr"]}
             symtab = elf.get_section_by_name(".symtab")
             syms = [] if symtab is None else list(symtab.iter_symbols())
-            kinds = {i: _section_kind(s) for i, s in enumerate(elf.iter_sections())}
+            kinds = {i: section_kind(s) for i, s in enumerate(elf.iter_sections())}
         except ELFError as e:
             raise ValueError(f"{self.path} is not an ELF kernel: {e}") from None
         self.kallsyms = sorted(
-            (s["st_value"], _type_char(kinds.get(s["st_shndx"], "a"), s["st_info"]["bind"]), s.name)
+            (s["st_value"], type_char(kinds.get(s["st_shndx"], "a"), s["st_info"]["bind"]), s.name)
             for s in syms if s.name and s["st_shndx"] != "SHN_UNDEF"
             and s["st_info"]["type"] not in ("STT_FILE", "STT_SECTION"))
         self._by_name: dict[str, Symbol] = {}
@@ -138,7 +138,7 @@ class KernelImage:
         return [int.from_bytes(data[i:i + 8], "little") for i in range(0, len(data), 8)]
 
 
-def _section_kind(section) -> str:
+def section_kind(section) -> str:
     """nm's letter for symbols of a section: t text, r read-only, d data, b bss."""
     flags = section["sh_flags"]
     if flags & 0x4:                 # SHF_EXECINSTR
@@ -148,7 +148,7 @@ def _section_kind(section) -> str:
     return "b" if section["sh_type"] == "SHT_NOBITS" else "d"
 
 
-def _type_char(kind: str, bind: str) -> str:
+def type_char(kind: str, bind: str) -> str:
     """Upper case for global symbols, as nm and /proc/kallsyms print them; W for weak."""
     if bind == "STB_WEAK":
         return "W" if kind == "t" else "V"

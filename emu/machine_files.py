@@ -45,7 +45,7 @@ def register(m: "Machine") -> None:
     """Register the machine's files (called once, before the extensions attach)."""
     fs = m.fs
     procfs.register(m)              # /proc/cmdline, /proc/meminfo: the guest's show functions
-    fs.register_text("/proc/kallsyms", m.image.kallsyms_text)
+    fs.register_text("/proc/kallsyms", lambda: m.image.kallsyms_text() + m.modules.kallsyms_text())
     everyone = list(range(len(m.cpus)))
     fs.register_text(f"{CPU_DIR}/possible", lambda: cpu_ranges(everyone))
     fs.register_text(f"{CPU_DIR}/present", lambda: cpu_ranges(everyone))

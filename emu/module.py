@@ -23,7 +23,7 @@ from elftools.elf.sections import SymbolTableSection
 
 from . import memlayout as L
 from . import module_files
-from .elf import Symbol
+from .elf import Symbol, section_kind, type_char
 from .execmem import ExecMem
 from .params import KernelParam, read_params
 
@@ -72,6 +72,7 @@ class Module:
     modinfo: dict[str, list[str]]
     section_sizes: dict[str, int] = field(default_factory=dict)
     mcount_loc: list[int] = field(default_factory=list)
+    kallsyms: list[tuple[int, str, str]] = field(default_factory=list)   # (address, type, name)
     params: list[KernelParam] = field(default_factory=list)
     charp_buffers: dict[str, int] = field(default_factory=dict)    # charp param -> its string
     init: int = 0
@@ -152,6 +153,12 @@ class ModuleLoader:
             if name in mod.symbols and mod.state != MODULE_STATE_UNFORMED:
                 return mod.symbols[name][0]
         return None
+
+    def kallsyms_text(self) -> str:
+        """The modules' lines of /proc/kallsyms, newest module first as the kernel lists
+        them: ``<address> <type> <name>\t[<module>]``."""
+        return "".join(f"{a:016x} {t} {n}\t[{mod.name}]\n"
+                       for mod in reversed(self.modules.values()) for a, t, n in sorted(mod.kallsyms))
 
     def module_address(self, addr: int) -> Module | None:
         """The module whose memory holds ``addr`` (the kernel's __module_address)."""
@@ -384,6 +391,8 @@ class ModuleLoader:
                 values.append(v)
                 if sym.name and kind in ("STT_FUNC", "STT_OBJECT"):
                     mod.symbols[sym.name] = (v, sym["st_size"])
+                if sym.name and kind not in ("STT_FILE", "STT_SECTION") and not sym.name.startswith(".L"):
+                    mod.kallsyms.append((v, type_char(section_kind(sections[shndx]), bind), sym.name))
             else:
                 values.append(0)           # a symbol in a section that is not loaded
         return values

@@ -102,5 +102,12 @@ def test_proc_modules_and_sys_module(booted_snapshots, kmod):
     with pytest.raises(OSError) as e:
         m.fs.write(f"{d}/parameters/loud", "Y")           # 0444: read-only
     assert e.value.errno == errno.EACCES
+    mine = [ln for ln in m.fs.read("/proc/kallsyms").splitlines() if ln.endswith("\t[hello_mod]")]
+    assert mine[0] == f"{m.symbol_address('hello_twice'):016x} T hello_twice\t[hello_mod]"
+    assert [ln.split(" ", 1)[1] for ln in mine[1:5]] == [
+        "T init_module\t[hello_mod]", "t hello_init\t[hello_mod]",        # static: lower case
+        "T cleanup_module\t[hello_mod]", "t hello_exit\t[hello_mod]"]
+    assert {ln.split(" ")[1] for ln in mine[5:]} == {"d", "b", "r"}         # data, bss, rodata
     m.rmmod("hello_mod")
     assert m.fs.read("/proc/modules") == "" and "hello_mod" not in m.fs.listdir("/sys/module")
+    assert "[hello_mod]" not in m.fs.read("/proc/kallsyms")
