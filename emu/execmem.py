@@ -45,7 +45,7 @@ class _Area:
 
 class ExecMem:
     """Allocator over [start, start + size): code below start + code_size, data (NX) above.
-    By default the execmem area; the module area is all code (``ModuleArea``)."""
+    By default the execmem area; the module area is another (``ModuleArea``)."""
 
     def __init__(self, start: int = L.EXECMEM_VA, size: int = L.EXECMEM_SIZE,
                  code_size: int = L.EXECMEM_CODE_SIZE) -> None:

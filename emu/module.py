@@ -24,7 +24,7 @@ from elftools.elf.sections import SymbolTableSection
 from . import memlayout as L
 from . import module_files
 from .elf import Symbol, section_kind, type_char
-from .execmem import ExecMem
+from .execmem import ALIGN, ExecMem
 from .params import KernelParam, read_params
 
 if TYPE_CHECKING:
@@ -52,10 +52,15 @@ class ModuleError(OSError):
 
 
 class ModuleArea(ExecMem):
-    """First-fit allocator over the module area [MODULES_VA, MODULES_VA + MODULES_SIZE)."""
+    """First-fit allocator over the module area [MODULES_VA, MODULES_VA + MODULES_SIZE):
+    module text in its executable first MODULES_CODE_SIZE bytes, everything else (module
+    data, klp's structures, request pages) NX above, as the kernel maps module data."""
 
     def __init__(self) -> None:
-        super().__init__(L.MODULES_VA, L.MODULES_SIZE, L.MODULES_SIZE)     # mapped RWX
+        super().__init__(L.MODULES_VA, L.MODULES_SIZE, L.MODULES_CODE_SIZE)
+
+    def alloc(self, size: int, align: int = ALIGN, executable: bool = False) -> int:
+        return super().alloc(size, align, executable)
 
 
 @dataclass(eq=False)
@@ -318,7 +323,7 @@ class ModuleLoader:
         text_size = max(PAGE, -(-sizes["text"] // PAGE) * PAGE)
         data_size = -(-sizes["data"] // PAGE) * PAGE
         try:
-            text = self.area.alloc(text_size, align=PAGE)
+            text = self.area.alloc(text_size, align=PAGE, executable=True)
         except MemoryError:
             raise ModuleError(errno.ENOMEM, "module area exhausted") from None
         try:

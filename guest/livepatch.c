@@ -109,8 +109,9 @@ struct klp_request {
 	u64 op, arg;
 	s64 ret;
 	u64 flags;
-	volatile u64 done;              // the host answers between two rounds of the machine
-};
+	volatile u64 done;              // the host answers between two rounds of the machine,
+};                                      // or asks again (KLP_ASK_AGAIN) after another round
+#define KLP_ASK_AGAIN           2       // a vCPU held a spin lock: the host could not call
 
 static void klp_transition_work_fn(struct work_struct *w);
 static struct delayed_work klp_transition_work = { { NULL, klp_transition_work_fn, 0 } };
@@ -125,9 +126,12 @@ static long klp_request(u64 op, u64 arg)
 {
 	struct klp_request r = { op, arg, 0, 0, 0 };
 
-	__asm__ volatile("outl %%eax, %[port]" : : "a"(0), [port] "i"(KLP_PORT), "D"(&r) : "memory");
-	while (!READ_ONCE(r.done))
-		cpu_relax();
+	do {
+		WRITE_ONCE(r.done, 0);
+		__asm__ volatile("outl %%eax, %[port]" : : "a"(0), [port] "i"(KLP_PORT), "D"(&r) : "memory");
+		while (!READ_ONCE(r.done))
+			cpu_relax();
+	} while (r.done == KLP_ASK_AGAIN);
 	if (r.flags & KLP_SIGNAL)
 		klp_send_signals();
 	if (r.flags & KLP_RESCHED)

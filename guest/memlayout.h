@@ -11,8 +11,9 @@
 #define EXECMEM_PA          0x800000    // 2 MiB the kernel maps RWX at EXECMEM_VA and never allocates
 #define EXECMEM_SIZE        0x200000
 #define EXECMEM_CODE_SIZE   0x80000     // its first 512 KiB are executable; the rest is NX data
-#define MODULES_PA          0xa00000    // 4 MiB the kernel maps RWX at MODULES_VA for loadable modules
+#define MODULES_PA          0xa00000    // 4 MiB the kernel maps at MODULES_VA for loadable modules:
 #define MODULES_SIZE        0x400000
+#define MODULES_CODE_SIZE   0x200000    // the first 2 MiB executable (module text), the rest NX
 #define KERNEL_PA           0x1000000   // kernel image load address (16 MiB)
 #define LAPIC_PA            0xfee00000  // local APIC registers (one 4 KiB page per CPU, same address)
 

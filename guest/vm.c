@@ -22,9 +22,10 @@ static pte_t kpt_fixmap[NPTENTRIES] __aligned(PGSIZE);          // LAPIC
 extern char _end[], _etext[];
 
 // Build the kernel page tables and switch to them: image at KERNEL_VA, all RAM at
-// DIRECT_MAP_VA, EXECMEM at EXECMEM_VA, the module area RWX at MODULES_VA, the LAPIC uncached
-// at LAPIC_VA. Only text is executable: the image's text pages and EXECMEM's code part; its
-// data, stacks, the direct map and EXECMEM's data part are NX. (Besides catching stray jumps,
+// DIRECT_MAP_VA, EXECMEM at EXECMEM_VA, the module area at MODULES_VA, the LAPIC uncached
+// at LAPIC_VA. Only text is executable: the image's text pages, EXECMEM's and the module
+// area's code parts; data, stacks, the direct map, EXECMEM's and the module area's data
+// parts are NX. (Besides catching stray jumps,
 // this is speed: Unicorn takes a slow path for every store to a page it may execute.)
 void kvm_init(void)
 {
@@ -52,7 +53,8 @@ void kvm_init(void)
 			(off < EXECMEM_CODE_SIZE ? 0 : PTE_NX);
 	kpd_image[PX(2, EXECMEM_VA)] = V2P(kpt_execmem) | PTE_P | PTE_W;
 	for (u64 off = 0; off < MODULES_SIZE; off += HPGSIZE)
-		kpd_image[PX(2, MODULES_VA + off)] = (MODULES_PA + off) | PTE_P | PTE_W | PTE_PS;
+		kpd_image[PX(2, MODULES_VA + off)] = (MODULES_PA + off) | PTE_P | PTE_W | PTE_PS |
+			(off < MODULES_CODE_SIZE ? 0 : PTE_NX);
 	kpdpt_high[PX(3, KERNEL_VA)] = V2P(kpd_image) | PTE_P | PTE_W;
 
 	kpt_fixmap[PX(1, LAPIC_VA)] = LAPIC_PA | PTE_P | PTE_W | PTE_PCD | PTE_PWT;

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from emu.cpu import VCpu
 
 REQ_ENABLE, REQ_TRANSITION_WORK = 1, 2
+REQ_DONE, ASK_AGAIN = 32, 2           # struct klp_request's done: 1 answered, 2 ask again
 RESCHED, SIGNAL = 1, 2
 _q = struct.Struct("<Q")
 
@@ -67,6 +68,9 @@ class Livepatch:
         self.m.defer(lambda: self._serve(cpu, req))
 
     def _serve(self, cpu: "VCpu", req: int) -> None:
+        if not self.m.kernel.no_spinlock_held():
+            self.m.write(req + REQ_DONE, _q.pack(ASK_AGAIN))    # after another round
+            return
         op, arg = struct.unpack("<QQ", self.m.read(req, 16))
         self.transition.requester = cpu
         ret, flags = 0, 0
@@ -223,7 +227,14 @@ class Livepatch:
         self.m.write(self.m.symbol_address("klp_patches"), b"".join(_q.pack(a) for a in addrs))
 
     def _call(self, fn: int, *args: int) -> int:
-        ret = self.m.call(fn, *args)
+        """Run a patch module's callback on the vCPU whose task asked (the host's own
+        requests: CPU 0). A host call runs one vCPU while the others stand still, so it
+        needs a machine where no vCPU holds a spin lock: a guest request is asked again
+        until then (_serve); the host's own requests run the machine to such a point."""
+        cpu = self.transition.requester
+        if cpu is None and not self.m.kernel.no_spinlock_held():
+            self.m.run_until(self.m.kernel.no_spinlock_held, 1000)
+        ret = self.m.call(fn, *args, cpu=cpu.index if cpu is not None else 0)
         return ret - (1 << 64) if ret >= 1 << 63 else ret
 
     def _pre_patch(self, obj: KlpObject) -> int:

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from emu.errors import GuestPanic
 from emu.module import MODULE_STATE_LIVE, ModuleError
 from emu.params import param_get
 from ftrace import FtraceOps
@@ -111,3 +112,15 @@ def test_proc_modules_and_sys_module(booted_snapshots, kmod):
     m.rmmod("hello_mod")
     assert m.fs.read("/proc/modules") == "" and "hello_mod" not in m.fs.listdir("/sys/module")
     assert "[hello_mod]" not in m.fs.read("/proc/kallsyms")
+
+
+def test_module_text_runs_and_module_data_is_not_executable(booted_snapshots, kmod):
+    m = booted_snapshots(1)
+    mod = m.insmod(kmod("hello-mod"), "count=3")
+    assert m.call("hello_twice", 2) == 7                    # text: executable
+    count = mod.symbols["count"][0]
+    assert count >= mod.data and m.read(count, 4) == (3).to_bytes(4, "little")
+    with pytest.raises(GuestPanic) as e:                    # data: NX, as the kernel maps it
+        m.call(count)
+    assert str(e.value).startswith(f"guest panic: page fault at {count:#x} ip count+0x0/0x4 "
+                                   "[hello_mod] error 0x11")        # present | instruction fetch
