@@ -134,10 +134,19 @@ SCENARIOS = {
 }
 
 
-@pytest.mark.parametrize("script,test", list(SCENARIOS), ids=[f"{s}:{t}" for s, t in SCENARIOS])
-def test_selftest_scenario_gives_the_kernels_transcript(script, test, booted_snapshots, modules61,
-                                                        linux61):
-    m = booted_snapshots(2)
+# Every scenario on 2 vCPUs; those whose tasks sleep in patched code or that replace
+# patches also on 1 and 4.
+RUNS = [(2, key) for key in SCENARIOS] + [
+    (cpus, key) for cpus in (1, 4) for key in [("test-callbacks.sh", "busy target module"),
+                                               ("test-livepatch.sh", "atomic replace livepatch"),
+                                               ("test-state.sh", "compatible cumulative livepatches")]]
+
+
+@pytest.mark.parametrize("cpus,scenario", RUNS, ids=[f"{c}cpu-{s}:{t}" for c, (s, t) in RUNS])
+def test_selftest_scenario_gives_the_kernels_transcript(cpus, scenario, booted_snapshots,
+                                                        modules61, linux61):
+    script, test = scenario
+    m = booted_snapshots(cpus)
     st = KlpSelftest(m, modules61)
     for verb, *args in SCENARIOS[(script, test)]:
         getattr(st, verb)(*args)

@@ -124,3 +124,12 @@ def test_module_text_runs_and_module_data_is_not_executable(booted_snapshots, km
         m.call(count)
     assert str(e.value).startswith(f"guest panic: page fault at {count:#x} ip count+0x0/0x4 "
                                    "[hello_mod] error 0x11")        # present | instruction fetch
+
+
+def test_module_headers_leave_the_kernels_internal_names_free(booted_snapshots, kmod):
+    """The headers are the kernel's API only: a module may define `struct task`, `kalloc`,
+    NCPU ... (the guest kernel's own names) and still use mutexes, lists, completions."""
+    m = booted_snapshots(1)
+    m.insmod(kmod("namespace-mod"))
+    assert m.dmesg.splitlines()[-1] == "namespace_mod: tasks: sum 15, spinlock 1, done 0"
+    m.rmmod("namespace_mod")

@@ -16,8 +16,10 @@
 #define LONG_MAX	((long)(~0UL >> 1))
 #define ULONG_MAX	(~0UL)
 
-int sprintf(char *buf, const char *fmt, ...) __printf(2, 3);
 int snprintf(char *buf, size_t size, const char *fmt, ...) __printf(3, 4);
+int vsnprintf(char *buf, size_t size, const char *fmt, __builtin_va_list args);
+void __noreturn panic(const char *fmt, ...) __printf(1, 2);
+void dump_stack(void);
 
 #define WARN_ON(condition) ({						\
 	int __ret_warn_on = !!(condition);				\
