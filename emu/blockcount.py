@@ -41,6 +41,7 @@ from .kbuild import build_once, cache_root
 SOURCE = Path(__file__).with_name("native") / "blockcount.c"
 ENV_SWITCH = "FTEMU_NATIVE"          # "0": use the count= fallback even if gcc is there
 KERNEL_HALF = 1 << 63
+NO_BUDGET = (1 << 64) - 1
 
 _ul = ctypes.CDLL(uclib._name)
 _ul.uc_hook_add.restype = ctypes.c_int
@@ -155,7 +156,7 @@ class BlockCounter:
     def begin(self, budget: int) -> None:
         """A new run: count from 0, stop before a block that would pass ``budget`` (0: never)."""
         v = self.v
-        v.ran, v.budget, v.stop, v.stopped, v.block_icount = 0, budget, 0, 0, 0
+        v.ran, v.budget, v.stop, v.stopped, v.block_icount = 0, budget or NO_BUDGET, 0, 0, 0
 
     def request_stop(self) -> None:
         """Stop at the next block start (safe from hooks and from other threads)."""

@@ -41,7 +41,7 @@ enum { TSC_PYTHON, TSC_BLOCKS, TSC_COUNTER, TSC_HOST };
 /* The layout is mirrored by emu/blockcount.py (_VcpuCount): keep them in step. */
 struct vcpu_count {
 	uint64_t ran;           /* instructions of the blocks started in this run */
-	uint64_t budget;        /* stop before a block that would take ran past this (0: none) */
+	uint64_t budget;        /* stop before a block that would take ran past this */
 	uint32_t stop;          /* set by anyone (another thread too): stop at the next block */
 	uint32_t stopped;       /* this hook ended the run (before a block it did not count) */
 	uint64_t block_pc;      /* the last block counted, and its size and count */
@@ -124,9 +124,18 @@ static uint32_t lookup_icount(struct vcpu_count *v, uint64_t pc, uint32_t size)
 	return tb.icount;
 }
 
-void ftemu_count_block(void *uc, uint64_t pc, uint32_t size, void *user)
+static inline void count(struct vcpu_count *v, uint64_t pc, uint32_t size, uint32_t n)
 {
-	struct vcpu_count *v = user;
+	v->ran += n;
+	v->block_pc = pc;
+	v->block_size = size;
+	v->block_icount = n;
+}
+
+/* Everything but a block found at its first slot, within the budget, with no stop asked. */
+static __attribute__((noinline)) void count_block_slow(void *uc, uint64_t pc, uint32_t size,
+						       struct vcpu_count *v)
+{
 	uint32_t n;
 
 	if (v->stop) {
@@ -135,15 +144,27 @@ void ftemu_count_block(void *uc, uint64_t pc, uint32_t size, void *user)
 		return;
 	}
 	n = lookup_icount(v, pc, size);
-	if (v->budget && v->ran && v->ran + n > v->budget) {
+	if (v->ran && v->ran + n > v->budget) {     /* the first block always runs */
 		v->stopped = 1;
 		v->emu_stop(uc);
 		return;
 	}
-	v->ran += n;
-	v->block_pc = pc;
-	v->block_size = size;
-	v->block_icount = n;
+	count(v, pc, size, n);
+}
+
+/* Called at every block start, so the common case is a handful of instructions: the block's
+ * count at its first slot, no stop, within the budget (no budget is UINT64_MAX). */
+void ftemu_count_block(void *uc, uint64_t pc, uint32_t size, void *user)
+{
+	struct vcpu_count *v = user;
+	struct slot *s = &v->slots[slot_of(pc, size)];
+
+	if (__builtin_expect(s->pc == pc && s->size == size && s->gen == (uint16_t)v->generation
+			     && !v->stop && v->ran + s->icount <= v->budget, 1)) {
+		count(v, pc, size, s->icount);
+		return;
+	}
+	count_block_slow(uc, pc, size, v);
 }
 
 /* ---- rdtsc ------------------------------------------------------------------------------
