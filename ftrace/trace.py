@@ -84,7 +84,7 @@ class TraceArray:
         self._on = True
         # tr->ops: the function tracer registers it with this array's guest callback.
         self.ops = inst.ops
-        self.callback = self._thunk(tracing.function_trace_call)
+        self.callback = self._thunk(tracing.function_trace_entry(self.clock))
         self.graph_callback = self._thunk(tracing.function_graph_entry)
         self.graph_used = False
         raw = bytearray(4096)
@@ -100,10 +100,15 @@ class TraceArray:
     def _thunk(self, target: int) -> int:
         """This array's entry to a shared guest callback (r8 = this trace_array)."""
         va = self.m.execmem.alloc(32)
+        self._point_thunk(va, target)
+        return va
+
+    def _point_thunk(self, va: int, target: int) -> None:
+        """(Re)write the thunk at ``va``; between two guest instructions, so a vCPU takes
+        the old target or the new one, whole."""
         code = function_trace_thunk(va, self.va, target)
         self.pages.write(va, code)
         self.m.invalidate_code(va, len(code))
-        return va
 
     def sync_graph_settings(self) -> None:
         """max_graph_depth and the funcgraph options the guest code reads."""
@@ -131,6 +136,7 @@ class TraceArray:
             raise FtraceError(errno.EINVAL, f"unknown trace clock {name!r}")
         self.clock = name
         self._store32(TR_CLOCK, TRACE_CLOCKS[name])
+        self._point_thunk(self.callback, self.tracing.function_trace_entry(name))
         self.reset_buffer()
         self.snap.clear()
 

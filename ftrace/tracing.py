@@ -14,8 +14,8 @@ from emu import memlayout as L
 
 from .arch.x86.asm import CodeBuilder
 from .arch.x86.fgraph_64 import CELL_GRAPH, CELL_NOTRACE, emit_fgraph
-from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, TR_NO_PIDS, TR_PIDS, USER_HZ,
-                                emit_function_trace_call, emit_trace_clock)
+from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, FAST_CLOCKS, TR_NO_PIDS, TR_PIDS,
+                                USER_HZ, emit_function_trace_call, emit_trace_clock)
 from .calltrace import CallTrace
 from .errors import FtraceError
 from .flags import FtraceOpsFlags as FL
@@ -104,7 +104,7 @@ class Tracing:
         base = m.execmem.alloc(CODE_SIZE, align=64)
         b = CodeBuilder(base)
         emit_trace_clock(b, self.clock_data, m.symbol_address("jiffies"))
-        emit_function_trace_call(b)
+        emit_function_trace_call(b, self.clock_data)
         idle, tasks = m.image.symbol("idle_tasks"), m.image.symbol("tasks")
         self.task_slots = self._task_slots(idle, tasks)
         self.shadow_table = m.execmem.alloc(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8, align=64,
@@ -132,11 +132,18 @@ class Tracing:
         self.snapshot_instance_cond = b.labels["tracing_snapshot_instance_cond"]
         self.code_range = (base, base + CODE_SIZE)      # where a guest writer may be
         self.function_trace_call = b.labels["function_trace_call"]
+        self._function_trace_fast = {name: b.labels[f"function_trace_call_{name}"]
+                                     for name in FAST_CLOCKS.values()}
         self.function_graph_entry = b.labels["function_graph_entry"]
         self.return_to_handler = b.labels["return_to_handler"]
         names = sorted(b.labels.items(), key=lambda kv: kv[1])
         for (name, addr), nxt in zip(names, [a for _, a in names[1:]] + [base + len(b.code)]):
             self.ft.x86.symbols[addr] = (name, nxt - addr)
+
+    def function_trace_entry(self, clock: str) -> int:
+        """Where a trace array's function tracer thunk jumps while ``clock`` is its trace
+        clock: the fast variant for that clock if there is one, else the general code."""
+        return self._function_trace_fast.get(clock, self.function_trace_call)
 
     def _task_slots(self, idle, tasks) -> list[tuple[int, int]]:
         """(task struct address, shadow-table index) for every slot of idle_tasks[] and tasks[]."""

@@ -34,9 +34,27 @@ USER_HZ = 100
 TRACE_FLAG_IRQS_OFF, TRACE_FLAG_NEED_RESCHED, TRACE_FLAG_HARDIRQ = 0x01, 0x04, 0x08
 TRACE_FLAG_SOFTIRQ, TRACE_FLAG_NMI, TRACE_FLAG_BH_OFF = 0x10, 0x40, 0x80
 TRACE_FN = 1
+BH_OFF_MASK = 0xFE00                     # softirq-disable depth above SOFTIRQ_OFFSET
+TIF_SHIFT = L.TIF_NEED_RESCHED - (TRACE_FLAG_NEED_RESCHED.bit_length() - 1)  # task->flags -> flag
 
 # Shared clock state (one page per machine): the last global time, the counter.
 CLK_GLOBAL_LAST, CLK_COUNTER = 0x00, 0x08
+
+
+def clock_read(clock: int, clock_data: int) -> str:
+    """Inline trace_clock for the clocks the fast paths take (local, counter): rdx = now;
+    clobbers rax, rcx."""
+    if clock == CLOCK_LOCAL:
+        return """
+        rdtsc
+        shl rdx, 32
+        or rdx, rax"""
+    assert clock == CLOCK_COUNTER
+    return f"""
+        movabs rcx, {clock_data + CLK_COUNTER}
+        mov edx, 1
+        lock xadd qword ptr [rcx], rdx
+        inc rdx"""
 
 
 def emit_trace_clock(b: CodeBuilder, clock_data: int, jiffies: int) -> None:
@@ -47,10 +65,7 @@ def emit_trace_clock(b: CodeBuilder, clock_data: int, jiffies: int) -> None:
         cmp ecx, {CLOCK_COUNTER}
         je 3f
         cmp ecx, {CLOCK_UPTIME}
-        je 4f
-        rdtsc
-        shl rdx, 32
-        or rdx, rax
+        je 4f""" + clock_read(CLOCK_LOCAL, clock_data) + f"""
         test ecx, ecx
         jz 9f
         movabs rcx, {clock_data + CLK_GLOBAL_LAST}
@@ -62,10 +77,7 @@ def emit_trace_clock(b: CodeBuilder, clock_data: int, jiffies: int) -> None:
         ret
     2:  mov rdx, rax
         ret
-    3:  movabs rcx, {clock_data + CLK_COUNTER}
-        mov edx, 1
-        lock xadd qword ptr [rcx], rdx
-        inc rdx
+    3:""" + clock_read(CLOCK_COUNTER, clock_data) + f"""
         ret
     4:  movabs rcx, {jiffies}
         mov rax, qword ptr [rcx]
@@ -181,47 +193,61 @@ COMMIT = f"""
         inc qword ptr [rdi + {RB_ENTRIES}]"""
 
 
-def trace_ctx(type_id: int, out: str = "rcx") -> str:
-    """struct trace_entry's first word in ``out`` (rcx or another register but rdx, r8):
-    type, the latency flags (irqs-off from the RFLAGS saved at [rsp], the preempt_count
-    bits, need-resched of current), min(preempt depth, 15) and current's pid. Clobbers rdx,
-    r8."""
-    o32 = {"rcx": "ecx"}.get(out, out + "d")
+def _reg(name: str, bits: int) -> str:
+    """The 32- or 8-bit name of a 64-bit register (rcx -> ecx / cl, r8 -> r8d / r8b)."""
+    if name[1:].isdigit():
+        return name + ("d" if bits == 32 else "b")
+    return ("e" + name[1:]) if bits == 32 else name[1] + "l"
+
+
+def trace_ctx(type_id: int, out: str = "rcx", t1: str = "rdx", t2: str = "r8") -> str:
+    """struct trace_entry's first word in ``out``: type, the latency flags (irqs-off from the
+    RFLAGS saved at [rsp], the preempt_count bits, need-resched of current), min(preempt
+    depth, 15) and current's pid. Clobbers ``t1`` and ``t2``. Branch-free but for a CPU
+    without a current task (pid 0): every branch ends a translation block, which costs
+    more than several instructions."""
+    assert TIF_SHIFT >= 0
+    o, a, c = (_reg(r, 32) for r in (out, t1, t2))
+    a8 = _reg(t1, 8)
+    o8 = _reg(out, 8)
+
+    def flag_if(mask: int, flag: int) -> str:
+        shift = flag.bit_length() - 1
+        return f"""
+        xor {a}, {a}
+        test {o}, {mask}
+        setnz {a8}
+        shl {a}, {shift}
+        or {c}, {a}"""
     return f"""
-        mov {o32}, dword ptr gs:[{L.PCPU_PREEMPT_COUNT}]
-        xor r8d, r8d
-        test byte ptr [rsp + 1], 2
-        jnz 41f
-        or r8d, {TRACE_FLAG_IRQS_OFF}
-    41: test {o32}, {L.NMI_MASK}
-        jz 42f
-        or r8d, {TRACE_FLAG_NMI}
-    42: test {o32}, {L.HARDIRQ_MASK}
-        jz 43f
-        or r8d, {TRACE_FLAG_HARDIRQ}
-    43: test {o32}, {L.SOFTIRQ_OFFSET}
-        jz 44f
-        or r8d, {TRACE_FLAG_SOFTIRQ}
-    44: test {o32}, 0xfe00
-        jz 45f
-        or r8d, {TRACE_FLAG_BH_OFF}
-    45: mov rdx, qword ptr gs:[{L.PCPU_CURRENT}]
-        test rdx, rdx
+        mov {o}, dword ptr gs:[{L.PCPU_PREEMPT_COUNT}]
+        movzx {c}, byte ptr [rsp + 1]
+        not {c}
+        shr {c}, 1
+        and {c}, {TRACE_FLAG_IRQS_OFF}""" + flag_if(L.NMI_MASK, TRACE_FLAG_NMI) \
+        + flag_if(L.HARDIRQ_MASK, TRACE_FLAG_HARDIRQ) + flag_if(BH_OFF_MASK, TRACE_FLAG_BH_OFF) + f"""
+        mov {a}, {o}
+        shr {a}, {(L.SOFTIRQ_OFFSET // TRACE_FLAG_SOFTIRQ).bit_length() - 1}
+        and {a}, {TRACE_FLAG_SOFTIRQ}
+        or {c}, {a}
+        movzx {o}, {o8}
+        mov {a}, 15
+        cmp {o}, {a}
+        cmova {o}, {a}
+        shl {o}, 8
+        or {o}, {c}
+        mov {t1}, qword ptr gs:[{L.PCPU_CURRENT}]
+        test {t1}, {t1}
         jz 47f
-        test qword ptr [rdx + {L.TASK_FLAGS}], {1 << L.TIF_NEED_RESCHED}
-        jz 46f
-        or r8d, {TRACE_FLAG_NEED_RESCHED}
-    46: mov edx, dword ptr [rdx + {L.TASK_PID}]
-    47: and {o32}, 0xff
-        cmp {o32}, 15
-        jbe 48f
-        mov {o32}, 15
-    48: shl {o32}, 24
-        shl r8d, 16
-        or {o32}, r8d
-        or {o32}, {type_id}
-        shl rdx, 32
-        or {out}, rdx"""
+        mov {t2}, qword ptr [{t1} + {L.TASK_FLAGS}]
+        shr {c}, {TIF_SHIFT}
+        and {c}, {TRACE_FLAG_NEED_RESCHED}
+        or {o}, {c}
+        mov {a}, dword ptr [{t1} + {L.TASK_PID}]
+    47: shl {o}, 16
+        or {o}, {type_id}
+        shl {t1}, 32
+        or {out}, {t1}"""
 
 
 def tracing_gate(tr: str, skip: str) -> str:
@@ -283,8 +309,65 @@ def begin_event(tr: str, length: int, type_id: int, busy: str, dropped: str) -> 
         jz {dropped}""" + trace_ctx(type_id)
 
 
-def emit_function_trace_call(b: CodeBuilder) -> None:
-    """function_trace_call (see the module docstring)."""
+def reserve_fast(length: int, slow: str) -> str:
+    """The common case of ``reserve`` (this CPU's buffer rdi, time rdx, nest flag taken):
+    the tail page already has events and room for this one, and the time delta fits 27 bits.
+    Anything else jumps to ``slow`` with nothing changed. Same results as ``reserve``: rax =
+    the payload, r11 = the page, r9 = the new commit; clobbers rcx. The tests run
+    branch-free and end in one branch: each branch ends a translation block."""
+    room = BUF_PAGE_SIZE - (length + 4)
+    return f"""
+        mov rax, qword ptr [rdi + {RB_TAIL_PAGE}]
+        shl rax, 4
+        add rax, qword ptr [rdi + {RB_PAGES}]
+        mov r11, qword ptr [rax]
+        mov r9, qword ptr [r11 + 8]
+        mov rax, rdx
+        sub rax, qword ptr [rdi + {RB_WRITE_STAMP}]
+        lea rcx, [r9 - 1]
+        cmp rcx, {room}
+        cmc
+        sbb rcx, rcx
+        or rcx, rax
+        cmp rcx, {TS_DELTA_MAX}
+        ja {slow}
+        mov qword ptr [rdi + {RB_WRITE_STAMP}], rdx
+        shl eax, 5
+        or eax, {length // 4}
+        mov dword ptr [r11 + r9 + 16], eax
+        lea rax, [r11 + r9 + 20]
+        add r9, {length + 4}"""
+
+
+def fast_gate(tr: str, slow: str) -> str:
+    """Jump to ``slow`` (registers intact but rax, rcx, r9) unless the plain case holds:
+    ``tr`` records on this CPU (tracing_on, tracing_cpumask), no pid filter is set and no
+    write holds this CPU's buffer. Leaves r9 = this CPU's buffer; one branch."""
+    return f"""
+        mov eax, dword ptr gs:[{L.PCPU_CPU}]
+        bt qword ptr [{tr} + {TR_CPUMASK}], rax
+        sbb ecx, ecx
+        and ecx, dword ptr [{tr} + {TR_ON}]
+        xor ecx, 1
+        shl eax, 7
+        mov r9, qword ptr [{tr} + {TR_BUFFERS}]
+        add r9, rax
+        or ecx, dword ptr [r9 + {RB_NEST}]
+        or rcx, qword ptr [{tr} + {TR_PIDS}]
+        or rcx, qword ptr [{tr} + {TR_NO_PIDS}]
+        jnz {slow}"""
+
+
+FAST_CLOCKS = {CLOCK_LOCAL: "local", CLOCK_COUNTER: "counter"}
+
+
+def emit_function_trace_call(b: CodeBuilder, clock_data: int) -> None:
+    """function_trace_call (see the module docstring), then a fast variant per clock in
+    FAST_CLOCKS (``function_trace_call_<clock>``, which the trace array's thunk points at
+    while that clock is selected): the plain case in a few translation blocks, anything
+    else (pid filters, a buffer page to close or start, a long delta, a busy buffer, tracing
+    off) handed to the general code, before the clock is read or after, with nothing
+    written."""
     clock = b.labels["trace_clock"]
     b.label("function_trace_call")
     b.emit(tracing_gate("r8", "99f") + pid_gate("r8", "99f") + f"""
@@ -292,17 +375,43 @@ def emit_function_trace_call(b: CodeBuilder) -> None:
         mov rsi, rdi
         pushfq
         cli
-        call {clock}""" + begin_event("r8", 24, TRACE_FN, "98f", "97f") + f"""
+        call {clock}
+        jmp 1f
+    99: ret
+    1:""")
+    # The fast variants join here with the clock read: rsi = ip, r10 = parent_ip, r8 = tr,
+    # rdx = the time, flags pushed and interrupts off, the nest flag clear.
+    b.label("function_trace_write")
+    b.emit(begin_event("r8", 24, TRACE_FN, "98f", "97f") + f"""
         mov qword ptr [rax], rcx
         mov qword ptr [rax + 8], rsi
         mov qword ptr [rax + 16], r10""" + COMMIT + f"""
     97: mov dword ptr [rdi + {RB_NEST}], 0
         popfq
-    99: ret
+        ret
     98: inc qword ptr [rdi + {RB_DROPPED}]
         popfq
         ret""")
     b.align()
+    general, write = b.labels["function_trace_call"], b.labels["function_trace_write"]
+    for clock_id, name in FAST_CLOCKS.items():
+        b.label(f"function_trace_call_{name}")
+        b.emit(fast_gate("r8", str(general)) + f"""
+        mov r10, rsi
+        mov rsi, rdi
+        mov rdi, r9
+        mov dword ptr [rdi + {RB_NEST}], 1
+        pushfq
+        cli""" + clock_read(clock_id, clock_data) + reserve_fast(24, "90f") + f"""
+        mov qword ptr [rax + 8], rsi
+        mov qword ptr [rax + 16], r10""" + trace_ctx(TRACE_FN) + f"""
+        mov qword ptr [rax], rcx""" + COMMIT + f"""
+        mov dword ptr [rdi + {RB_NEST}], 0
+        popfq
+        ret
+    90: mov dword ptr [rdi + {RB_NEST}], 0
+        jmp {write}""")
+        b.align()
 
 
 def function_trace_thunk(at: int, tr: int, target: int) -> bytes:
