@@ -85,7 +85,7 @@ class TraceArray:
         # tr->ops: the function tracer registers it with this array's guest callback.
         self.ops = inst.ops
         self.callback = self._thunk(tracing.function_trace_entry(self.clock))
-        self.graph_callback = self._thunk(tracing.function_graph_entry)
+        self.graph_callback = self._thunk(tracing.function_graph_entry_for(self.clock))
         self.graph_used = False
         raw = bytearray(4096)
         struct.pack_into("<QII", raw, TR_BUFFERS, self.va + DESCRIPTORS, 1, CLOCK_LOCAL)
@@ -137,6 +137,7 @@ class TraceArray:
         self.clock = name
         self._store32(TR_CLOCK, TRACE_CLOCKS[name])
         self._point_thunk(self.callback, self.tracing.function_trace_entry(name))
+        self._point_thunk(self.graph_callback, self.tracing.function_graph_entry_for(name))
         self.reset_buffer()
         self.snap.clear()
 

@@ -113,7 +113,7 @@ class Tracing:
         self._idle, self._tasks = (idle.addr, idle.size), (tasks.addr, tasks.size)
         self.graph_cells = m.execmem.alloc(16, executable=False)
         self.pages.write(self.graph_cells, bytes(16))
-        emit_fgraph(b, self._idle, self._tasks, self.shadow_table, self.graph_cells)
+        emit_fgraph(b, self._idle, self._tasks, self.shadow_table, self.graph_cells, self.clock_data)
         from .trace_events import TraceEvents
         self.events = TraceEvents(self, b)
         if len(b.code) > CODE_SIZE:
@@ -132,8 +132,8 @@ class Tracing:
         self.snapshot_instance_cond = b.labels["tracing_snapshot_instance_cond"]
         self.code_range = (base, base + CODE_SIZE)      # where a guest writer may be
         self.function_trace_call = b.labels["function_trace_call"]
-        self._function_trace_fast = {name: b.labels[f"function_trace_call_{name}"]
-                                     for name in FAST_CLOCKS.values()}
+        self._fast_entries = {(kind, name): b.labels[f"{kind}_{name}"] for name in FAST_CLOCKS.values()
+                              for kind in ("function_trace_call", "function_graph_entry")}
         self.function_graph_entry = b.labels["function_graph_entry"]
         self.return_to_handler = b.labels["return_to_handler"]
         names = sorted(b.labels.items(), key=lambda kv: kv[1])
@@ -143,7 +143,11 @@ class Tracing:
     def function_trace_entry(self, clock: str) -> int:
         """Where a trace array's function tracer thunk jumps while ``clock`` is its trace
         clock: the fast variant for that clock if there is one, else the general code."""
-        return self._function_trace_fast.get(clock, self.function_trace_call)
+        return self._fast_entries.get(("function_trace_call", clock), self.function_trace_call)
+
+    def function_graph_entry_for(self, clock: str) -> int:
+        """The same for the function_graph thunk."""
+        return self._fast_entries.get(("function_graph_entry", clock), self.function_graph_entry)
 
     def _task_slots(self, idle, tasks) -> list[tuple[int, int]]:
         """(task struct address, shadow-table index) for every slot of idle_tasks[] and tasks[]."""

@@ -22,7 +22,8 @@ from emu import memlayout as L
 from ...ring_buffer import RB_DROPPED, RB_NEST
 from .asm import CodeBuilder
 from .ptregs import PT_REGS_OFFSET
-from .trace_64 import COMMIT, begin_event, pid_gate, tracing_gate
+from .trace_64 import (CLOCK_COUNTER, CLOCK_LOCAL, COMMIT, FAST_CLOCKS, TR_CLOCK, begin_event,
+                       clock_read, fast_gate, pid_gate, tracing_gate, write_fast)
 
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 FTRACE_RETFUNC_DEPTH = 50
@@ -94,7 +95,7 @@ def graph_hash_lookup(cell: int, found: str, missing: str, empty: str, n: int) -
 
 
 def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], table: int,
-                cells: int) -> None:
+                cells: int, clock_data: int) -> None:
     """function_graph_entry and return_to_handler (see the module docstring); ``idle`` and
     ``tasks`` are (address, size) of the task arrays, ``table`` the shadow-stack table,
     ``cells`` the graph hash pointers (CELL_*).
@@ -104,7 +105,7 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
     set_graph_function lists functions, nothing is pushed outside one of them, so depths count
     from the matched entry."""
     clock = b.labels["trace_clock"]
-    b.label("return_to_handler")
+    b.label("ftrace_return_to_handler")
     # Frame: [rsp] flags, r15, r14, r13, r12, rbx, rdx, rax, then the real return address.
     ret_slot, saved_rax = 64, 56
     b.emit(f"""
@@ -169,6 +170,7 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         jmp 80b
     90: ud2""")
     b.align()
+    emit_return_fast(b, idle, tasks, table, clock_data)
     handler = b.labels["return_to_handler"]
     b.label("function_graph_entry")
     b.emit(tracing_gate("r8", "99f") + f"""
@@ -256,3 +258,149 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
     97: inc qword ptr [r14 + {SS_OVERRUN}]
         jmp 98b""")
     b.align()
+    emit_entry_fast(b, idle, tasks, table, cells, clock_data)
+
+
+def shadow_page(idle: tuple[int, int], tasks: tuple[int, int], table: int, bad: str) -> str:
+    """r10 = the shadow stack page of task rax (shadow_stack_lookup without branches but
+    one: to ``bad`` when rax is not a task slot). Only once function_graph has run, when
+    every slot has its page. Clobbers rcx."""
+    idle_span = (idle[1] + 63) & ~63
+    return f"""
+        movabs rcx, {(idle_span - tasks[0]) % (1 << 64)}
+        add rcx, rax
+        movabs r10, {(-idle[0]) % (1 << 64)}
+        add r10, rax
+        cmp r10, {idle[1]}
+        cmovb rcx, r10
+        cmp rcx, {idle_span + tasks[1]}
+        jae {bad}
+        shr rcx, 6
+        movabs r10, {table}
+        mov r10, qword ptr [r10 + rcx*8]"""
+
+
+def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int],
+                     table: int, clock_data: int) -> None:
+    """return_to_handler: the plain case (no graph filter state on the task's shadow stack,
+    the entry's trace array recording on this CPU with a fast clock, its buffer free) pops
+    the entry and writes funcgraph_exit in a few translation blocks; anything else unwinds
+    its frame and takes ftrace_return_to_handler. The entry is released only after the
+    event is written (an NMI meanwhile pushes above it)."""
+    general = b.labels["ftrace_return_to_handler"]
+    # Frame: [rsp] flags, rdx, rax (the return value), then the real return address.
+    b.label("return_to_handler")
+    b.emit(f"""
+        sub rsp, 8
+        push rax
+        push rdx
+        pushfq
+        cli
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_page(idle, tasks, table, "79f") + f"""
+        mov rcx, qword ptr [r10 + {SS_CURR}]
+        cmp rcx, 1
+        sbb rdx, rdx
+        or rdx, qword ptr [r10 + {SS_GRAPH}]
+        jnz 79f
+        shl rcx, 5
+        mov rsi, r10
+        lea r10, [r10 + rcx + {SS_ENTRIES - SS_ENTRY}]
+        mov r8, qword ptr [r10 + {ENT_TR}]""" + fast_gate("r8", "79f", f"""
+        mov eax, dword ptr [r8 + {TR_CLOCK}]
+        and eax, {~CLOCK_COUNTER & 0xFFFFFFFF}
+        or rcx, rax""") + f"""
+        mov rdi, r9
+        mov rax, qword ptr [r10 + {ENT_RET}]
+        mov qword ptr [rsp + 24], rax
+        mov dword ptr [rdi + {RB_NEST}], 1
+        test dword ptr [r8 + {TR_CLOCK}], {CLOCK_COUNTER}
+        jnz 60f""" + clock_read(CLOCK_LOCAL, clock_data) + """
+    61:""" + write_fast(48, TRACE_GRAPH_RET, f"""
+        mov rcx, qword ptr [r10 + {ENT_FUNC}]
+        mov qword ptr [rax + 8], rcx
+        mov rcx, qword ptr [rsp + 16]
+        mov qword ptr [rax + 16], rcx
+        mov rcx, r10
+        sub rcx, rsi
+        sub rcx, {SS_ENTRIES}
+        shr rcx, 5
+        mov dword ptr [rax + 24], ecx
+        mov dword ptr [rax + 28], 0
+        mov rcx, qword ptr [r10 + {ENT_CALLTIME}]
+        mov qword ptr [rax + 32], rcx
+        mov qword ptr [rax + 40], rdx""") + f"""
+        dec qword ptr [rsi + {SS_CURR}]
+        popfq
+        pop rdx
+        pop rax
+        ret
+    60:""" + clock_read(CLOCK_COUNTER, clock_data) + f"""
+        jmp 61b
+    79: popfq
+        pop rdx
+        pop rax
+        add rsp, 8
+        jmp {general}""")
+    b.align()
+
+
+def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], table: int,
+                    cells: int, clock_data: int) -> None:
+    """function_graph_entry_<clock> for each clock in FAST_CLOCKS, where the trace array's
+    graph thunk points while that clock is selected: the plain case (no graph filter, no
+    max_graph_depth, funcgraph-irqs, a task of its own on a shadow stack with room, the
+    array recording with its buffer free) pushes the shadow entry, hijacks the return and
+    writes funcgraph_entry in a few translation blocks; anything else goes to
+    function_graph_entry before anything is written."""
+    general, handler = b.labels["function_graph_entry"], b.labels["return_to_handler"]
+    plain = f"""
+        mov eax, dword ptr [r8 + {TR_MAX_DEPTH}]
+        or eax, dword ptr [r8 + {TR_GRAPH_FLAGS}]
+        or rcx, rax
+        movabs rax, {cells}
+        or rcx, qword ptr [rax + {CELL_GRAPH}]
+        or rcx, qword ptr [rax + {CELL_NOTRACE}]
+        cmp r11, 1
+        sbb rax, rax
+        or rcx, rax"""
+    for clock_id, name in FAST_CLOCKS.items():
+        b.label(f"function_graph_entry_{name}")
+        b.emit("""
+        mov r11, rcx""" + fast_gate("r8", "79f", plain) + f"""
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_page(idle, tasks, table, "79f") + f"""
+        mov ecx, dword ptr [rax + {L.TASK_PID}]
+        xor rcx, qword ptr [r10 + {SS_PID}]
+        cmp qword ptr [r10 + {SS_CURR}], {FTRACE_RETFUNC_DEPTH}
+        cmc
+        sbb rax, rax
+        or rcx, rax
+        or rcx, qword ptr [r10 + {SS_GRAPH}]
+        jnz 79f
+        mov rsi, rdi
+        mov rdi, r9
+        mov r9, qword ptr [r11 + {PT_REGS_OFFSET['sp']}]
+        mov dword ptr [rdi + {RB_NEST}], 1
+        pushfq
+        cli""" + clock_read(clock_id, clock_data) + f"""
+        mov rcx, qword ptr [r10 + {SS_CURR}]
+        lea rax, [rcx + 1]
+        mov qword ptr [r10 + {SS_CURR}], rax
+        shl rcx, 5
+        lea r11, [r10 + rcx + {SS_ENTRIES}]
+        shr rcx, 5
+        mov r10, rcx
+        mov rax, qword ptr [r9]
+        mov qword ptr [r11 + {ENT_RET}], rax
+        mov qword ptr [r11 + {ENT_FUNC}], rsi
+        mov qword ptr [r11 + {ENT_CALLTIME}], rdx
+        mov qword ptr [r11 + {ENT_TR}], r8
+        movabs rax, {handler}
+        mov qword ptr [r9], rax""" + write_fast(24, TRACE_GRAPH_ENT, """
+        mov qword ptr [rax + 8], rsi
+        mov dword ptr [rax + 16], r10d
+        mov dword ptr [rax + 20], 0""") + f"""
+        popfq
+        ret
+    79: mov rcx, r11
+        jmp {general}""")
+        b.align()

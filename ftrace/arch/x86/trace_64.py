@@ -200,12 +200,13 @@ def _reg(name: str, bits: int) -> str:
     return ("e" + name[1:]) if bits == 32 else name[1] + "l"
 
 
-def trace_ctx(type_id: int, out: str = "rcx", t1: str = "rdx", t2: str = "r8") -> str:
+def trace_ctx(type_id: int, out: str = "rcx", t1: str = "rdx", t2: str = "r8",
+              has_task: bool = False) -> str:
     """struct trace_entry's first word in ``out``: type, the latency flags (irqs-off from the
     RFLAGS saved at [rsp], the preempt_count bits, need-resched of current), min(preempt
     depth, 15) and current's pid. Clobbers ``t1`` and ``t2``. Branch-free but for a CPU
-    without a current task (pid 0): every branch ends a translation block, which costs
-    more than several instructions."""
+    without a current task (pid 0; ``has_task``: the caller knows there is one): every
+    branch ends a translation block, which costs more than several instructions."""
     assert TIF_SHIFT >= 0
     o, a, c = (_reg(r, 32) for r in (out, t1, t2))
     a8 = _reg(t1, 8)
@@ -236,9 +237,9 @@ def trace_ctx(type_id: int, out: str = "rcx", t1: str = "rdx", t2: str = "r8") -
         cmova {o}, {a}
         shl {o}, 8
         or {o}, {c}
-        mov {t1}, qword ptr gs:[{L.PCPU_CURRENT}]
+        mov {t1}, qword ptr gs:[{L.PCPU_CURRENT}]""" + ("" if has_task else f"""
         test {t1}, {t1}
-        jz 47f
+        jz 47f""") + f"""
         mov {t2}, qword ptr [{t1} + {L.TASK_FLAGS}]
         shr {c}, {TIF_SHIFT}
         and {c}, {TRACE_FLAG_NEED_RESCHED}
@@ -339,10 +340,11 @@ def reserve_fast(length: int, slow: str) -> str:
         add r9, {length + 4}"""
 
 
-def fast_gate(tr: str, slow: str) -> str:
+def fast_gate(tr: str, slow: str, extra: str = "") -> str:
     """Jump to ``slow`` (registers intact but rax, rcx, r9) unless the plain case holds:
     ``tr`` records on this CPU (tracing_on, tracing_cpumask), no pid filter is set and no
-    write holds this CPU's buffer. Leaves r9 = this CPU's buffer; one branch."""
+    write holds this CPU's buffer, and ``extra`` (code that ORs a nonzero value into rcx
+    to refuse) agrees. Leaves r9 = this CPU's buffer; one branch."""
     return f"""
         mov eax, dword ptr gs:[{L.PCPU_CPU}]
         bt qword ptr [{tr} + {TR_CPUMASK}], rax
@@ -354,20 +356,41 @@ def fast_gate(tr: str, slow: str) -> str:
         add r9, rax
         or ecx, dword ptr [r9 + {RB_NEST}]
         or rcx, qword ptr [{tr} + {TR_PIDS}]
-        or rcx, qword ptr [{tr} + {TR_NO_PIDS}]
+        or rcx, qword ptr [{tr} + {TR_NO_PIDS}]""" + extra + f"""
         jnz {slow}"""
 
 
 FAST_CLOCKS = {CLOCK_LOCAL: "local", CLOCK_COUNTER: "counter"}
+HAS_TASK = f"""
+        cmp qword ptr gs:[{L.PCPU_CURRENT}], 1
+        sbb rax, rax
+        or rcx, rax"""                  # fast_gate's extra: refused while the CPU has no task
+
+
+def write_fast(length: int, type_id: int, fill: str) -> str:
+    """Reserve, fill and commit a ``length``-byte event of ``type_id`` in buffer rdi (nest
+    flag taken, flags pushed) at time rdx: ``reserve_fast``, or the whole ``reserve`` out of
+    line when the tail page must be started or closed or the delta needs a TIME_EXTEND (the
+    clock is read once either way). ``fill`` stores the payload but its first word at rax
+    (rsi, r10 and callee-saved registers survive until then). Then clears the nest flag;
+    clobbers rax, rcx, rdx, r8, r9, r11."""
+    return reserve_fast(length, "80f") + f"""
+    81:""" + fill + trace_ctx(type_id, has_task=True) + f"""
+        mov qword ptr [rax], rcx""" + COMMIT + f"""
+    85: mov dword ptr [rdi + {RB_NEST}], 0
+        jmp 86f
+    80:""" + reserve(length) + f"""
+        test rax, rax
+        jnz 81b
+        jmp 85b
+    86:"""
 
 
 def emit_function_trace_call(b: CodeBuilder, clock_data: int) -> None:
     """function_trace_call (see the module docstring), then a fast variant per clock in
     FAST_CLOCKS (``function_trace_call_<clock>``, which the trace array's thunk points at
-    while that clock is selected): the plain case in a few translation blocks, anything
-    else (pid filters, a buffer page to close or start, a long delta, a busy buffer, tracing
-    off) handed to the general code, before the clock is read or after, with nothing
-    written."""
+    while that clock is selected): the plain case in a few translation blocks; pid filters,
+    a busy buffer or tracing off go to the general code before anything is read."""
     clock = b.labels["trace_clock"]
     b.label("function_trace_call")
     b.emit(tracing_gate("r8", "99f") + pid_gate("r8", "99f") + f"""
@@ -375,42 +398,31 @@ def emit_function_trace_call(b: CodeBuilder, clock_data: int) -> None:
         mov rsi, rdi
         pushfq
         cli
-        call {clock}
-        jmp 1f
-    99: ret
-    1:""")
-    # The fast variants join here with the clock read: rsi = ip, r10 = parent_ip, r8 = tr,
-    # rdx = the time, flags pushed and interrupts off, the nest flag clear.
-    b.label("function_trace_write")
-    b.emit(begin_event("r8", 24, TRACE_FN, "98f", "97f") + f"""
+        call {clock}""" + begin_event("r8", 24, TRACE_FN, "98f", "97f") + f"""
         mov qword ptr [rax], rcx
         mov qword ptr [rax + 8], rsi
         mov qword ptr [rax + 16], r10""" + COMMIT + f"""
     97: mov dword ptr [rdi + {RB_NEST}], 0
         popfq
-        ret
+    99: ret
     98: inc qword ptr [rdi + {RB_DROPPED}]
         popfq
         ret""")
     b.align()
-    general, write = b.labels["function_trace_call"], b.labels["function_trace_write"]
+    general = b.labels["function_trace_call"]
     for clock_id, name in FAST_CLOCKS.items():
         b.label(f"function_trace_call_{name}")
-        b.emit(fast_gate("r8", str(general)) + f"""
+        b.emit(fast_gate("r8", str(general), HAS_TASK) + f"""
         mov r10, rsi
         mov rsi, rdi
         mov rdi, r9
         mov dword ptr [rdi + {RB_NEST}], 1
         pushfq
-        cli""" + clock_read(clock_id, clock_data) + reserve_fast(24, "90f") + f"""
+        cli""" + clock_read(clock_id, clock_data) + write_fast(24, TRACE_FN, """
         mov qword ptr [rax + 8], rsi
-        mov qword ptr [rax + 16], r10""" + trace_ctx(TRACE_FN) + f"""
-        mov qword ptr [rax], rcx""" + COMMIT + f"""
-        mov dword ptr [rdi + {RB_NEST}], 0
+        mov qword ptr [rax + 16], r10""") + """
         popfq
-        ret
-    90: mov dword ptr [rdi + {RB_NEST}], 0
-        jmp {write}""")
+        ret""")
         b.align()
 
 
