@@ -12,6 +12,7 @@ import pytest
 from kernel_source import extract
 from klp_selftest import KlpSelftest, expected
 
+from emu import Machine
 from emu.kbuild import build_module
 
 LIB61 = "lib/livepatch"
@@ -175,3 +176,18 @@ def test_sample_patches_proc_cmdline(booted_snapshots, linux61, tmp_path):
         "livepatch: 'livepatch_sample': starting unpatching transition",
         "livepatch: 'livepatch_sample': completing unpatching transition",
         "livepatch: 'livepatch_sample': unpatching complete"]
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_callbacks_meet_locks_held_by_other_vcpus(seed, modules61, linux61):
+    """Short random slices on 4 vCPUs end with locks held (the run queue, kzalloc's slab):
+    module init threads and klp callbacks wait until no vCPU holds one, so both scenarios
+    still give the kernel's transcript (before, one of these seeds hung in kernel_thread)."""
+    m = Machine(cpus=4, slice_seed=seed, quantum=3000)
+    m.boot()
+    for script, test in [("test-state.sh", "taking over system state modification"),
+                         ("test-callbacks.sh", "multiple target modules")]:
+        st = KlpSelftest(m, modules61)
+        for verb, *args in SCENARIOS[(script, test)]:
+            getattr(st, verb)(*args)
+        assert st.result() == expected(linux61 / SELFTESTS / script, test)
