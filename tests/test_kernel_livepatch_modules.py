@@ -6,6 +6,7 @@ driven through each scenario of the kernel's 6.1 livepatch selftests. The dmesg 
 must equal the one the kernel's script expects (read from the script itself)."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -191,3 +192,36 @@ def test_callbacks_meet_locks_held_by_other_vcpus(seed, modules61, linux61):
         for verb, *args in SCENARIOS[(script, test)]:
             getattr(st, verb)(*args)
         assert st.result() == expected(linux61 / SELFTESTS / script, test)
+
+
+def test_shadow_variable_samples_fix_the_leak(booted_snapshots, linux61, tmp_path):
+    """samples/livepatch/livepatch-shadow-{mod,fix1,fix2}.c: the module allocates a dummy every
+    second; fix1's replacement dummy_alloc gives each new one a shadow 'leak' pointer, and
+    unloading fix1 frees every such shadow through its destructor; on rmmod the module
+    frees each dummy it ever allocated, patched or not, exactly once."""
+    names = ["livepatch-shadow-mod", "livepatch-shadow-fix1", "livepatch-shadow-fix2"]
+    kos = {n.replace("-", "_"): build_module(linux61 / SAMPLES / f"{n}.c", tmp_path / f"{n}.ko")
+           for n in names}
+    m = booted_snapshots(2)
+    start = len(m.dmesg.splitlines())
+    st = KlpSelftest(m, kos)
+    st.load_mod("livepatch_shadow_mod")
+    m.run(ms=3500)
+    st.load_lp("livepatch_shadow_fix1")
+    m.run(ms=3500)
+    st.load_lp("livepatch_shadow_fix2")
+    m.run(ms=3500)
+    for lp in ("livepatch_shadow_fix2", "livepatch_shadow_fix1"):
+        st.disable_lp(lp)
+        st.unload_lp(lp)
+    st.unload_mod("livepatch_shadow_mod")
+    log = "\n".join(m.dmesg.splitlines()[start:])
+    plain = re.findall(r"^dummy_alloc: dummy @ (0x[0-9a-f]+)", log, re.M)
+    fixed = re.findall(r"^livepatch_shadow_fix1: livepatch_fix1_dummy_alloc: dummy @ (0x[0-9a-f]+)",
+                       log, re.M)
+    leaks = re.findall(r"^livepatch_shadow_fix1: livepatch_fix1_dummy_leak_dtor: dummy @ (0x[0-9a-f]+)",
+                       log, re.M)
+    freed = re.findall(r"^dummy_free: dummy @ (0x[0-9a-f]+)", log, re.M)
+    assert len(plain) >= 3 and len(fixed) >= 6                 # ~1 a second, 3.5 s apart
+    assert sorted(leaks) == sorted(fixed)
+    assert sorted(freed) == sorted(plain + fixed)
