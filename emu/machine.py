@@ -21,6 +21,7 @@ from . import memlayout as L
 from .apic import NEVER
 from .cpu import HALTED, RUNNING, STOPPED, VCpu
 from .devices import ExitPort, Serial16550
+from .dynamic_debug import DynamicDebug
 from .elf import KernelImage
 from .callctx import CallbackContext, DeferredWork
 from .ctrlc import DeferredCtrlC
@@ -148,6 +149,7 @@ class Machine(CallbackContext):
         self.modules = ModuleLoader(self)
         self.fs = PseudoFS(waiter=self._wait_event)     # each layer registers its files
         self.tracefs = self.fs.view(TRACEFS)
+        self.dynamic_debug = DynamicDebug(self)     # pr_debug sites the layers register
         machine_files.register(self)
         self._attach_extensions(dict(options))
 

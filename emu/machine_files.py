@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from . import procfs
+from . import devkmsg, procfs
 from .errors import EmuError
 from .pseudofs import fs_error
 
@@ -45,6 +45,8 @@ def register(m: "Machine") -> None:
     """Register the machine's files (called once, before the extensions attach)."""
     fs = m.fs
     procfs.register(m)              # /proc/cmdline, /proc/meminfo: the guest's show functions
+    devkmsg.register(m)             # /dev/kmsg: user space's lines in the kernel log
+    fs.register_dir("/sys/module")  # one directory per loaded module (module_files)
     fs.register_text("/proc/kallsyms", lambda: m.image.kallsyms_text() + m.modules.kallsyms_text())
     everyone = list(range(len(m.cpus)))
     fs.register_text(f"{CPU_DIR}/possible", lambda: cpu_ranges(everyone))

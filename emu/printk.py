@@ -26,9 +26,11 @@ KMSG_MAX = 1024
 
 @dataclass(slots=True)
 class LogRecord:
-    """One line of the log and its level (0 emerg .. 7 debug)."""
+    """One line of the log, its level (0 emerg .. 7 debug) and when it began (guest ns, the
+    timestamp ``dmesg`` prints)."""
     level: int
     text: str
+    ts_ns: int = 0
 
 
 class KernelLog:
@@ -37,6 +39,7 @@ class KernelLog:
     def __init__(self, machine: "Machine") -> None:
         self.m = machine
         self.records: list[LogRecord] = []
+        self.cleared = 0                # records dropped by clear(): the sequence number of records[0]
         self._partial: dict[int, LogRecord] = {}      # writer (cpu index, -1 host) -> open line
         machine.add_port(L.KMSG_PORT, self._on_kmsg)
         machine.snapshot_participants.append(self)
@@ -46,22 +49,23 @@ class KernelLog:
         n = min(n, KMSG_MAX)
         raw = cpu.read_virt(text_va, n, "printk record") if n else b""
         level = level - (1 << 64) if level >= 1 << 63 else level
-        self.store(raw.decode("utf-8", "replace"), level, writer=cpu.index)
+        self.store(raw.decode("utf-8", "replace"), level, writer=cpu.index, ts_ns=cpu.now())
 
-    def store(self, text: str, level: int, writer: int = -1) -> None:
+    def store(self, text: str, level: int, writer: int = -1, ts_ns: int | None = None) -> None:
         """Append ``text`` (may hold several lines, or continue an unfinished one)."""
+        ts = self.m.now if ts_ns is None else ts_ns
         open_line = self._partial.pop(writer, None)
         if open_line is not None and level != LOGLEVEL_CONT:
             self.records.append(open_line)          # a new record ends the unfinished line
             open_line = None
         if open_line is None:
-            open_line = LogRecord(LOGLEVEL_DEFAULT if level == LOGLEVEL_CONT else level, "")
+            open_line = LogRecord(LOGLEVEL_DEFAULT if level == LOGLEVEL_CONT else level, "", ts)
         parts = text.split("\n")
         for i, part in enumerate(parts):
             open_line.text += part
             if i < len(parts) - 1:
                 self.records.append(open_line)
-                open_line = LogRecord(open_line.level, "")
+                open_line = LogRecord(open_line.level, "", ts)
         if open_line.text:
             self._partial[writer] = open_line
 
@@ -86,11 +90,12 @@ class KernelLog:
 
     def clear(self) -> None:
         """``dmesg -C``."""
+        self.cleared += len(self.records)
         self.records.clear()
 
     def snapshot_state(self) -> tuple:
-        return list(self.records), {k: LogRecord(r.level, r.text) for k, r in self._partial.items()}
+        return list(self.records), {k: LogRecord(r.level, r.text, r.ts_ns) for k, r in self._partial.items()}
 
     def restore_state(self, st: tuple) -> None:
         self.records = list(st[0])
-        self._partial = {k: LogRecord(r.level, r.text) for k, r in st[1].items()}
+        self._partial = {k: LogRecord(r.level, r.text, r.ts_ns) for k, r in st[1].items()}

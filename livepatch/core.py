@@ -21,6 +21,7 @@ from emu.module import MODULE_STATE_COMING, MODULE_STATE_GOING, Module, ModuleEr
 from ftrace import FtraceError
 
 from . import sysfs
+from .debug import KlpDebug
 from .explain import explain
 from .patch import KlpPatcher
 from .structs import KlpFunc, KlpObject, KlpPatch, read_patch
@@ -48,19 +49,17 @@ class Livepatch:
         self.patches: list[KlpPatch] = []
         self.patcher = KlpPatcher(m, self.log)
         self.transition = KlpTransition(m, self.patcher, self.log)
-        # klp's pr_debug lines in the log: on, except klp_try_switch_task's per-task ones, as
-        # the kernel's selftests set dynamic debug (set_dynamic_debug in functions.sh)
-        self.debug = True
-        self.debug_switch = False
+        self.debug = KlpDebug(m)           # pr_debug lines, switched by dynamic debug
         m.add_port(L.KLP_PORT, self._on_request)
         m.modules.register_notifier(self._module_notifier)
         m.snapshot_participants.append(self)
         sysfs.register_root(self)
 
     def log(self, text: str, level: int) -> None:
-        if level == 7 and not (self.debug_switch if "klp_try_switch_task:" in text else self.debug):
-            return
-        self.m.printk(text, level)
+        if level == 7:
+            self.debug.pr_debug(text)
+        else:
+            self.m.printk(text, level)
 
     # ---- requests from the guest --------------------------------------------------------
     def _on_request(self, cpu: "VCpu", port: int, value: int) -> None:

@@ -44,3 +44,71 @@ def test_shell_flag_errors_are_one_line():
     r = ftemu("shell", "--cpus", "9", "-c", "true")
     assert (r.returncode, r.stderr.splitlines()[-1]) == (
         1, "ftemu shell: error: argument --cpus: must be 1..8, not 9")
+
+
+MODULES = os.path.join(os.path.dirname(__file__), "modules")
+# A live-patching session with the module commands, and kmod's words for what goes wrong.
+SESSION = """
+modprobe --dry-run klp-cmdline && echo "dry run: $(lsmod | wc -l) line"
+modinfo -F livepatch klp_cmdline
+echo "% modprobe klp_cmdline" > /dev/kmsg
+modprobe klp_cmdline
+cat /proc/cmdline
+lsmod
+cat /sys/module/klp_cmdline/refcnt
+rmmod klp_cmdline
+echo 0 > /sys/kernel/livepatch/klp_cmdline/enabled
+while [ -e /sys/kernel/livepatch/klp_cmdline ]; do sleep 0.1; done
+rmmod klp_cmdline && echo removed
+rmmod klp_cmdline
+modprobe nosuch
+insmod /nonexistent.ko
+dmesg -t | grep -e klp_cmdline -e 'modprobe'
+"""
+
+
+def test_module_commands_act_on_the_guest(require_tool):
+    require_tool("fusermount3", "fuse3")
+    if os.geteuid() != 0:
+        pytest.skip("/sys/kernel/livepatch and /dev/kmsg are the guest's only in a private "
+                    "mount namespace, which needs root")
+    r = ftemu("shell", "--module-dir", MODULES, "-c", SESSION, timeout=300)
+    assert r.stdout.splitlines() == [
+        "dry run: 1 line", "Y",
+        "klp_cmdline: patched command line",
+        "Module                  Size  Used by",
+        "klp_cmdline             8192  1",
+        "1",
+        "removed",
+        "% modprobe klp_cmdline",
+        "livepatch: enabling patch 'klp_cmdline'",
+        "livepatch: 'klp_cmdline': initializing patching transition",
+        "livepatch: 'klp_cmdline': starting patching transition",
+        "livepatch: 'klp_cmdline': completing patching transition",
+        "livepatch: 'klp_cmdline': patching complete",
+        "livepatch: 'klp_cmdline': initializing unpatching transition",
+        "livepatch: 'klp_cmdline': starting unpatching transition",
+        "livepatch: 'klp_cmdline': completing unpatching transition",
+        "livepatch: 'klp_cmdline': unpatching complete"]
+    assert r.stderr.splitlines() == [
+        "rmmod: ERROR: Module klp_cmdline is in use",
+        "rmmod: ERROR: Module klp_cmdline is not currently loaded",
+        f"modprobe: FATAL: Module nosuch not found in directory {MODULES}",
+        "insmod: ERROR: could not load module /nonexistent.ko: No such file or directory"]
+
+
+def test_insmod_failure_uses_kmods_words(require_tool, tmp_path):
+    """A module whose init fails: insmod and modprobe say it as kmod does."""
+    require_tool("fusermount3", "fuse3")
+    (tmp_path / "failing.c").write_text(
+        "#include <linux/module.h>\n#include <linux/errno.h>\n"
+        "static int failing_init(void) { return -ENODEV; }\nmodule_init(failing_init);\n"
+        "MODULE_LICENSE(\"GPL\");\n")
+    r = ftemu("shell", "--no-namespace", "--module-dir", str(tmp_path), "-c",
+              "ko=$(modinfo -F filename failing); echo $ko; modprobe failing; insmod $ko; "
+              "lsmod | wc -l", timeout=300)
+    ko, count = r.stdout.splitlines()
+    assert ko.endswith("/failing.ko") and count == "1"
+    assert r.stderr.splitlines() == [
+        "modprobe: ERROR: could not insert 'failing': No such device",
+        f"insmod: ERROR: could not insert module {ko}: No such device"]

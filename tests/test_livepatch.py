@@ -10,6 +10,7 @@ from emu.module import ModuleError
 from ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_SAVE_REGS, FtraceError, FtraceOps
 
 SYS = "/sys/kernel/livepatch"
+DYNAMIC_DEBUG = "/sys/kernel/debug/dynamic_debug/control"
 
 
 class Log:
@@ -94,9 +95,12 @@ def test_ftrace_sees_the_patch_as_ipmodify_and_permanent(booted_snapshots, kmod)
     assert e.value.errno == errno.EBUSY and ft.ftrace_enabled == 1
 
 
-def stalled(booted_snapshots, kmod, cpus: int = 2, nap_ms: int = 5000):
-    """A machine where klp_sleeper's work sleeps in sleeper_nap while a patch of it loads."""
+def stalled(booted_snapshots, kmod, cpus: int = 2, nap_ms: int = 5000, debug: str = ""):
+    """A machine where klp_sleeper's work sleeps in sleeper_nap while a patch of it loads
+    (``debug``: a dynamic debug query to apply first)."""
     m = booted_snapshots(cpus)
+    if debug:
+        m.fs.write(DYNAMIC_DEBUG, debug)
     m.insmod(kmod("klp-sleeper"), f"nap_ms={nap_ms}")
     m.run(ms=10)
     m.insmod(kmod("klp-sleeper-patch"))
@@ -108,8 +112,8 @@ def stalled(booted_snapshots, kmod, cpus: int = 2, nap_ms: int = 5000):
 @pytest.mark.parametrize("cpus", [1, 2, 4])
 def test_a_task_sleeping_in_the_function_stalls_the_transition(booted_snapshots, kmod, cpus):
     log = Log(booted_snapshots(cpus), "klp_sleeper", "klp_sleeper_patch")
-    log.m.livepatch.debug_switch = True                 # klp_try_switch_task's lines too
-    m = stalled(booted_snapshots, kmod, cpus, nap_ms=2500)
+    m = stalled(booted_snapshots, kmod, cpus, nap_ms=2500,      # the per-task lines too
+                debug="func klp_try_switch_task +p")
     lines = log.new()
     assert lines[:4] == ["klp_sleeper: sleeper_nap: sleeping 2500 ms",
                          "livepatch: enabling patch 'klp_sleeper_patch'",
@@ -123,7 +127,7 @@ def test_a_task_sleeping_in_the_function_stalls_the_transition(booted_snapshots,
     assert "patching transition in progress" in why
     assert "is sleeping on function sleeper_nap (pending)" in why
     assert "    sleeper_nap+0x" in why and "[klp_sleeper]" in why
-    m.livepatch.debug_switch = False
+    m.fs.write(DYNAMIC_DEBUG, "func klp_try_switch_task -p")
     m.run(ms=2500)                                       # the nap ends, the next retry switches
     assert log.new() == ["klp_sleeper: sleeper_nap: awake"] + transcript("klp_sleeper_patch", "patching")[2:]
     assert m.call("sleeper_nap", 5) == (-5) & 0xFFFFFFFF

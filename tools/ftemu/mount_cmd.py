@@ -6,7 +6,8 @@ background, paced to the wall clock. Foreground until SIGINT/SIGTERM/SIGHUP or
 Threads: FUSE's loop runs in its own thread (libfuse serves requests on several more); the
 main thread runs the guest, one slice at a time under the machine lock, and handles signals
 (Python's handlers are installed first, so libfuse leaves them alone): on a signal it wakes
-every waiting request, then unmounts with fusermount3, which ends FUSE's loop.
+every waiting request, then unmounts with fusermount3, which ends FUSE's loop. With
+``--control SOCKET`` a thread serves module loading and the log there (kmod_control).
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ import time
 from emu import EmuError, Machine
 
 from .fusefs import FuseView, load_fuse
+from .kmod_control import ControlServer
 from .options import UsageError, add_command, add_machine_options, make_machine
 
 SLICE_MS = 5                  # guest time run per lock hold: the latency a request can see
@@ -96,11 +98,16 @@ def run(args: argparse.Namespace) -> int:
             runner.stop.set()
     fuse_thread = threading.Thread(target=serve, name="ftemu-fuse", daemon=True)
     fuse_thread.start()
+    control = ControlServer(m, cv, args.control) if args.control else None
+    if control is not None:
+        control.start()
     if not args.quiet:
         print(f"ftemu: the guest's files are mounted at {mountpoint} ({len(m.cpus)} CPUs); "
               f"tracefs is {mountpoint}/sys/kernel/tracing. Ctrl-C or "
               f"'fusermount3 -u {mountpoint}' ends it.", file=sys.stderr, flush=True)
     runner.run()
+    if control is not None:
+        control.close()
     with cv:
         view.stopping = True
         cv.notify_all()
@@ -121,4 +128,7 @@ def register(sub) -> None:
     p.add_argument("dir", metavar="DIR", help="an existing directory to mount on")
     add_machine_options(p, ms=None)
     p.add_argument("--quiet", action="store_true", help="no message once mounted")
+    p.add_argument("--control", metavar="SOCKET",
+                   help="serve module loading and the kernel log on this unix socket (for "
+                        "the module commands of 'ftemu shell')")
     p.set_defaults(func=run)

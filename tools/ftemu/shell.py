@@ -2,8 +2,13 @@
 own session, so the terminal's Ctrl-C stays with the shell), then the user's own shell
 (``$SHELL -i``, or ``-c CMD``) in the tracing directory; unmounted when the shell exits.
 As root, the shell runs in a private mount namespace (``unshare -m``) with the guest's files
-bind-mounted at their real paths: /sys/kernel/tracing, /proc/cmdline, /proc/kallsyms,
-/proc/sys/kernel/*, /sys/devices/system/cpu. Otherwise it says where the files are."""
+bind-mounted at their real paths (REAL_PATHS: /sys/kernel with tracing, livepatch and
+debug/dynamic_debug, /sys/module, /dev/kmsg, /proc/cmdline, /proc/meminfo, ...). Otherwise it
+says where the files are.
+
+The module commands (insmod, rmmod, modprobe, modinfo, lsmod, dmesg: kmod_tools) come first
+on the shell's PATH and act on this guest through the mount's control socket
+($FTEMU_CONTROL); modprobe finds modules by name in $FTEMU_MODULE_DIR."""
 from __future__ import annotations
 
 import argparse
@@ -17,19 +22,24 @@ import tempfile
 import time
 from pathlib import Path
 
+from .kmod_tools import COMMANDS, CONTROL_ENV, MODULE_DIR_ENV
 from .options import add_command, add_machine_options
 
 TRACING = "sys/kernel/tracing"
 # (path in the guest's tree, the same path on the host) bound in the private namespace
-REAL_PATHS = (TRACING, "sys/devices/system/cpu", "proc/cmdline", "proc/kallsyms",
+# (/sys/kernel holds tracing, livepatch and debug; the host's has no livepatch directory to
+# bind over, so the guest's whole /sys/kernel takes its place)
+REAL_PATHS = ("sys/kernel", "sys/module", "sys/devices/system/cpu", "dev/kmsg",
+              "proc/cmdline", "proc/meminfo", "proc/modules", "proc/kallsyms",
               "proc/sys/kernel/ftrace_enabled", "proc/sys/kernel/stack_tracer_enabled")
 MOUNT_WAIT_S = 120
 
 
-def start_mount(args: argparse.Namespace, root: str, log) -> subprocess.Popen:
-    """``ftemu mount ROOT --quiet`` with the machine flags, in a session of its own."""
+def start_mount(args: argparse.Namespace, root: str, log, control: str) -> subprocess.Popen:
+    """``ftemu mount ROOT --quiet --control SOCKET`` with the machine flags, in a session of
+    its own."""
     cmd = [sys.executable, "-m", "ftemu", "mount", root, "--quiet", "--cpus", str(args.cpus),
-           "--memory", str(args.memory), "--cmdline", args.cmdline]
+           "--memory", str(args.memory), "--cmdline", args.cmdline, "--control", control]
     return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                             start_new_session=True)
 
@@ -62,15 +72,40 @@ def namespace_command(root: str, argv: list[str]) -> list[str]:
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh", *argv]
 
 
+def make_bin(where: str) -> str:
+    """A directory of the module commands (small sh scripts running kmod_tools)."""
+    bindir = os.path.join(where, "bin")
+    os.mkdir(bindir)
+    for cmd in COMMANDS:
+        path = os.path.join(bindir, cmd)
+        with open(path, "w") as f:
+            f.write(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m ftemu.kmod_tools {cmd} "
+                    "\"$@\"\n")
+        os.chmod(path, 0o755)
+    return bindir
+
+
+def shell_env(args: argparse.Namespace, bindir: str, control: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", os.defpath)
+    env[CONTROL_ENV] = control
+    env[MODULE_DIR_ENV] = os.path.abspath(args.module_dir) if args.module_dir else \
+        env.get(MODULE_DIR_ENV) or os.getcwd()
+    return env
+
+
 def run(args: argparse.Namespace) -> int:
     shell = os.environ.get("SHELL") or "/bin/sh"
     argv = [shell, "-c", args.shell_command] if args.shell_command is not None else [shell, "-i"]
     root = tempfile.mkdtemp(prefix="ftemu-guest-")
-    with tempfile.NamedTemporaryFile(prefix="ftemu-mount-", suffix=".log") as log:
-        child = start_mount(args, root, log)
+    with tempfile.TemporaryDirectory(prefix="ftemu-shell-") as work, \
+            tempfile.NamedTemporaryFile(prefix="ftemu-mount-", suffix=".log") as log:
+        control = os.path.join(work, "control")
+        env = shell_env(args, make_bin(work), control)
+        child = start_mount(args, root, log, control)
         try:
             wait_mounted(child, root, log.name)
-            return run_shell(args, root, argv)
+            return run_shell(args, root, argv, env)
         finally:
             stop_mount(child)
             try:
@@ -79,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 pass            # still mounted (the unmount failed): leave the directory
 
 
-def run_shell(args: argparse.Namespace, root: str, argv: list[str]) -> int:
+def run_shell(args: argparse.Namespace, root: str, argv: list[str], env: dict[str, str]) -> int:
     """The user's shell on the mounted files; its exit status."""
     private = can_unshare() and not args.no_namespace
     cmd = namespace_command(root, argv) if private else argv
@@ -92,7 +127,7 @@ def run_shell(args: argparse.Namespace, root: str, argv: list[str]) -> int:
     # The shell owns the terminal now: its Ctrl-C is not ours.
     old = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.call(cmd, cwd=os.path.join(root, TRACING))
+        return subprocess.call(cmd, cwd=os.path.join(root, TRACING), env=env)
     finally:
         signal.signal(signal.SIGINT, old)
 
@@ -112,9 +147,16 @@ def register(sub) -> None:
     p = add_command(sub, "shell", "your own shell on the guest's tracing files (mounted, "
                     "unmounted when it exits)",
                     "ftemu shell -c 'echo function > current_tracer; head -20 trace'")
+    p.epilog = (f"Inside the shell, {', '.join(COMMANDS)} act on the guest.\nmodprobe and "
+                f"modinfo find a module NAME as NAME.ko, or NAME.c (built with the\nguest's "
+                f"headers on first use), in ${MODULE_DIR_ENV}: directories separated by ':'\n"
+                f"(default: --module-dir, else the directory ftemu shell started in).\n"
+                f"${CONTROL_ENV} names the guest's control socket.\n\n" + p.epilog)
     add_machine_options(p, ms=None)
     p.add_argument("-c", dest="shell_command", metavar="CMD",
                    help="run CMD with $SHELL -c instead of an interactive shell")
+    p.add_argument("--module-dir", metavar="DIR",
+                   help=f"where modprobe finds modules by name (sets ${MODULE_DIR_ENV})")
     p.add_argument("--no-namespace", action="store_true",
                    help="never use a private mount namespace, even as root")
     p.set_defaults(func=run)
