@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 from cli_helpers import ftemu
@@ -9,18 +10,20 @@ from cli_helpers import ftemu
 DEMO = "cat current_tracer; echo function > current_tracer; head -5 trace"
 
 
-def _mounts() -> int:
+def _mounts(under: Path) -> list[str]:
+    """Mounts at or below ``under`` (other users' ftemu mounts may come and go meanwhile)."""
     with open("/proc/self/mounts") as f:
-        return sum(1 for line in f if "ftemu" in line)
+        return [line for line in f if line.split()[1].startswith(str(under))]
 
 
 @pytest.mark.parametrize("private", [True, False])
-def test_shell_runs_a_command_in_the_tracing_directory(require_tool, private):
+def test_shell_runs_a_command_in_the_tracing_directory(require_tool, private, tmp_path,
+                                                        monkeypatch):
     require_tool("fusermount3", "fuse3")
     if private and os.geteuid() != 0:
         pytest.skip("a private mount namespace needs root")
     flags = [] if private else ["--no-namespace"]
-    before = _mounts()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))          # the shell mounts under it
     r = ftemu("shell", *flags, "-c", f"{DEMO}; pwd; cat /proc/cmdline", timeout=300)
     assert r.returncode == 0, r.stderr
     out = r.stdout.splitlines()
@@ -31,7 +34,7 @@ def test_shell_runs_a_command_in_the_tracing_directory(require_tool, private):
         assert out[6:] == ["/sys/kernel/tracing", "console=ttyS0"]
     else:
         assert out[6].endswith("/sys/kernel/tracing") and out[6] != "/sys/kernel/tracing"
-    assert _mounts() == before                   # unmounted when the shell exited
+    assert _mounts(tmp_path) == [] and os.listdir(tmp_path) == []   # unmounted, removed
 
 
 def test_shell_exit_status_is_the_shells(require_tool):
