@@ -28,15 +28,7 @@ CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftemu"
 SCRIPTS = ["test-livepatch.sh", "test-callbacks.sh", "test-shadow-vars.sh", "test-state.sh",
            "test-ftrace.sh", "test-sysfs.sh"]
 # Scripts that fail today, with the reason; the rest must pass.
-BLOCKED = {
-    "test-callbacks.sh": "'module_coming + pre-patch callback -ENODEV': a failing pre-patch "
-                         "callback of a patch must refuse the loading target module "
-                         "(klp_module_coming's error path)",
-    "test-state.sh": "test_klp_state2's post_patch_callback does not return (klp_state "
-                     "take-over between cumulative patches)",
-    "test-sysfs.sh": "'sysfs test object/patched': the pre_unpatch callback of a module "
-                     "going away comes after 'reverting patch' instead of before it",
-}
+BLOCKED: dict[str, str] = {}
 KSFT_SKIP = 4
 SCRIPT_TIMEOUT_S = 600     # seconds on a quiet machine; loop_until gives up after 60 s
 
