@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from emu.pseudofs import O_TRUNC, Handle, fs_error, wants_write
 
 from . import views
-from .func_probe import PROBE_COMMANDS, probe_command
+from .func_probe import FTRACE_COMMANDS
 from .flags import FTRACE_FL_DISABLED
 from .hash import match_records
 from .ops import EMPTY_HASH, FtraceOps
@@ -78,11 +78,11 @@ class RegexFile:
         cmd, sep2, param = rest.partition(":")
         if cmd == "mod":
             return self._mod(pending, func, param if sep2 else "")
-        if cmd not in PROBE_COMMANDS:
+        if cmd not in FTRACE_COMMANDS:
             raise fs_error(errno.EINVAL, detail=f"unknown command {cmd!r}")
         if self.inst is None:
             raise fs_error(errno.ENODEV, detail=f"{cmd}: this file has no trace array")
-        probe_command(self.inst, func, cmd, param if sep2 else None, self.enable)
+        FTRACE_COMMANDS[cmd](self.inst, func, cmd, param if sep2 else None, self.enable)
         return pending
 
     def _mod(self, pending: frozenset[int], func: str, module: str) -> frozenset[int]:

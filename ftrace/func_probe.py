@@ -28,12 +28,16 @@ UNLIMITED = -1
 
 @dataclass(frozen=True)
 class ProbeOps:
-    """struct ftrace_probe_ops: the listing name, whether it keeps per-function counts,
-    and what a hit does: ``func(trace, counts, ip, cpu)``."""
+    """struct ftrace_probe_ops: the listing name, whether it keeps per-function data (a
+    count, or a command's own data), what a hit does: ``func(trace, counts, ip, cpu)``; and
+    for commands with their own data, its listing line (``print(func_name, data)``) and
+    what to do once no function holds that data any more (``free(data)``)."""
 
     name: str
     counted: bool
-    func: Callable[["TraceActions", dict[int, int], int, int], None]
+    func: Callable[["TraceActions", dict[int, Any], int, int], None]
+    print: Callable[[str, Any], str] | None = None
+    free: Callable[[Any], None] | None = None
 
 
 def _traceon(on: bool) -> Callable:
@@ -92,9 +96,9 @@ class FuncProbe:
     """struct ftrace_func_probe: one command variant attached to functions of one trace
     array; registered while it is attached anywhere, dropped when it is attached nowhere."""
 
-    def __init__(self, inst: "FtraceInstance", kind: str) -> None:
+    def __init__(self, inst: "FtraceInstance", kind: str, probe_ops: ProbeOps | None = None) -> None:
         self.inst, self.kind = inst, kind
-        self.probe_ops = PROBE_OPS[kind]
+        self.probe_ops = probe_ops or PROBE_OPS[kind]
         self.counts: dict[int, int] = {}
         self.ops = FtraceOps(self._call, private=inst)
 
@@ -108,25 +112,32 @@ class FuncProbe:
         """``func:cmd:unlimited`` / ``func:cmd:count=N`` per attached function."""
         out = []
         for ip in sorted(self.ops.filter_hash):
+            if self.probe_ops.print is not None:
+                out.append(self.probe_ops.print(name_of(ip), self.counts[ip]))
+                continue
             count = self.counts.get(ip) if self.probe_ops.counted else None
             tail = "unlimited" if count is None else f"count={count}"
             out.append(f"{name_of(ip)}:{self.probe_ops.name}:{tail}\n")
         return out
 
-    def register(self, glob: str, count: int) -> None:
+    def register(self, glob: str, count: Any) -> int:
         """register_ftrace_function_probe: attach to every function ``glob`` matches that
-        does not have this probe yet; EINVAL if nothing new matched."""
+        does not have this probe yet, with ``count`` (or the command's data) as each one's
+        data; returns how many were new. EINVAL if ``glob`` matched nothing."""
         ft = self.inst.ft
         old = self.ops.filter_hash
         new, _, found = match_records(ft.records, ft.arch.lookup, old, glob)
         added = new - old
-        if not found or not added:
-            raise fs_error(errno.EINVAL, detail=f"{glob!r}: no new function to attach to")
+        if not found:
+            raise fs_error(errno.EINVAL, detail=f"{glob!r}: no such function")
+        if not added:
+            return 0
         self._move(new)
         if self.probe_ops.counted:
             self.counts.update(dict.fromkeys(added, count))
         if self not in self.inst.probes:
             self.inst.probes.insert(0, self)
+        return len(added)
 
     def unregister(self, glob: str) -> None:
         """unregister_ftrace_function_probe_func: detach from the functions ``glob`` names
@@ -144,8 +155,12 @@ class FuncProbe:
         if not gone:
             raise fs_error(errno.EINVAL, detail=f"{glob!r}: not attached to any such function")
         self._move(frozenset(self.ops.filter_hash - gone))
-        for ip in gone:
-            self.counts.pop(ip, None)
+        dropped = [self.counts.pop(ip, None) for ip in gone]
+        if self.probe_ops.free is not None:
+            held = list(self.counts.values())
+            for data in {id(d): d for d in dropped}.values():
+                if not any(d is data for d in held):
+                    self.probe_ops.free(data)
 
     def unregister_all(self) -> None:
         if self.ops.filter_hash:
@@ -168,7 +183,8 @@ class FuncProbe:
             ft.register_ftrace_function(self.ops)
 
 
-def _probe(inst: "FtraceInstance", kind: str) -> FuncProbe | None:
+def find_probe(inst: "FtraceInstance", kind: str) -> FuncProbe | None:
+    """The trace array's probe of that command variant, if it has one."""
     return next((p for p in inst.probes if p.kind == kind), None)
 
 
@@ -198,6 +214,15 @@ def _parse_count(param: str | None) -> int:
     return kstrtoul(number) if number else UNLIMITED
 
 
+def unregister_function_probe(inst: "FtraceInstance", kind: str, glob: str) -> None:
+    """unregister_ftrace_function_probe_func: detach the ``kind`` probe from the functions
+    ``glob`` names; ENODEV if the trace array has no such probe."""
+    probe = find_probe(inst, kind)
+    if probe is None:
+        raise fs_error(errno.ENODEV, detail=f"no {kind} probe to remove")
+    probe.unregister(glob)
+
+
 def probe_command(inst: "FtraceInstance", glob: str, cmd: str, param: str | None,
                   enable: bool) -> None:
     """ftrace_trace_probe_callback and its callers: which variant (counted when a parameter
@@ -211,16 +236,23 @@ def probe_command(inst: "FtraceInstance", glob: str, cmd: str, param: str | None
     else:
         kind = f"{cmd}_count" if param is not None else cmd
     if glob.startswith("!"):
-        probe = _probe(inst, kind)
-        if probe is None:
-            raise fs_error(errno.ENODEV, detail=f"no {cmd} probe to remove")
-        probe.unregister(glob[1:])
+        unregister_function_probe(inst, kind, glob[1:])
         return
     count = _parse_count(param)
     if cmd == "snapshot":
         inst.trace.tracing_alloc_snapshot()
-    probe = _probe(inst, kind) or FuncProbe(inst, kind)
-    probe.register(glob, count)
+    probe = find_probe(inst, kind) or FuncProbe(inst, kind)
+    if not probe.register(glob, count):
+        raise fs_error(errno.EINVAL, detail=f"{glob!r}: no new function to attach to")
 
 
-PROBE_COMMANDS = ("traceon", "traceoff", "stacktrace", "dump", "cpudump", "snapshot")
+Command = Callable[["FtraceInstance", str, str, "str | None", bool], None]
+# The commands of set_ftrace_filter (register_ftrace_command): ``fn(inst, glob, cmd, param,
+# enable)``; others (the events' enable_event/disable_event) add theirs.
+FTRACE_COMMANDS: dict[str, Command] = dict.fromkeys(
+    ("traceon", "traceoff", "stacktrace", "dump", "cpudump", "snapshot"), probe_command)
+
+
+def register_ftrace_command(name: str, fn: Command) -> None:
+    """register_ftrace_command: ``<glob>:name[:param]`` in set_ftrace_filter calls ``fn``."""
+    FTRACE_COMMANDS[name] = fn

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .arch.x86.events_64 import (SCHED_SWITCH_FILL, SCHED_WAKEUP_FILL, SOFTIRQ_FILL,
-                                 emit_probe)
+                                 TR_EVENT_SOFT, emit_probe)
 from .arch.x86.asm import CodeBuilder
+from . import event_enable  # noqa: F401  (registers enable_event/disable_event)
 from .errors import FtraceError
 from .trace_output import EVENT_PRINTERS
 
@@ -109,6 +110,12 @@ TRACE_EVENTS = [
 ]
 BY_NAME = {e.name: e for e in TRACE_EVENTS}
 
+
+def find_event(system: str, name: str) -> TraceEvent | None:
+    """find_event_file: the event called ``system:name`` exactly."""
+    ev = BY_NAME.get(name)
+    return ev if ev is not None and ev.system == system else None
+
 for _ev in TRACE_EVENTS:
     EVENT_PRINTERS[_ev.id] = (_ev.name, _ev.printer)
 
@@ -120,20 +127,88 @@ def event_format(ev: TraceEvent) -> str:
     return f"name: {ev.name}\nID: {ev.id}\nformat:\n{COMMON_FIELDS}{body}\nprint fmt: {ev.print_fmt}\n"
 
 
+@dataclass
+class EventFile:
+    """struct trace_event_file's flags for one (trace array, event): ENABLED is "the array
+    is in the event's list"; SOFT_MODE is held by ``sm_ref`` enable_event/disable_event
+    commands; SOFT_DISABLED keeps a registered event from recording."""
+
+    sm_ref: int = 0
+    soft_disabled: bool = False
+
+
 class TraceEvents:
     """The events of one machine: their guest probes, and which trace arrays record each."""
 
     def __init__(self, tracing: "Tracing", b: CodeBuilder) -> None:
         self.tracing, self.m = tracing, tracing.m
         self.enabled: dict[str, list["TraceArray"]] = {e.name: [] for e in TRACE_EVENTS}
+        self.files: dict[tuple["TraceArray", str], EventFile] = {}
         self.list_ptrs: dict[str, int] = {}
         self.probes: dict[str, int] = {}
         slots = self.m.execmem.alloc(8 * len(TRACE_EVENTS), align=64, executable=False)
         tracing.pages.write(slots, bytes(8 * len(TRACE_EVENTS)))
         for i, ev in enumerate(TRACE_EVENTS):
             self.list_ptrs[ev.name] = slots + 8 * i
-            emit_probe(b, ev.name, ev.id, ev.length, ev.fill, slots + 8 * i)
+            emit_probe(b, ev.name, ev.id, ev.length, ev.fill, slots + 8 * i, i)
             self.probes[ev.name] = b.labels[f"probe_{ev.name}"]
+
+    def file(self, tr: "TraceArray", name: str) -> EventFile:
+        return self.files.setdefault((tr, name), EventFile())
+
+    def is_enabled(self, tr: "TraceArray", name: str) -> bool:
+        """EVENT_FILE_FL_ENABLED: the tracepoint is registered for ``tr`` (maybe soft-disabled)."""
+        return tr in self.enabled[name]
+
+    def enable_text(self, tr: "TraceArray", name: str) -> str:
+        """events/<system>/<event>/enable as event_enable_read prints it: ``1`` recording,
+        ``0`` not, ``*`` appended in soft mode (``0*``: registered by an enable_event or
+        disable_event command, soft-disabled)."""
+        f = self.file(tr, name)
+        text = "1" if self.is_enabled(tr, name) and not f.soft_disabled else "0"
+        return text + ("*" if f.soft_disabled or f.sm_ref else "") + "\n"
+
+    def ftrace_event_enable_disable(self, tr: "TraceArray", name: str, enable: bool,
+                                    soft_disable: bool = False) -> None:
+        """__ftrace_event_enable_disable: ``soft_disable`` is an enable_event/disable_event
+        command taking (enable) or dropping (not) soft mode; without it, a write of 1 or 0.
+        In soft mode a 0 only soft-disables: the tracepoint stays registered so that the
+        command can still turn the event on."""
+        f = self.file(tr, name)
+        if not enable:
+            if soft_disable:
+                f.sm_ref -= 1
+                if f.sm_ref > 0:
+                    return
+                disable = f.soft_disabled
+            else:
+                disable = not f.sm_ref
+            if disable and self.is_enabled(tr, name):
+                self.set_enabled(tr, name, False)
+            self.set_soft_disabled(tr, name, bool(f.sm_ref))
+            return
+        if not soft_disable:
+            self.set_soft_disabled(tr, name, False)
+        else:
+            f.sm_ref += 1
+            if f.sm_ref > 1:
+                return
+        if not self.is_enabled(tr, name):
+            if soft_disable:
+                self.set_soft_disabled(tr, name, True)
+            self.set_enabled(tr, name, True)
+
+    def set_soft_disabled(self, tr: "TraceArray", name: str, on: bool) -> None:
+        """EVENT_FILE_FL_SOFT_DISABLED, in the byte the probe tests (one store)."""
+        self.file(tr, name).soft_disabled = on
+        index = next(i for i, e in enumerate(TRACE_EVENTS) if e.name == name)
+        self.tracing.pages.write(tr.va + TR_EVENT_SOFT + index, bytes([on]))
+
+    def forget(self, tr: "TraceArray") -> None:
+        """A trace array being removed: out of every event's list, its flags dropped."""
+        for name in self.enabled:
+            self.set_enabled(tr, name, False)
+            self.files.pop((tr, name), None)
 
     def set_enabled(self, tr: "TraceArray", name: str, on: bool) -> None:
         """Record event ``name`` into ``tr`` or stop: publish the new list of arrays, then
@@ -160,11 +235,14 @@ class TraceEvents:
         rcu.call_rcu([old])
         rcu.poll()
 
-    def state(self) -> dict[str, list["TraceArray"]]:
-        return {k: list(v) for k, v in self.enabled.items()}
+    def state(self) -> tuple:
+        return ({k: list(v) for k, v in self.enabled.items()},
+                {k: EventFile(f.sm_ref, f.soft_disabled) for k, f in self.files.items()})
 
-    def restore(self, st: dict[str, list["TraceArray"]]) -> None:
-        self.enabled = {k: list(v) for k, v in st.items()}
+    def restore(self, st: tuple) -> None:
+        enabled, files = st
+        self.enabled = {k: list(v) for k, v in enabled.items()}
+        self.files = {k: EventFile(f.sm_ref, f.soft_disabled) for k, f in files.items()}
 
 
 def _enable_text(flags: list[bool]) -> str:
@@ -190,19 +268,19 @@ def set_event(events: TraceEvents, tr: "TraceArray", text: str) -> None:
         if not hits:
             raise FtraceError(errno.EINVAL, f"no event matches {token!r}")
         for e in hits:
-            events.set_enabled(tr, e.name, on)
+            events.ftrace_event_enable_disable(tr, e.name, on)
 
 
 def register_event_files(events: TraceEvents, tr: "TraceArray", fs: "PseudoFS") -> None:
     """events/... and set_event of one trace array."""
     def enabled(names: list[str]) -> list[bool]:
-        return [tr in events.enabled[n] for n in names]
+        return [events.is_enabled(tr, n) for n in names]
 
     def setter(names: list[str]) -> Callable[[str], None]:
         def write(text: str) -> None:
             on = _parse_bool(text)
             for n in names:
-                events.set_enabled(tr, n, on)
+                events.ftrace_event_enable_disable(tr, n, on)
         return write
 
     everything = [e.name for e in TRACE_EVENTS]
@@ -213,11 +291,11 @@ def register_event_files(events: TraceEvents, tr: "TraceArray", fs: "PseudoFS") 
                          setter(names), mode=0o644)
         for n in names:
             ev, d = BY_NAME[n], f"events/{system}/{n}"
-            fs.register_text(f"{d}/enable", lambda n=n: _enable_text(enabled([n])), setter([n]), mode=0o644)
+            fs.register_text(f"{d}/enable", lambda n=n: events.enable_text(tr, n), setter([n]), mode=0o644)
             fs.register_text(f"{d}/format", lambda ev=ev: event_format(ev))
             fs.register_text(f"{d}/id", lambda ev=ev: f"{ev.id}\n")
     fs.register_text("set_event",
-                     lambda: "".join(f"{e.system}:{e.name}\n" for e in TRACE_EVENTS if tr in events.enabled[e.name]),
+                     lambda: "".join(f"{e.system}:{e.name}\n" for e in TRACE_EVENTS if events.is_enabled(tr, e.name)),
                      lambda t: set_event(events, tr, t), mode=0o644,
-                     truncate=lambda: [events.set_enabled(tr, n, False) for n in everything])
+                     truncate=lambda: [events.ftrace_event_enable_disable(tr, n, False) for n in everything])
 

@@ -272,8 +272,7 @@ class Tracing:
             return
         del self.arrays[inst.name]
         tr.set_tracer("nop")
-        for name in self.events.enabled:
-            self.events.set_enabled(tr, name, False)
+        self.events.forget(tr)
         tr.tracing_on = False
         inst.listeners.remove(tr._inst_changed)
         inst.trace = None

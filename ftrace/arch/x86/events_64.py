@@ -2,9 +2,10 @@
 the guest's trace_<event>(a, b, c) while some trace array has the event enabled.
 
 ``probe_<event>(a, b, c)``: for each trace array in the event's list ({u64 count; u64 tr[]},
-published through one pointer at ``list_ptr``), if it records on this CPU, write the event
-with the kernel's field layout (the ``fill`` code of the event) and the guest's latency
-flags. Interrupts are off while each event is written; the nest flag protects it from NMIs.
+published through one pointer at ``list_ptr``), if it records on this CPU and the event is
+not soft-disabled there (a byte per event at TR_EVENT_SOFT, set by the enable_event /
+disable_event commands), write the event with the kernel's field layout (the ``fill`` code
+of the event) and the guest's latency flags. Interrupts are off while each event is written; the nest flag protects it from NMIs.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from .asm import CodeBuilder
 from .trace_64 import COMMIT, begin_event, tracing_gate
 
 PRIO_NORMAL = 120       # the kernel's prio of a nice-0 task (the guest has no priorities)
+TR_EVENT_SOFT = 0x200   # in struct trace_array: u8 per event, EVENT_FILE_FL_SOFT_DISABLED
 
 
 def copy_comm(task: str, offset: int) -> str:
@@ -56,7 +58,7 @@ SOFTIRQ_FILL = """
 
 
 def emit_probe(b: CodeBuilder, name: str, type_id: int, length: int, fill: str,
-               list_ptr: int) -> None:
+               list_ptr: int, index: int) -> None:
     """probe_<name> (see the module docstring)."""
     clock = b.labels["trace_clock"]
     b.label(f"probe_{name}")
@@ -78,6 +80,8 @@ def emit_probe(b: CodeBuilder, name: str, type_id: int, length: int, fill: str,
         jz 9f
         dec rbx
         mov r8, qword ptr [r15 + rbx*8 + 8]""" + tracing_gate("r8", "1b") + f"""
+        cmp byte ptr [r8 + {TR_EVENT_SOFT + index}], 0
+        jne 1b
         pushfq
         cli
         call {clock}""" + begin_event("r8", length, type_id, "98f", "97f") + """
