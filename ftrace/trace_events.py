@@ -1,6 +1,6 @@
 """Trace events (kernel/trace/trace_events.c): the guest's tracepoints sched_switch,
-sched_wakeup, softirq_entry and softirq_exit with their ``format`` (the kernel's field layout),
-their trace lines, and the files that enable them per trace array (``events/enable``,
+sched_wakeup, irq_handler_entry/exit and softirq_entry/exit with their ``format`` (the
+kernel's field layout), their trace lines, and the files that enable them per trace array (``events/enable``,
 ``events/<system>/enable``, ``events/<system>/<event>/{enable,format,id}``, ``set_event``).
 
 An event is recorded by a guest probe (arch/x86/events_64.py) that the guest's
@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .arch.x86.events_64 import (SCHED_SWITCH_FILL, SCHED_WAKEUP_FILL, SOFTIRQ_FILL,
+from .arch.x86.events_64 import (IRQ_HANDLER_ENTRY_FILL, IRQ_HANDLER_EXIT_FILL, IRQ_NAME_MAX,
+                                 SCHED_SWITCH_FILL, SCHED_WAKEUP_FILL, SOFTIRQ_FILL,
                                  TR_EVENT_SOFT, emit_probe)
 from .arch.x86.asm import CodeBuilder
 from . import event_enable  # noqa: F401  (registers enable_event/disable_event)
@@ -57,6 +58,18 @@ def _softirq(body: bytes) -> str:
     vec = struct.unpack_from("<I", body, 0)[0]
     name = SOFTIRQ_NAMES[vec] if vec < len(SOFTIRQ_NAMES) else str(vec)
     return f"vec={vec} [action={name}]"
+
+
+def _irq_handler_entry(body: bytes) -> str:
+    irq, loc = struct.unpack_from("<iI", body, 0)
+    start = (loc & 0xFFFF) - 8                 # __data_loc offsets count from the record
+    name = body[start:start + (loc >> 16)].split(b"\0", 1)[0].decode("ascii", "replace")
+    return f"irq={irq} name={name}"
+
+
+def _irq_handler_exit(body: bytes) -> str:
+    irq, ret = struct.unpack_from("<ii", body, 0)
+    return f"irq={irq} ret={'handled' if ret else 'unhandled'}"
 
 
 _SCHED_FIELDS = lambda p: [(f"char {p}comm[16]", 0, 16, 0), (f"pid_t {p}pid", 16, 4, 1),  # noqa: E731
@@ -103,6 +116,13 @@ TRACE_EVENTS = [
                _shift(_SCHED_FIELDS(""), 8) + [("int target_cpu", 32, 4, 1)],
                '"comm=%s pid=%d prio=%d target_cpu=%03d", REC->comm, REC->pid, REC->prio, '
                'REC->target_cpu', _sched_wakeup, SCHED_WAKEUP_FILL),
+    TraceEvent("irq", "irq_handler_entry", 139, 16 + IRQ_NAME_MAX,
+               [("int irq", 8, 4, 1), ("__data_loc char[] name", 12, 4, 0)],
+               '"irq=%d name=%s", REC->irq, __get_str(name)', _irq_handler_entry,
+               IRQ_HANDLER_ENTRY_FILL),
+    TraceEvent("irq", "irq_handler_exit", 138, 16, [("int irq", 8, 4, 1), ("int ret", 12, 4, 1)],
+               '"irq=%d ret=%s", REC->irq, REC->ret ? "handled" : "unhandled"', _irq_handler_exit,
+               IRQ_HANDLER_EXIT_FILL),
     TraceEvent("irq", "softirq_entry", 137, 12, [("unsigned int vec", 8, 4, 0)], _SOFTIRQ_PRINT,
                _softirq, SOFTIRQ_FILL),
     TraceEvent("irq", "softirq_exit", 136, 12, [("unsigned int vec", 8, 4, 0)], _SOFTIRQ_PRINT,
@@ -257,14 +277,17 @@ def _parse_bool(text: str) -> bool:
 
 
 def set_event(events: TraceEvents, tr: "TraceArray", text: str) -> None:
-    """set_event: ``[!][system:]event`` tokens, ``*`` globs per part; EINVAL if none matched."""
-    from fnmatch import fnmatchcase
+    """set_event (ftrace_set_clr_event): per token ``[!]system:event``, where an empty or
+    ``*`` part matches any, or ``[!]name``: every event of the system ``name`` or the event
+    ``name``. EINVAL if a token matched nothing."""
     for token in text.split():
         on = not token.startswith("!")
-        token = token.lstrip("!")
-        system, _, name = token.rpartition(":")
-        hits = [e for e in TRACE_EVENTS if fnmatchcase(e.name, name or "*")
-                and (not system or fnmatchcase(e.system, system))]
+        token = token.removeprefix("!")
+        system, sep, name = token.partition(":")
+        if sep:
+            hits = [e for e in TRACE_EVENTS if system in ("", "*", e.system) and name in ("", "*", e.name)]
+        else:
+            hits = [e for e in TRACE_EVENTS if token in (e.name, e.system)]
         if not hits:
             raise FtraceError(errno.EINVAL, f"no event matches {token!r}")
         for e in hits:

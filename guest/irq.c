@@ -4,6 +4,7 @@
 #include "x86.h"
 #include "percpu.h"
 #include "traps.h"
+#include "tracepoint.h"
 
 // Entering a hardirq: RCU watches, preempt_count gains HARDIRQ_OFFSET. The
 // sysvec_* glue is notrace because it runs before RCU watches.
@@ -22,10 +23,17 @@ notrace void irq_exit(void)
 	ct_irq_exit();
 }
 
+// The timer is the guest's one interrupt line with a handler (the IPIs are system vectors,
+// as in Linux): irq 0 "timer", traced where its handler runs as __handle_irq_event_percpu
+// does for every irqaction.
+static struct irqaction timer_irqaction = { .name = "timer" };
+
 notrace void sysvec_apic_timer_interrupt(struct pt_regs *regs)
 {
 	irq_enter();
+	trace_irq_handler_entry(TIMER_IRQ, &timer_irqaction);
 	timer_interrupt(regs);
+	trace_irq_handler_exit(TIMER_IRQ, &timer_irqaction, IRQ_HANDLED);
 	irq_exit();
 }
 

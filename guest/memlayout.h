@@ -170,6 +170,11 @@
 #define KLP_TRANSITION_UNPATCHED  0
 #define KLP_TRANSITION_PATCHED    1
 
+// ---- struct irqaction (guest/tracepoint.h): what irq_handler_entry records ---------------
+#define IRQACTION_NAME      0x00    // const char *
+#define TIMER_IRQ           0       // the local APIC timer's irq number (Linux's PIT "timer")
+#define IRQ_HANDLED         1
+
 // ---- livepatch structures (guest/include/linux/livepatch.h; the host reads them) -----------
 #define KLP_FUNC_OLD_NAME   0x00    // const char *
 #define KLP_FUNC_NEW_FUNC   0x08    // void *

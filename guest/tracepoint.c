@@ -6,3 +6,5 @@ struct tracepoint __tracepoint_sched_switch;
 struct tracepoint __tracepoint_sched_wakeup;
 struct tracepoint __tracepoint_softirq_entry;
 struct tracepoint __tracepoint_softirq_exit;
+struct tracepoint __tracepoint_irq_handler_entry;
+struct tracepoint __tracepoint_irq_handler_exit;

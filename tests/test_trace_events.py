@@ -43,7 +43,7 @@ def test_set_event_globs_and_removal(m):
     t = m.tracefs
     t.write("set_event", "irq:*")
     assert t.read("events/irq/softirq_entry/enable") == "1\n"
-    t.write("set_event", "!softirq_exit", append=True)
+    t.write("set_event", "!softirq_exit !irq:irq_handler_entry !:irq_handler_exit", append=True)
     assert t.read("set_event") == "irq:softirq_entry\n"
     m.run(ms=3)
     entries = [line for line in t.read("trace").splitlines() if "softirq_entry: " in line]
@@ -52,6 +52,11 @@ def test_set_event_globs_and_removal(m):
     with pytest.raises(OSError) as e:
         t.write("set_event", "nosuch:event")
     assert e.value.errno == errno.EINVAL
+    with pytest.raises(OSError) as e:
+        t.write("set_event", "softirq_*", append=True)    # no globs: names, or * for any
+    assert e.value.errno == errno.EINVAL
+    t.write("set_event", "sched", append=True)           # a system's name: all its events
+    assert t.read("set_event") == "sched:sched_switch\nsched:sched_wakeup\n"
     t.write("set_event", "")
     assert t.read("events/enable") == "0\n"
     t.write("trace", "")
@@ -66,6 +71,29 @@ def test_format_files_give_the_kernels_layout(m):
     assert fmt.endswith('print fmt: "comm=%s pid=%d prio=%d target_cpu=%03d", REC->comm, '
                         'REC->pid, REC->prio, REC->target_cpu\n')
     assert m.tracefs.read("events/irq/softirq_exit/id") == "136\n"
+
+
+def test_irq_handler_events_bracket_the_timer_handler_in_hardirq_context(m):
+    t = m.tracefs
+    t.write("set_event", "irq_handler_entry irq_handler_exit")
+    m.run(ms=3)
+    lines = [line for line in t.read("trace").splitlines() if not line.startswith("#")]
+    texts = [line.split("     ", 1)[1].split(": ", 1)[1] for line in lines]
+    assert len(texts) >= 8 and set(texts) == {"irq_handler_entry: irq=0 name=timer",
+                                              "irq_handler_exit: irq=0 ret=handled"}
+    for cpu in ("[000]", "[001]"):                  # entry, exit, entry, exit ... per CPU
+        mine = [tx for line, tx in zip(lines, texts) if cpu in line]
+        assert mine == [tx for _ in range(len(mine) // 2) for tx in texts[:2]]
+    assert all(" d.h" in line for line in lines)     # irqs off, in hardirq
+    fmt = t.read("events/irq/irq_handler_entry/format")
+    assert fmt.startswith("name: irq_handler_entry\nID: 139\nformat:\n")
+    assert fmt.endswith("\tfield:int irq;\toffset:8;\tsize:4;\tsigned:1;\n"
+                        "\tfield:__data_loc char[] name;\toffset:12;\tsize:4;\tsigned:0;\n\n"
+                        'print fmt: "irq=%d name=%s", REC->irq, __get_str(name)\n')
+    assert t.read("events/irq/irq_handler_exit/format").endswith(
+        "\tfield:int irq;\toffset:8;\tsize:4;\tsigned:1;\n"
+        "\tfield:int ret;\toffset:12;\tsize:4;\tsigned:1;\n\n"
+        'print fmt: "irq=%d ret=%s", REC->irq, REC->ret ? "handled" : "unhandled"\n')
 
 
 def test_an_instance_records_its_own_events(m):

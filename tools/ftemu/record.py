@@ -19,7 +19,7 @@ from .dump import write_chrome
 from .options import UsageError, add_command, add_machine_options, make_machine, run_for
 
 TRACEFS = "/sys/kernel/tracing"
-PLUGINS = ("function", "function_graph")
+PLUGINS = ("function", "function_graph", "nop")
 CLOCKS = ("local", "global", "counter", "uptime", "mono")
 
 
@@ -71,6 +71,8 @@ def configure(m: Machine, args: argparse.Namespace) -> None:
             _write(m, flag, path, value, append=True)
     if args.max_graph_depth is not None:
         _write(m, "--max-graph-depth", "max_graph_depth", str(args.max_graph_depth))
+    for event in args.event:
+        _write(m, "-e", "set_event", event, append=True)
     _write(m, "-p", "current_tracer", args.plugin)
     _write(m, "-p", "tracing_on", "1")
 
@@ -116,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
 def add_trace_options(p: argparse.ArgumentParser) -> None:
     """The flags that say what to trace (shared with ``ftemu demo``'s spelling)."""
     p.add_argument("-p", dest="plugin", choices=PLUGINS, default="function",
-                   help="the tracer (default function)")
+                   help="the tracer (default function; nop to record only events)")
+    p.add_argument("-e", dest="event", action="append", default=[], metavar="EVENT",
+                   help="record EVENT too: system:event, event or system (set_event; repeatable)")
     p.add_argument("-l", dest="filter", action="append", default=[], metavar="FILTER",
                    help="trace only functions matching FILTER (set_ftrace_filter; repeatable)")
     p.add_argument("-n", dest="notrace", action="append", default=[], metavar="NOTRACE",

@@ -7,6 +7,7 @@ import argparse
 import fnmatch
 
 from ftrace.trace import CLOCK_IN_NS, TRACE_OPTIONS
+from ftrace import trace_events  # noqa: F401  (registers the events' line printers)
 from ftrace.trace_dat import OPTION_CPUSTAT
 from ftrace.trace_functions_graph import GRAPH_OPTIONS, GraphFormatter
 from ftrace.trace_input import Recording

@@ -56,6 +56,32 @@ SCHED_WAKEUP_FILL = task_fields("r12", 8) + f"""
 SOFTIRQ_FILL = """
         mov dword ptr [rax + 8], r12d"""
 
+IRQ_NAME_MAX = 16       # action->name bytes kept, NUL included (the payload has a fixed size)
+
+# irq_handler_entry: irq, then __data_loc char[] name ((length << 16) | offset) and the name,
+# zero-padded, after the fixed fields. Uses r8 (free once trace_ctx has run).
+IRQ_HANDLER_ENTRY_FILL = f"""
+        mov dword ptr [rax + 8], r12d
+        mov qword ptr [rax + 16], 0
+        mov qword ptr [rax + 24], 0
+        mov rdx, qword ptr [r13 + {L.IRQACTION_NAME}]
+        xor ecx, ecx
+    60: movzx r8d, byte ptr [rdx + rcx]
+        test r8d, r8d
+        jz 61f
+        mov byte ptr [rax + rcx + 16], r8b
+        inc ecx
+        cmp ecx, {IRQ_NAME_MAX - 1}
+        jb 60b
+    61: inc ecx
+        shl ecx, 16
+        or ecx, 16
+        mov dword ptr [rax + 12], ecx"""
+
+IRQ_HANDLER_EXIT_FILL = """
+        mov dword ptr [rax + 8], r12d
+        mov dword ptr [rax + 12], r14d"""
+
 
 def emit_probe(b: CodeBuilder, name: str, type_id: int, length: int, fill: str,
                list_ptr: int, index: int) -> None:
