@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 
 from .arch.x86.events_64 import (IRQ_HANDLER_ENTRY_FILL, IRQ_HANDLER_EXIT_FILL, IRQ_NAME_MAX,
                                  SCHED_SWITCH_FILL, SCHED_WAKEUP_FILL, SOFTIRQ_FILL,
-                                 TR_EVENT_SOFT, emit_probe)
+                                 TR_EVENT_SOFT, emit_event_pid_bits, emit_probe)
 from .arch.x86.asm import CodeBuilder
 from . import event_enable  # noqa: F401  (registers enable_event/disable_event)
 from .errors import FtraceError
+from .event_pid import EventPids, register_event_pid_files
 from .trace_output import EVENT_PRINTERS
 
 if TYPE_CHECKING:
@@ -164,13 +165,16 @@ class TraceEvents:
         self.tracing, self.m = tracing, tracing.m
         self.enabled: dict[str, list["TraceArray"]] = {e.name: [] for e in TRACE_EVENTS}
         self.files: dict[tuple["TraceArray", str], EventFile] = {}
+        self.pids: dict["TraceArray", EventPids] = {}
         self.list_ptrs: dict[str, int] = {}
         self.probes: dict[str, int] = {}
         slots = self.m.execmem.alloc(8 * len(TRACE_EVENTS), align=64, executable=False)
         tracing.pages.write(slots, bytes(8 * len(TRACE_EVENTS)))
+        emit_event_pid_bits(b)
         for i, ev in enumerate(TRACE_EVENTS):
             self.list_ptrs[ev.name] = slots + 8 * i
-            emit_probe(b, ev.name, ev.id, ev.length, ev.fill, slots + 8 * i, i)
+            pids = {"sched_switch": "switch", "sched_wakeup": "wakeup"}.get(ev.name, "current")
+            emit_probe(b, ev.name, ev.id, ev.length, ev.fill, slots + 8 * i, i, pids)
             self.probes[ev.name] = b.labels[f"probe_{ev.name}"]
 
     def file(self, tr: "TraceArray", name: str) -> EventFile:
@@ -225,10 +229,12 @@ class TraceEvents:
         self.tracing.pages.write(tr.va + TR_EVENT_SOFT + index, bytes([on]))
 
     def forget(self, tr: "TraceArray") -> None:
-        """A trace array being removed: out of every event's list, its flags dropped."""
+        """A trace array being removed: out of every event's list, its flags and pid lists
+        dropped."""
         for name in self.enabled:
             self.set_enabled(tr, name, False)
             self.files.pop((tr, name), None)
+        self.pids.pop(tr).clear()
 
     def set_enabled(self, tr: "TraceArray", name: str, on: bool) -> None:
         """Record event ``name`` into ``tr`` or stop: publish the new list of arrays, then
@@ -257,12 +263,18 @@ class TraceEvents:
 
     def state(self) -> tuple:
         return ({k: list(v) for k, v in self.enabled.items()},
-                {k: EventFile(f.sm_ref, f.soft_disabled) for k, f in self.files.items()})
+                {k: EventFile(f.sm_ref, f.soft_disabled) for k, f in self.files.items()},
+                {tr: (p, p.state()) for tr, p in self.pids.items()})
 
     def restore(self, st: tuple) -> None:
-        enabled, files = st
+        enabled, files, pids = st
         self.enabled = {k: list(v) for k, v in enabled.items()}
         self.files = {k: EventFile(f.sm_ref, f.soft_disabled) for k, f in files.items()}
+        for gone in set(self.pids) - set(pids):
+            self.pids[gone].restore((frozenset(), frozenset()))
+        self.pids = {tr: p for tr, (p, _) in pids.items()}
+        for p, pst in pids.values():
+            p.restore(pst)
 
 
 def _enable_text(flags: list[bool]) -> str:
@@ -295,7 +307,9 @@ def set_event(events: TraceEvents, tr: "TraceArray", text: str) -> None:
 
 
 def register_event_files(events: TraceEvents, tr: "TraceArray", fs: "PseudoFS") -> None:
-    """events/... and set_event of one trace array."""
+    """events/..., set_event, set_event_pid and set_event_notrace_pid of one trace array."""
+    events.pids[tr] = EventPids(tr)
+    register_event_pid_files(events.pids[tr], fs)
     def enabled(names: list[str]) -> list[bool]:
         return [events.is_enabled(tr, n) for n in names]
 

@@ -217,15 +217,68 @@ def test_event_commands_refuse_bad_input_and_change_nothing(m):
     assert t.read(SWITCH_ENABLE) == "0*\n"
 
 
-def test_an_instance_with_an_event_command_can_be_removed(m):
+def test_an_instance_with_an_event_command_and_pid_lists_can_be_removed(m):
     t = m.tracefs
+    hooks = list(m.code_hooks)
     t.mkdir("instances/foo")
+    t.write("instances/foo/set_event_pid", "1 6")
+    t.write("instances/foo/options/event-fork", "1")
     t.write("instances/foo/set_ftrace_filter", "schedule:enable_event:sched:sched_switch")
     assert t.read("instances/foo/" + SWITCH_ENABLE) == "0*\n"
     assert t.read(SWITCH_ENABLE) == "0\n"                 # the top level's own file
+    assert t.read("set_event_pid") == ""
     m.run(ms=3)
     assert t.read("instances/foo/" + SWITCH_ENABLE) == "1*\n"
     t.rmdir("instances/foo")
     assert t.read("set_ftrace_filter") == "#### all functions enabled ####\n"
-    assert m.tracing.events.enabled["sched_switch"] == []
+    assert m.tracing.events.enabled["sched_switch"] == [] and m.code_hooks == hooks
     m.run(ms=3)
+
+
+def test_set_event_pid_records_only_the_listed_tasks_events(m):
+    """A sched_switch is kept when either side is listed, a sched_wakeup when the waker or
+    the woken task is; any other event by the task running."""
+    t = m.tracefs
+    assert t.read("set_event_pid") == "" and t.read("set_event_notrace_pid") == ""
+    t.write("set_event_pid", "6")                         # ping
+    t.write("set_event", "sched irq")
+    m.run(ms=5)
+    assert t.read("set_event_pid") == "6\n"
+    lines = [line for line in t.read("trace").splitlines() if not line.startswith("#")]
+    assert {"sched_switch", "sched_wakeup"} <= set(events_in(t.read("trace")))
+    for line in lines:
+        runner = line.split("[")[0].strip().rsplit("-", 1)[1]
+        assert (runner == "6" or "prev_pid=6 " in line or "next_pid=6 " in line
+                or "sched_wakeup: comm=ping pid=6 " in line), line
+    assert any(line.split("[")[0].strip() == "init-1" for line in lines)   # init woke ping
+
+
+def test_set_event_notrace_pid_drops_the_listed_tasks_events(m):
+    t = m.tracefs
+    t.write("set_event_notrace_pid", "0")                 # the idle tasks
+    t.write("events/irq/enable", "1")
+    m.run(ms=5)
+    lines = [line for line in t.read("trace").splitlines() if not line.startswith("#")]
+    assert lines and not any("<idle>-0" in line for line in lines)
+    t.write("set_event_notrace_pid", "")                  # a write with no pid clears
+    assert t.read("set_event_notrace_pid") == ""
+    t.write("trace", "")
+    m.run(ms=3)
+    assert any("<idle>-0" in line for line in t.read("trace").splitlines())
+    with pytest.raises(OSError) as e:
+        t.write("set_event_pid", "12 x")
+    assert e.value.errno == errno.EINVAL and t.read("set_event_pid") == ""
+
+
+@pytest.mark.parametrize("fork", [True, False])
+def test_event_fork_lists_the_children_of_listed_tasks_until_they_exit(m, fork):
+    """init (pid 1) spawns ping (6), pong (7) and faulter (8), which is killed by its page
+    fault: with event-fork the children join set_event_pid, and faulter leaves it again."""
+    t = m.tracefs
+    t.write("set_event_pid", "1")
+    t.write("options/event-fork", "1" if fork else "0")
+    m.run_until(lambda: 8 in [m.kernel.task_name(task)[0] for task in m.kernel.tasks()], 100)
+    assert t.read("set_event_pid") == ("1\n6\n7\n8\n" if fork else "1\n")
+    m.run(ms=100)
+    assert "pid 8 (faulter): page fault at 0xdead000" in m.console
+    assert t.read("set_event_pid") == ("1\n6\n7\n" if fork else "1\n")
