@@ -103,10 +103,13 @@ class FuncProbe:
         self.ops = FtraceOps(self._call, private=inst)
 
     def _call(self, ip: int, parent_ip: int, op: FtraceOps, regs: Any) -> None:
-        """function_trace_probe_call: the command's action, on the CPU that hit ``ip``."""
+        """function_trace_probe_call: the command's action, on the CPU that hit ``ip``. A
+        hit on a function no longer attached (a vCPU that entered the trampoline before the
+        probe let go of it) does nothing, as ftrace_func_mapper_find_ip finds no data."""
         tr = self.inst.trace
-        if tr is not None:
-            self.probe_ops.func(tr, self.counts, ip, self.inst.ft.smp_processor_id())
+        if tr is None or (self.probe_ops.counted and ip not in self.counts):
+            return
+        self.probe_ops.func(tr, self.counts, ip, self.inst.ft.smp_processor_id())
 
     def listing(self, name_of: Callable[[int], str]) -> list[str]:
         """``func:cmd:unlimited`` / ``func:cmd:count=N`` per attached function."""
@@ -132,9 +135,16 @@ class FuncProbe:
             raise fs_error(errno.EINVAL, detail=f"{glob!r}: no such function")
         if not added:
             return 0
-        self._move(new)
+        # Each function's data first: the ops fires while _move still runs the machine
+        # (patching, grace periods), and a hit must find it.
         if self.probe_ops.counted:
             self.counts.update(dict.fromkeys(added, count))
+        try:
+            self._move(new)
+        except BaseException:
+            for ip in added:
+                self.counts.pop(ip, None)
+            raise
         if self not in self.inst.probes:
             self.inst.probes.insert(0, self)
         return len(added)

@@ -213,6 +213,17 @@ def test_traceoff_counts_only_the_hits_that_turned_tracing_off(m):
     assert m.tracefs.read("set_ftrace_filter") == ALL and m.ftrace.ops_list == []
 
 
+def test_a_late_hit_on_a_function_a_counted_command_let_go_of_does_nothing(m):
+    """A vCPU that entered the trampoline before ``!schedule:traceoff`` and calls the
+    probe afterwards (it found no count: a KeyError ended ``ftemu mount``'s guest)."""
+    m.tracefs.write("set_ftrace_filter", "schedule:traceoff:3\n")
+    probe = m.ftrace.instances.top.probes[0]
+    ip = m.symbol_address("schedule")
+    m.tracefs.write("set_ftrace_filter", "!schedule:traceoff:0\n")
+    probe._call(ip, 0, probe.ops, None)
+    assert m.tracefs.read("tracing_on") == "1\n"
+
+
 def test_dump_fires_once_cpudump_every_time_and_stacktrace_counts(m):
     tr = m.ftrace.instances.top.trace = RecordingTrace()
     m.tracefs.write("set_ftrace_filter", "schedule:dump\nschedule:cpudump\n"
