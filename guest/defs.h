@@ -297,6 +297,9 @@ void smp_reschedule_interrupt(void);
 void flush_smp_call_function_queue(void);
 void secondary_percpu_early(int cpu);
 
+// requester.c
+void requester_poll(void);
+
 // hotplug.c
 extern volatile int hotplug_pending;
 void hotplug_init(void);

@@ -64,6 +64,7 @@ noinline void timer_interrupt(struct pt_regs *regs)
 	if (smp_processor_id() == 0) {
 		jiffies++;
 		hotplug_poll();
+		requester_poll();
 	}
 	timer_tick_check();
 	scheduler_tick();

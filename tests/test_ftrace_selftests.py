@@ -41,10 +41,6 @@ NOT_APPLICABLE = {
 }
 # Scripts that apply but fail today, with the reason; the rest must pass.
 BLOCKED = {
-    "func_traceonoff_triggers.tc": "it expects sched events in trace within the few ms between "
-                                   "two shell commands; on Linux the shell's own processes make "
-                                   "them, here the shell is a host process (it passes when the "
-                                   "guest happens to switch tasks in that window)",
     "fgraph-filter-stack.tc": "the stack tracer is not in ftemu yet",
     "fgraph-profiler.tc": "the function profiler is not in ftemu yet",
     "func_profiler.tc": "the function profiler is not in ftemu yet",
@@ -55,7 +51,8 @@ BLOCKED = {
 
 EXPECTED_PASS: set[str] = {"fgraph-filter.tc", "fgraph-multi.tc", "func-filter-glob.tc",
                            "func_cpumask.tc", "func_hotplug.tc", "func_set_ftrace_file.tc"}
-EXPECTED_PASS |= {"func_event_triggers.tc"}      # the events' soft mode (event_enable.py)
+EXPECTED_PASS |= {"func_event_triggers.tc",       # the events' soft mode (event_enable.py)
+                  "func_traceonoff_triggers.tc"}  # its shell's opens run as a guest task (requester)
 # The guest's hotplugd takes its highest CPU down and up every 50 ms by default (a stress
 # feature of ftemu's guest, not something a kernel does): #P in trace's header would change
 # between two reads that func_traceonoff_triggers compares, and func_hotplug's own hotplug

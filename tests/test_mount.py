@@ -48,6 +48,15 @@ def test_filters_from_bash_take_effect_before_the_next_command(mounted):
         "#### all functions enabled ####\n"
 
 
+def test_a_process_opening_a_file_is_a_guest_task_in_the_trace(mounted):
+    """As on Linux, where ``grep ... trace`` is itself scheduled before it reads: the guest's
+    requester task, named after the process, runs for each open."""
+    r = sh(mounted, "echo 1 > events/sched/enable && grep -c 'prev_comm=grep' trace; "
+                    "echo 0 > events/sched/enable; echo > trace")
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) >= 1
+
+
 def test_reads_agree_whatever_the_read_size(mounted):
     r = sh(mounted, "echo '*lock*' > set_ftrace_filter; cat set_ftrace_filter | md5sum; "
                     "dd if=set_ftrace_filter bs=1 2>/dev/null | md5sum; "

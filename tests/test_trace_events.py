@@ -282,3 +282,24 @@ def test_event_fork_lists_the_children_of_listed_tasks_until_they_exit(m, fork):
     m.run(ms=100)
     assert "pid 8 (faulter): page fault at 0xdead000" in m.console
     assert t.read("set_event_pid") == ("1\n6\n7\n" if fork else "1\n")
+
+
+def test_traceon_and_traceoff_commands_act_while_only_events_record(m):
+    """No function tracer: the commands' own probes still see schedule() and switch the
+    recording of events off and on."""
+    t = m.tracefs
+    t.write("events/sched/enable", "1")
+    assert t.read("current_tracer") == "nop\n"
+    t.write("set_ftrace_filter", "schedule:traceoff")
+    m.run(ms=5)
+    assert t.read("tracing_on") == "0\n"
+    frozen = t.read("trace")
+    assert switches(t) > 0
+    m.run(ms=5)
+    assert t.read("trace") == frozen                      # nothing recorded while off
+    t.write("set_ftrace_filter", "!schedule:traceoff", append=True)
+    t.write("set_ftrace_filter", "schedule:traceon:1")
+    assert t.read("tracing_on") == "0\n"
+    m.run(ms=5)
+    assert t.read("tracing_on") == "1\n" and t.read("trace") != frozen
+    assert t.read("set_ftrace_filter").endswith("schedule:traceon:count=0\n")

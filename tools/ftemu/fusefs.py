@@ -43,9 +43,11 @@ class FuseView:
     use_ns = True
 
     def __init__(self, fs: PseudoFS, cv: threading.Condition,
-                 interrupted: Callable[[], bool]) -> None:
+                 interrupted: Callable[[], bool],
+                 on_open: Callable[[], None] | None = None) -> None:
         self.fs, self.cv = fs, cv
         self._interrupted = interrupted
+        self._on_open = on_open            # before each open, under the lock (requester.py)
         self.stopping = False
         self.handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -108,6 +110,8 @@ class FuseView:
     # ---- open files ---------------------------------------------------------------
     def open(self, path: str, fi: Any) -> int:
         with self.cv:
+            if self._on_open is not None:
+                self._on_open()
             h = self.fs.open(path, fi.flags)
             fh, self._next_fh = self._next_fh, self._next_fh + 1
             self.handles[fh] = h

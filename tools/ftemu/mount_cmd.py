@@ -1,6 +1,7 @@
 """``ftemu mount DIR``: boot the guest and serve its files through FUSE as a guest root
 (DIR/sys/kernel/tracing, DIR/proc, DIR/sys/devices/system/cpu) while the guest runs in the
-background, paced to the wall clock. Foreground until SIGINT/SIGTERM/SIGHUP or
+background, paced to the wall clock; the host processes that open its files are a guest task
+(requester.py). Foreground until SIGINT/SIGTERM/SIGHUP or
 ``fusermount3 -u DIR``; then the mount is gone and the exit status is 0.
 
 Threads: FUSE's loop runs in its own thread (libfuse serves requests on several more); the
@@ -25,6 +26,7 @@ from emu import EmuError, Machine
 from .fusefs import FuseView, load_fuse
 from .kmod_control import ControlServer
 from .options import UsageError, add_command, add_machine_options, make_machine
+from .requester import Requester
 
 SLICE_MS = 5                  # guest time run per lock hold: the latency a request can see
 MAX_LAG_S = 0.2               # behind the wall clock by more: forget the debt, don't race
@@ -77,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     mfusepy = load_fuse()
     m = make_machine(args)
     cv = threading.Condition(threading.RLock())
-    view = FuseView(m.fs, cv, lambda: bool(mfusepy._libfuse.fuse_interrupted()))
+    requester = Requester(m)
+    view = FuseView(m.fs, cv, lambda: bool(mfusepy._libfuse.fuse_interrupted()),
+                    on_open=lambda: requester.run_for(mfusepy.fuse_get_context()[2]))
     runner = PacedRunner(m, cv)
     failure: list[BaseException] = []
     stop_signal: list[int] = []
