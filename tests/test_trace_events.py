@@ -134,7 +134,8 @@ def test_an_instance_removed_while_a_vcpu_writes_its_event_is_freed_only_after(m
         m.run(ms=1)
     t.mkdir("instances/bar")
     t.write("instances/bar/events/sched/enable", "1")
-    m.run(ms=5)
+    m.quantum = 20000
+    m.run(ms=50)
     assert set(events_in(t.read("instances/bar/trace"))) == {"sched_switch", "sched_wakeup"}
 
 
