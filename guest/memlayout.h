@@ -44,6 +44,7 @@
 #define BP_CMDLINE          0x100   // char[BP_CMDLINE_MAX], NUL-terminated
 #define BP_CMDLINE_MAX      256
 #define NCPU                8
+#define NTASK               64          // task slots, not counting idle tasks
 
 // ---- segments (Linux's GDT layout) -----------------------------------------
 #define KERNEL_CS           0x10

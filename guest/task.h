@@ -13,7 +13,6 @@
 #define TASK_NORMAL             (TASK_INTERRUPTIBLE | TASK_UNINTERRUPTIBLE)
 #define TASK_DEAD               0x80
 
-#define NTASK                   32      // task slots, not counting idle tasks
 #define TASK_COMM_LEN           16
 #define TIMESLICE_TICKS         4       // ticks before a busy task yields to waiters
 
