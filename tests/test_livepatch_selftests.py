@@ -6,10 +6,10 @@ headers. The scripts' dmesg transcripts are compared line for line by their own
 check_result, so a pass means the guest's klp said exactly what Linux 6.1 says.
 
 The sources come from Debian's linux-source-6.1 package (.ci/run installs it), extracted once
-into ~/.cache/ftemu; nothing of them enters the project. Each script gets its own shell (a
-fresh guest), as a failing script would leave modules behind for the next. The scripts need
-root: /sys/kernel, /sys/module, /dev/kmsg and /proc/* are the guest's only in the shell's
-private mount namespace.
+into ~/.cache/ftemu; nothing of them enters the project. The scripts run one after the other
+in one shell and one guest, as kselftest runs them in one kernel. They need root:
+/sys/kernel, /sys/module, /dev/kmsg and /proc/* are the guest's only in the shell's private
+mount namespace.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ SCRIPTS = ["test-livepatch.sh", "test-callbacks.sh", "test-shadow-vars.sh", "tes
 # Scripts that fail today, with the reason; the rest must pass.
 BLOCKED: dict[str, str] = {}
 KSFT_SKIP = 4
-SCRIPT_TIMEOUT_S = 600     # seconds on a quiet machine; loop_until gives up after 60 s
+SHELL_TIMEOUT_S = 900      # about a minute on a quiet machine; loop_until gives up after 60 s
 
 
 @pytest.fixture(scope="module")
@@ -61,12 +61,19 @@ def shell_ready(require_tool) -> None:
                     "scripts themselves check id -u)")
 
 
-def run_script(tree: Path, script: str) -> subprocess.CompletedProcess:
-    """``ftemu shell --module-dir lib/livepatch -c 'bash SCRIPT'``: its status and output."""
-    path = tree / "tools/testing/selftests/livepatch" / script
-    return subprocess.run([*FTEMU, "shell", "--module-dir", str(tree / "lib/livepatch"),
-                           "-c", f"bash {path}"], capture_output=True, text=True,
-                          timeout=SCRIPT_TIMEOUT_S)
+@pytest.fixture(scope="module")
+def results(kernel_tree, shell_ready, tmp_path_factory) -> dict[str, tuple[int, str]]:
+    """Every script run in one ``ftemu shell``, one after the other in one guest, as
+    ``make run_tests`` runs them in one kernel: script -> (exit status, its output)."""
+    out = tmp_path_factory.mktemp("livepatch-selftests")
+    here = kernel_tree / "tools/testing/selftests/livepatch"
+    loop = "; ".join(f"bash {here / s} > {out / s}.out 2>&1; echo $? > {out / s}.rc"
+                     for s in SCRIPTS)
+    r = subprocess.run([*FTEMU, "shell", "--module-dir", str(kernel_tree / "lib/livepatch"),
+                        "-c", loop], capture_output=True, text=True, timeout=SHELL_TIMEOUT_S)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return {s: (int((out / f"{s}.rc").read_text()), (out / f"{s}.out").read_text())
+            for s in SCRIPTS}
 
 
 def test_every_script_is_run(kernel_tree):
@@ -75,13 +82,12 @@ def test_every_script_is_run(kernel_tree):
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_kernel_livepatch_selftest(kernel_tree, shell_ready, script):
+def test_kernel_livepatch_selftest(results, script):
     """Exit status 0 and every TEST line 'ok'; a skip (status 4: a module that could not be
     found or built) is a failure too, since every module is there."""
-    r = run_script(kernel_tree, script)
-    tests = [ln for ln in r.stdout.splitlines() if ln.startswith("TEST: ")]
-    ok = r.returncode == 0 and tests and all(ln.endswith(" ... ok") for ln in tests)
+    status, output = results[script]
+    tests = [ln for ln in output.splitlines() if ln.startswith("TEST: ")]
+    ok = status == 0 and tests and all(ln.endswith(" ... ok") for ln in tests)
     if not ok and script in BLOCKED:
         pytest.xfail(BLOCKED[script])
-    assert ok, f"status {r.returncode}{' (skipped)' if r.returncode == KSFT_SKIP else ''}\n" \
-               f"{r.stdout[-4000:]}\n{r.stderr[-3000:]}"
+    assert ok, f"status {status}{' (skipped)' if status == KSFT_SKIP else ''}\n{output[-5000:]}"
