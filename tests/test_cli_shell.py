@@ -60,10 +60,12 @@ cat /proc/cmdline
 lsmod
 cat /sys/module/klp_cmdline/refcnt
 rmmod klp_cmdline
+modprobe -r klp_cmdline
 echo 0 > /sys/kernel/livepatch/klp_cmdline/enabled
 while [ -e /sys/kernel/livepatch/klp_cmdline ]; do sleep 0.1; done
 rmmod klp_cmdline && echo removed
 rmmod klp_cmdline
+modprobe -r klp_cmdline && echo "not loaded: fine for modprobe -r"
 modprobe nosuch
 insmod /nonexistent.ko
 dmesg -t | grep -e klp_cmdline -e 'modprobe'
@@ -83,6 +85,7 @@ def test_module_commands_act_on_the_guest(require_tool):
         "klp_cmdline             8192  1",
         "1",
         "removed",
+        "not loaded: fine for modprobe -r",
         "% modprobe klp_cmdline",
         "livepatch: enabling patch 'klp_cmdline'",
         "livepatch: 'klp_cmdline': initializing patching transition",
@@ -95,6 +98,7 @@ def test_module_commands_act_on_the_guest(require_tool):
         "livepatch: 'klp_cmdline': unpatching complete"]
     assert r.stderr.splitlines() == [
         "rmmod: ERROR: Module klp_cmdline is in use",
+        "modprobe: FATAL: Module klp_cmdline is in use.",
         "rmmod: ERROR: Module klp_cmdline is not currently loaded",
         f"modprobe: FATAL: Module nosuch not found in directory {MODULES}",
         "insmod: ERROR: could not load module /nonexistent.ko: No such file or directory"]

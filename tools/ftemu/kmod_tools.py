@@ -154,14 +154,8 @@ def insmod(argv: list[str]) -> int:
     return 0
 
 
-def remove(name: str, prefix: str) -> None:
-    """delete_module with kmod's checks and words first (not loaded, in use)."""
-    name = module_name(Path(name))
-    mods = loaded_modules()
-    if name not in mods:
-        raise CommandError(f"{prefix}Module {name} is not currently loaded")
-    if mods[name]:
-        raise CommandError(f"{prefix}Module {name} is in use")
+def delete(name: str, prefix: str) -> None:
+    """delete_module, with kmod's words for its failure."""
     try:
         call("delete_module", name=name)
     except OSError as e:
@@ -169,11 +163,35 @@ def remove(name: str, prefix: str) -> None:
             from None
 
 
+def rmmod_one(name: str) -> None:
+    """rmmod's checks first, as kmod's: not loaded, in use."""
+    name = module_name(Path(name))
+    mods = loaded_modules()
+    if name not in mods:
+        raise CommandError(f"ERROR: Module {name} is not currently loaded")
+    if mods[name]:
+        raise CommandError(f"ERROR: Module {name} is in use")
+    delete(name, "ERROR: ")
+
+
+def modprobe_remove(name: str) -> None:
+    """modprobe -r: a module that is not loaded is fine if it exists; in use is FATAL."""
+    mods = loaded_modules()
+    loaded = module_name(Path(name))
+    if loaded not in mods:
+        if find_module(name) is None:
+            raise not_found(name)
+        return
+    if mods[loaded]:
+        raise CommandError(f"FATAL: Module {loaded} is in use.")
+    delete(loaded, "FATAL: ")
+
+
 def rmmod(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="rmmod", description="Remove modules from the guest.")
     p.add_argument("modulename", nargs="+")
     for name in p.parse_args(argv).modulename:
-        remove(name, "ERROR: ")
+        rmmod_one(name)
     return 0
 
 
@@ -190,7 +208,7 @@ def modprobe(argv: list[str]) -> int:
     if a.remove:
         for name in [a.modulename, *a.args]:
             if not a.dry_run:
-                remove(name, "FATAL: ")
+                modprobe_remove(name)
         return 0
     path = find_module(a.modulename)
     if path is None:
