@@ -99,7 +99,7 @@ void klp_copy_process(struct task *child);
 extern u64 *kernel_pml4;
 void kvm_init(void);
 u64 *pml4_alloc(void);
-int uvm_map(u64 *pml4, u64 va, u64 size, const void *src, u64 srclen);
+int uvm_map(u64 *pml4, u64 va, u64 size, const void *src, u64 srclen, int nx);
 void pml4_free(u64 *pml4);
 int access_ok(const void *uaddr, u64 len);
 int copy_from_user(void *dst, const void *usrc, u64 len);

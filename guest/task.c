@@ -121,9 +121,9 @@ static u64 *load_program(const char *name, u64 *code_size)
 	if (!pml4)
 		return NULL;
 	*code_size = PGROUNDUP(size + 1);
-	if (uvm_map(pml4, USER_CODE_VA, *code_size, bin, size) < 0 ||
+	if (uvm_map(pml4, USER_CODE_VA, *code_size, bin, size, 0) < 0 ||
 	    uvm_map(pml4, USER_STACK_TOP - USER_STACK_PAGES * PGSIZE,
-		    USER_STACK_PAGES * PGSIZE, NULL, 0) < 0) {
+		    USER_STACK_PAGES * PGSIZE, NULL, 0, 1) < 0) {
 		pml4_free(pml4);
 		return NULL;
 	}

@@ -96,8 +96,9 @@ static pte_t *walk(u64 *pml4, u64 va, int alloc)
 	return &table[PX(1, va)];
 }
 
-// Map size bytes of fresh user pages at va, filled from src (srclen bytes) then zeros.
-int uvm_map(u64 *pml4, u64 va, u64 size, const void *src, u64 srclen)
+// Map size bytes of fresh user pages at va, filled from src (srclen bytes) then zeros;
+// nx: not executable (stacks: a store to a page Unicorn may execute takes its slow path).
+int uvm_map(u64 *pml4, u64 va, u64 size, const void *src, u64 srclen, int nx)
 {
 	for (u64 off = 0; off < size; off += PGSIZE) {
 		pte_t *pte = walk(pml4, va + off, 1);
@@ -108,7 +109,7 @@ int uvm_map(u64 *pml4, u64 va, u64 size, const void *src, u64 srclen)
 			panic("uvm_map: remap %lx", va + off);
 		if (off < srclen)
 			memcpy(page, (const u8 *)src + off, srclen - off < PGSIZE ? srclen - off : PGSIZE);
-		*pte = V2P(page) | PTE_P | PTE_W | PTE_U;
+		*pte = V2P(page) | PTE_P | PTE_W | PTE_U | (nx ? PTE_NX : 0);
 	}
 	return 0;
 }
