@@ -469,12 +469,15 @@ class VCpu:
         return top - L.IST_STACK_SIZE <= self.stack_pointer() < top
 
     def deliver_pending(self) -> None:
-        """Take pending STARTUP, NMI and (if IF=1) the highest pending vector."""
+        """Take pending STARTUP, NMI and (if IF=1) the highest pending vector; nothing but
+        STARTUP while RIP is in code that holds interrupts (``Machine.hold_interrupts_in``)."""
         apic = self.apic
         if self.startup_pending and self.state in (STOPPED, PARKED):
             self.startup_pending = False
             self.machine.start_ap(self)
         if self.state == STOPPED:
+            return
+        if (apic.nmi_pending or apic.irr) and self.state == RUNNING and self.machine.holds_interrupts(self.rip()):
             return
         if apic.nmi_pending and not self.nmi_blocked():
             apic.nmi_pending = False

@@ -106,6 +106,7 @@ class Machine(CallbackContext):
         self.nmi_period = nmi_period
         self._ctrlc = DeferredCtrlC()
         self._next_nmi = self.nmi_period or NEVER
+        self.interrupt_holds: list[tuple[int, int]] = []
         self.exit_code: int | None = None
         self._exit_cpu: VCpu | None = None
         self.serial = Serial16550()
@@ -178,6 +179,16 @@ class Machine(CallbackContext):
         self.code_hooks.append(entry)
         handles = [(c, c.add_code_hook(addr, fn)) for c in getattr(self, "cpus", [])]
         return CodeHook(self, entry, handles)
+
+    def hold_interrupts_in(self, start: int, end: int) -> None:
+        """Host-generated guest code in [start, end) runs as if interrupts and NMIs were off:
+        a vCPU whose slice ends there takes what is pending at a later slice end, as a vCPU
+        with IF=0 does. For code that must not be interrupted half-way (the tracers' event
+        writes) and cannot afford cli/popfq (popfq leaves Unicorn's translated code)."""
+        self.interrupt_holds.append((start, end))
+
+    def holds_interrupts(self, rip: int) -> bool:
+        return any(start <= rip < end for start, end in self.interrupt_holds)
 
     def sync_cores(self, burst: int = 64) -> None:
         """Serialize every other vCPU, as the kernel's sync_core IPI does; since vCPUs really

@@ -120,6 +120,8 @@ class Tracing:
             raise RuntimeError("tracer guest code outgrew its block")
         self.pages.write(base, bytes(b.code))
         m.invalidate_code(base, len(b.code))
+        # Event writes are atomic to interrupts and NMIs, without cli/popfq on the fast paths.
+        m.hold_interrupts_in(base, base + CODE_SIZE)
         # Grace periods (rcu_tasks) must see a vCPU inside an event probe or return_to_handler.
         self.ft.x86.code_ranges.append((base, base + CODE_SIZE))
         # Where host-written messages say they come from: trace_marker entries (the kernel's

@@ -315,3 +315,55 @@ def test_the_kernel_staples_tutorials_filter_on_run_within_a_second():
     seen = {line.split(": ")[1].split(" <-")[0] for line in lines(tfs.read("trace"))}
     assert {"mutex_lock", "mutex_unlock", "console_lock", "console_unlock", "sched_clock",
             "local_clock", "rcu_sched_clock_irq", "spin_lock_irqsave"} <= seen
+
+
+def raw_pages(m: Machine, cpu: int = 0) -> list[bytes]:
+    """Every page trace_pipe_raw gives for ``cpu`` until it has no more."""
+    h = m.tracefs.open(f"per_cpu/cpu{cpu}/trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK)
+    out = []
+    try:
+        while True:
+            out.append(h.read(4096, 0))
+    except BlockingIOError:
+        return out
+    finally:
+        h.release()
+
+
+@pytest.mark.parametrize("tracer,setting", [("function", ("set_ftrace_notrace_pid", "30000")),
+                                            ("function_graph", ("max_graph_depth", "40"))])
+def test_the_fast_path_writes_the_pages_the_general_code_writes(tracer, setting):
+    """The tracers' common case has a short path of its own; the same calls recorded through
+    the general code (a pid filter that leaves nobody out, a depth limit nobody reaches)
+    give the same ring-buffer pages byte for byte, page ends included (the counter clock
+    makes the times the same too)."""
+    def record(general: bool) -> list[bytes]:
+        m = booted()
+        t = m.tracefs
+        m.ftrace.ftrace_set_filter(m.tracing.top.ops, "bench_fib", True)
+        t.write("trace_clock", "counter")
+        if general:
+            t.write(*setting)
+        t.write("current_tracer", tracer)
+        t.write("trace", "")
+        m.call("bench_fib", 16)
+        return raw_pages(m)
+    fast = record(False)
+    assert len(fast) > 4
+    assert fast == record(True)
+
+
+def test_an_interrupt_or_nmi_due_during_an_event_write_is_taken_after_it():
+    """The machine holds interrupts and NMIs while a vCPU is inside the tracers' code, as if
+    interrupts were off there: with slices ending every ~100 instructions and an NMI every
+    10 us, no event is dropped, and the NMI handler's own calls are recorded."""
+    m = Machine(cpus=2, quantum=97, nmi_period_ms=0.01)
+    m.boot()
+    t = m.tracefs
+    t.write("current_tracer", "function")
+    t.write("trace", "")
+    m.run(ms=1)
+    t.write("tracing_on", "0")
+    for cpu in range(2):
+        assert "\ndropped events: 0\n" in t.read(f"per_cpu/cpu{cpu}/stats")
+    assert any(line[33] in "zZ" for line in lines(t.read("trace")))

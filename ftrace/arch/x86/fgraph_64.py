@@ -13,7 +13,8 @@ Shadow stacks are per task (a page each, found through a table indexed by the ta
 in idle_tasks[] and tasks[]); an entry belongs to a task, so context switches, interrupts
 and NMIs nest correctly. Slots are reserved before they are filled and read before they
 are released, so an NMI arriving in between only uses the slots above. A slot reused by a
-new task (another pid) starts with an empty stack. Interrupts are off while the code runs.
+new task (another pid) starts with an empty stack. Interrupts and NMIs are held while the
+code runs (trace_64's docstring).
 """
 from __future__ import annotations
 
@@ -288,6 +289,20 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
     its frame and takes ftrace_return_to_handler. The entry is released only after the
     event is written (an NMI meanwhile pushes above it)."""
     general = b.labels["ftrace_return_to_handler"]
+    write, tail = write_fast(48, TRACE_GRAPH_RET, f"""
+        mov rcx, qword ptr [r10 + {ENT_FUNC}]
+        mov qword ptr [rax + 8], rcx
+        mov rcx, qword ptr [rsp + 16]
+        mov qword ptr [rax + 16], rcx
+        mov rcx, r10
+        sub rcx, rsi
+        sub rcx, {SS_ENTRIES}
+        shr rcx, 5
+        mov dword ptr [rax + 24], ecx
+        mov dword ptr [rax + 28], 0
+        mov rcx, qword ptr [r10 + {ENT_CALLTIME}]
+        mov qword ptr [rax + 32], rcx
+        mov qword ptr [rax + 40], rdx""")
     # Frame: [rsp] flags, rdx, rax (the return value), then the real return address.
     b.label("return_to_handler")
     b.emit(f"""
@@ -295,7 +310,6 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
         push rax
         push rdx
         pushfq
-        cli
         mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_page(idle, tasks, table, "79f") + f"""
         mov rcx, qword ptr [r10 + {SS_CURR}]
         cmp rcx, 1
@@ -315,32 +329,19 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
         mov dword ptr [rdi + {RB_NEST}], 1
         test dword ptr [r8 + {TR_CLOCK}], {CLOCK_COUNTER}
         jnz 60f""" + clock_read(CLOCK_LOCAL, clock_data) + """
-    61:""" + write_fast(48, TRACE_GRAPH_RET, f"""
-        mov rcx, qword ptr [r10 + {ENT_FUNC}]
-        mov qword ptr [rax + 8], rcx
-        mov rcx, qword ptr [rsp + 16]
-        mov qword ptr [rax + 16], rcx
-        mov rcx, r10
-        sub rcx, rsi
-        sub rcx, {SS_ENTRIES}
-        shr rcx, 5
-        mov dword ptr [rax + 24], ecx
-        mov dword ptr [rax + 28], 0
-        mov rcx, qword ptr [r10 + {ENT_CALLTIME}]
-        mov qword ptr [rax + 32], rcx
-        mov qword ptr [rax + 40], rdx""") + f"""
+    61:""" + write + f"""
         dec qword ptr [rsi + {SS_CURR}]
-        popfq
+        add rsp, 8
         pop rdx
         pop rax
         ret
     60:""" + clock_read(CLOCK_COUNTER, clock_data) + f"""
         jmp 61b
-    79: popfq
+    79: add rsp, 8
         pop rdx
         pop rax
         add rsp, 8
-        jmp {general}""")
+        jmp {general}""" + tail)
     b.align()
 
 
@@ -363,6 +364,10 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         cmp r11, 1
         sbb rax, rax
         or rcx, rax"""
+    write, tail = write_fast(24, TRACE_GRAPH_ENT, """
+        mov qword ptr [rax + 8], rsi
+        mov dword ptr [rax + 16], r10d
+        mov dword ptr [rax + 20], 0""")
     for clock_id, name in FAST_CLOCKS.items():
         b.label(f"function_graph_entry_{name}")
         b.emit("""
@@ -380,8 +385,7 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         mov rdi, r9
         mov r9, qword ptr [r11 + {PT_REGS_OFFSET['sp']}]
         mov dword ptr [rdi + {RB_NEST}], 1
-        pushfq
-        cli""" + clock_read(clock_id, clock_data) + f"""
+        pushfq""" + clock_read(clock_id, clock_data) + f"""
         mov rcx, qword ptr [r10 + {SS_CURR}]
         lea rax, [rcx + 1]
         mov qword ptr [r10 + {SS_CURR}], rax
@@ -395,12 +399,9 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         mov qword ptr [r11 + {ENT_CALLTIME}], rdx
         mov qword ptr [r11 + {ENT_TR}], r8
         movabs rax, {handler}
-        mov qword ptr [r9], rax""" + write_fast(24, TRACE_GRAPH_ENT, """
-        mov qword ptr [rax + 8], rsi
-        mov dword ptr [rax + 16], r10d
-        mov dword ptr [rax + 20], 0""") + f"""
-        popfq
+        mov qword ptr [r9], rax""" + write + f"""
+        add rsp, 8
         ret
     79: mov rcx, r11
-        jmp {general}""")
+        jmp {general}""" + tail)
         b.align()

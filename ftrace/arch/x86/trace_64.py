@@ -8,9 +8,11 @@ Register contracts, as comments above each entry point in the kernel:
 - ``function_trace_call(ip, parent_ip, op, fregs)`` with r8 = the trace_array: a plain C-ABI
   ftrace callback reached through a per-trace-array thunk (``function_trace_thunk``) that
   loads r8, since op's private belongs to the ftrace files. Writes one TRACE_FN event into this CPU's buffer with the
-  latency flags of the guest's real state. Interrupts are off while it writes (so an irq
-  cannot interleave a half-written event); an NMI that arrives inside a write finds the
-  buffer's nest flag set and its event is counted as dropped instead.
+  latency flags of the guest's real state. The machine holds interrupts and NMIs while a
+  vCPU is in this code (``Machine.hold_interrupts_in``), so nothing interleaves a
+  half-written event on its CPU without the cost of cli/popfq; a host ``Machine.call`` on a
+  vCPU stopped inside a write finds the buffer's nest flag set and its event is counted as
+  dropped instead.
 
 struct trace_array (TR_*), as this code reads it: the per-CPU ring_buffer_per_cpu array,
 tracing_on, the clock id and tracing_cpumask.
@@ -367,23 +369,24 @@ HAS_TASK = f"""
         or rcx, rax"""                  # fast_gate's extra: refused while the CPU has no task
 
 
-def write_fast(length: int, type_id: int, fill: str) -> str:
+def write_fast(length: int, type_id: int, fill: str) -> tuple[str, str]:
     """Reserve, fill and commit a ``length``-byte event of ``type_id`` in buffer rdi (nest
     flag taken, flags pushed) at time rdx: ``reserve_fast``, or the whole ``reserve`` out of
     line when the tail page must be started or closed or the delta needs a TIME_EXTEND (the
     clock is read once either way). ``fill`` stores the payload but its first word at rax
     (rsi, r10 and callee-saved registers survive until then). Then clears the nest flag;
-    clobbers rax, rcx, rdx, r8, r9, r11."""
-    return reserve_fast(length, "80f") + f"""
+    clobbers rax, rcx, rdx, r8, r9, r11. Returns the inline code, which falls through, and
+    the out-of-line part, to be placed where nothing falls into it (a jump over it would
+    end a translation block)."""
+    inline = reserve_fast(length, "80f") + f"""
     81:""" + fill + trace_ctx(type_id, has_task=True) + f"""
         mov qword ptr [rax], rcx""" + COMMIT + f"""
-    85: mov dword ptr [rdi + {RB_NEST}], 0
-        jmp 86f
-    80:""" + reserve(length) + f"""
+    85: mov dword ptr [rdi + {RB_NEST}], 0"""
+    return inline, f"""
+    80:""" + reserve(length) + """
         test rax, rax
         jnz 81b
-        jmp 85b
-    86:"""
+        jmp 85b"""
 
 
 def emit_function_trace_call(b: CodeBuilder, clock_data: int) -> None:
@@ -411,18 +414,18 @@ def emit_function_trace_call(b: CodeBuilder, clock_data: int) -> None:
     b.align()
     general = b.labels["function_trace_call"]
     for clock_id, name in FAST_CLOCKS.items():
+        write, tail = write_fast(24, TRACE_FN, """
+        mov qword ptr [rax + 8], rsi
+        mov qword ptr [rax + 16], r10""")
         b.label(f"function_trace_call_{name}")
         b.emit(fast_gate("r8", str(general), HAS_TASK) + f"""
         mov r10, rsi
         mov rsi, rdi
         mov rdi, r9
         mov dword ptr [rdi + {RB_NEST}], 1
-        pushfq
-        cli""" + clock_read(clock_id, clock_data) + write_fast(24, TRACE_FN, """
-        mov qword ptr [rax + 8], rsi
-        mov qword ptr [rax + 16], r10""") + """
-        popfq
-        ret""")
+        pushfq""" + clock_read(clock_id, clock_data) + write + """
+        add rsp, 8
+        ret""" + tail)
         b.align()
 
 
