@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 from .arch.x86.fgraph_64 import (FTRACE_RETFUNC_DEPTH, GRAPH_NO_IRQS, TRACE_GRAPH_ENT,
                                  TRACE_GRAPH_RET)
-from .flags import FtraceOpsFlags as FL
 from .trace import Tracer
 from .trace_output import TraceEntry, TraceFormatter, trace_find_mark
 
@@ -28,8 +27,9 @@ _ret = struct.Struct("<QQiIQQ")
 
 
 class FunctionGraphTracer(Tracer):
-    """function_graph: ``tr.ops`` registered with SAVE_REGS (regs->sp locates the return
-    address to hijack) and the array's thunk to function_graph_entry."""
+    """function_graph: ``tr.ops`` registered with the array's thunk to function_graph_entry.
+    No SAVE_REGS: the guest code finds the return address to hijack through the plain
+    trampoline's frames (a pt_regs costs about as much as the rest of an entry)."""
 
     name = "function_graph"
 
@@ -38,16 +38,10 @@ class FunctionGraphTracer(Tracer):
         tr.sync_graph_settings()
         tr.graph_used = True
         tr.ops.func = tr.graph_callback
-        tr.ops.flags |= FL.SAVE_REGS
-        try:
-            tr.tracing.ft.register_ftrace_function(tr.ops)
-        except BaseException:
-            tr.ops.flags &= ~FL.SAVE_REGS
-            raise
+        tr.tracing.ft.register_ftrace_function(tr.ops)
 
     def reset(self, tr: "TraceArray") -> None:
         tr.tracing.ft.unregister_ftrace_function(tr.ops)
-        tr.ops.flags &= ~FL.SAVE_REGS
 
 
 def graph_flags(tr: "TraceArray") -> int:

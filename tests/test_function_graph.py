@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from emu import Machine
+from ftrace import FTRACE_OPS_FL_SAVE_REGS, FtraceOps
 from ftrace.ring_buffer import decode_page
 from ftrace.trace_output import parse_entry
 
@@ -113,3 +114,35 @@ def test_switching_tracers_starts_from_an_empty_buffer():
     assert m.tracefs.read("trace").splitlines()[4:] == []
     m.call("kalloc")
     assert m.tracefs.read("trace").splitlines()[4].endswith("|  kalloc();")
+
+
+FUNCS = ("kalloc", "kfree", "free_page")
+
+
+def test_the_hijacked_return_is_found_through_every_kind_of_trampoline():
+    """function_graph alone on its functions (a private trampoline without pt_regs), with a
+    second ops on them (the list function) and with one that wants regs (ftrace_regs_caller,
+    so the list function passes pt_regs): the return addresses are found each time and the
+    trace is the same."""
+    def graph(other_flags: int | None) -> str:
+        m = Machine(cpus=1)
+        m.boot()
+        seen = []
+        if other_flags is not None:
+            ops = FtraceOps(lambda ip, parent, op, regs: seen.append(regs is not None), other_flags)
+            for i, name in enumerate(FUNCS):
+                m.ftrace.ftrace_set_filter(ops, name, i == 0)
+            m.ftrace.register_ftrace_function(ops)
+        for i, name in enumerate(FUNCS):
+            m.ftrace.ftrace_set_filter(m.tracing.top.ops, name, i == 0)
+        m.tracefs.write("trace_clock", "counter")
+        m.tracefs.write("current_tracer", "function_graph")
+        seen.clear()
+        m.call("kfree", m.call("kalloc"))
+        assert set(seen) == ({other_flags == FTRACE_OPS_FL_SAVE_REGS} if seen else set())
+        assert len(seen) == (0 if other_flags is None else 3)
+        return m.tracefs.read("trace")
+    alone = graph(None)
+    assert "kalloc();" in alone and "free_page();" in alone and "kfree() {" in alone
+    assert graph(0) == alone
+    assert graph(FTRACE_OPS_FL_SAVE_REGS) == alone

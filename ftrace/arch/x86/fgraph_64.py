@@ -2,8 +2,8 @@
 return_to_handler), generated at run time.
 
 - ``function_graph_entry(ip, parent_ip, op, regs)`` with r8 = the trace_array (reached
-  through the array's thunk; the ops has SAVE_REGS so regs->sp locates the return address):
-  pushes {return address, func, calltime, trace_array} on the current task's shadow stack,
+  through the array's thunk; ``return_slot`` locates the return address, with or without
+  regs): pushes {return address, func, calltime, trace_array} on the current task's shadow stack,
   replaces the return address with ``return_to_handler`` and writes a funcgraph_entry event.
 - ``return_to_handler``: where a hijacked function returns. Pops the shadow stack, writes a
   funcgraph_exit event (func, retval, depth, calltime, rettime) and returns to the real
@@ -22,6 +22,7 @@ from emu import memlayout as L
 
 from ...ring_buffer import RB_DROPPED, RB_NEST
 from .asm import CodeBuilder
+from .ftrace_64 import MCOUNT_FRAME_SIZE
 from .ptregs import PT_REGS_OFFSET
 from .trace_64 import (CLOCK_COUNTER, CLOCK_LOCAL, COMMIT, FAST_CLOCKS, TR_CLOCK, begin_event,
                        clock_read, fast_gate, pid_gate, tracing_gate, write_fast)
@@ -40,6 +41,32 @@ SS_ENTRIES, SS_ENTRY = 0x20, 0x20
 # set_graph_notrace), each 0 or {u64 count; u64 ips[count]} sorted, published with one store.
 CELL_GRAPH, CELL_NOTRACE = 0x00, 0x08
 ENT_RET, ENT_FUNC, ENT_CALLTIME, ENT_TR = 0x00, 0x08, 0x10, 0x18
+
+
+def return_slot(out: str, regs: str, ip: str, t: str) -> str:
+    """``out`` = where the traced function's return address lies (the parent_ip slot, which
+    the return hijack rewrites): regs->sp when ``regs`` is not NULL (ftrace_regs_caller),
+    else found through the frame pointer, as ftrace_caller passes no regs: rbp is the
+    trampoline's second frame (the callback called from it) or a frame whose saved rbp is
+    (called through the list or assist function), told apart by the site+5 that frame
+    holds; the slot follows the trampoline's frames and the site's return address. Sets
+    ``t`` to zero only if the word below the slot is that return address (site+5): check it
+    before hijacking. Branch-free; clobbers ``t``."""
+    sp = PT_REGS_OFFSET['sp']
+    return f"""
+        lea {t}, [{ip} + 5]
+        mov {out}, qword ptr [rbp]
+        cmp qword ptr [rbp + 8], {t}
+        cmove {out}, rbp
+        add {out}, {MCOUNT_FRAME_SIZE + 8}
+        lea {t}, [rsp - {sp}]
+        test {regs}, {regs}
+        cmovnz {t}, {regs}
+        mov {t}, qword ptr [{t} + {sp}]
+        cmovnz {out}, {t}
+        mov {t}, qword ptr [{out} - 8]
+        sub {t}, {ip}
+        sub {t}, 5"""
 
 
 def shadow_stack_lookup(idle: tuple[int, int], tasks: tuple[int, int], table: int, out: str) -> str:
@@ -174,9 +201,9 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
     emit_return_fast(b, idle, tasks, table, clock_data)
     handler = b.labels["return_to_handler"]
     b.label("function_graph_entry")
-    b.emit(tracing_gate("r8", "99f") + f"""
-        test rcx, rcx
-        jz 99f
+    b.emit(tracing_gate("r8", "99f") + return_slot("r9", "rcx", "rdi", "rax") + f"""
+        test rax, rax
+        jnz 99f
         test dword ptr [r8 + {TR_GRAPH_FLAGS}], {GRAPH_NO_IRQS}
         jz 1f
         test dword ptr gs:[{L.PCPU_PREEMPT_COUNT}], {L.HARDIRQ_MASK}
@@ -188,7 +215,7 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         push r15
         mov rbx, r8
         mov r12, rdi
-        mov r13, qword ptr [rcx + {PT_REGS_OFFSET['sp']}]
+        mov r13, r9
         pushfq
         cli""" + pid_gate("rbx", "98f") + f"""
         mov rax, qword ptr gs:[{L.PCPU_CURRENT}]
@@ -360,10 +387,7 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         or rcx, rax
         movabs rax, {cells}
         or rcx, qword ptr [rax + {CELL_GRAPH}]
-        or rcx, qword ptr [rax + {CELL_NOTRACE}]
-        cmp r11, 1
-        sbb rax, rax
-        or rcx, rax"""
+        or rcx, qword ptr [rax + {CELL_NOTRACE}]"""
     write, tail = write_fast(24, TRACE_GRAPH_ENT, """
         mov qword ptr [rax + 8], rsi
         mov dword ptr [rax + 16], r10d
@@ -379,11 +403,12 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         cmc
         sbb rax, rax
         or rcx, rax
-        or rcx, qword ptr [r10 + {SS_GRAPH}]
+        or rcx, qword ptr [r10 + {SS_GRAPH}]""" + return_slot("rdx", "r11", "rdi", "rax") + f"""
+        or rcx, rax
         jnz 79f
         mov rsi, rdi
         mov rdi, r9
-        mov r9, qword ptr [r11 + {PT_REGS_OFFSET['sp']}]
+        mov r9, rdx
         mov dword ptr [rdi + {RB_NEST}], 1
         pushfq""" + clock_read(clock_id, clock_data) + f"""
         mov rcx, qword ptr [r10 + {SS_CURR}]
