@@ -10,7 +10,7 @@
   per event and >= 8x cheaper than the peer; function_graph <= 0.5 us per pair.
 - Every function traced while the guest runs on two CPUs with two busy threads (``bench=2``:
   bench_fib in a loop, the timer, the scheduler): guest slowdown (bench_fib loops finished
-  per wall second, untraced over traced) and events written per wall second.
+  per CPU second, untraced over traced) and events written per CPU second.
 - Reading: formatting ``trace`` (lines per second) and draining every CPU's
   ``trace_pipe_raw`` (pages per second), each sample from a freshly filled buffer.
 
@@ -126,8 +126,8 @@ def written_events(stats: str) -> int:
 
 
 def busy_run(m: Machine) -> tuple[float, float]:
-    """RUN_MS of guest time: bench_fib loops the busy threads finished per wall second, and
-    the wall seconds."""
+    """RUN_MS of guest time: bench_fib loops the busy threads finished per CPU second, and
+    the CPU seconds."""
     counter = m.symbol_address("bench_iterations")
     done = m.read_u64(counter)
     secs = clock(lambda: m.run(ms=RUN_MS))
@@ -210,7 +210,7 @@ def main() -> None:
     slow, rate = all_functions(m2)
     row(f"every function traced, 2 busy CPUs, {RUN_MS} ms: guest slowdown",
         min_med_max(slow, "{:.2f}") + " x")
-    row("every function traced: events per second (wall)", min_med_max(rate, "{:,.0f}") + " ev/s")
+    row("every function traced: events per CPU second", min_med_max(rate, "{:,.0f}") + " ev/s")
     lines, fmt, pages, raw = reading(m2)
     row(f"reading trace ({lines} lines), lines per second", min_med_max(fmt, "{:,.0f}") + " lines/s")
     row(f"draining trace_pipe_raw ({pages} pages), pages per second", min_med_max(raw, "{:,.0f}") + " pages/s")
