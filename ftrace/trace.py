@@ -90,7 +90,6 @@ class TraceArray:
         raw = bytearray(4096)
         struct.pack_into("<QII", raw, TR_BUFFERS, self.va + DESCRIPTORS, 1, CLOCK_LOCAL)
         self.pages.write(self.va, bytes(raw))
-        self._pid_blocks: list[int] = []          # replaced pid arrays, freed one change later
         for what in ("tracing_cpumask", "pids", "no_pids"):
             self._inst_changed(what)
         inst.listeners.append(self._inst_changed)
@@ -144,7 +143,8 @@ class TraceArray:
     def _inst_changed(self, what: str) -> None:
         """A file of the ftrace side changed: tracing_cpumask (CPUs outside it do not
         record), set_ftrace_pid / set_ftrace_notrace_pid (published as a new array with one
-        pointer store; the array it replaces is freed at the change after)."""
+        pointer store; the array it replaces is freed after a grace period, call_rcu: a vCPU
+        stopped inside the function tracer's pid_gate holds it for any number of changes)."""
         if what == "tracing_cpumask":
             self.pages.write(self.va + TR_CPUMASK, struct.pack("<Q", self.inst.tracing_cpumask))
         elif what in ("pids", "no_pids"):
@@ -156,9 +156,9 @@ class TraceArray:
             field = TR_PIDS if what == "pids" else TR_NO_PIDS
             old = struct.unpack("<Q", self.pages.read(self.va + field, 8))[0]
             self.pages.write(self.va + field, struct.pack("<Q", block))
-            for va in self._pid_blocks:
-                self.m.execmem.free(va)
-            self._pid_blocks = [old] if old else []
+            rcu = self.tracing.ft.x86.rcu
+            rcu.call_rcu([old])
+            rcu.poll()
 
     # ---- TraceActions: what the function commands do -----------------------------------
     def tracer_tracing_is_on(self) -> bool:

@@ -58,7 +58,7 @@ class Tracing:
         machine.snapshot_participants.append(self)
 
     # ---- snapshots: the host half of every trace array follows the guest memory ---------
-    _ARRAY_FIELDS = ("expanded", "tracer", "clock", "_on", "_pid_blocks", "graph_used", "time_start")
+    _ARRAY_FIELDS = ("expanded", "tracer", "clock", "_on", "graph_used", "time_start")
 
     def snapshot_state(self) -> tuple:
         arrays = {}
@@ -289,6 +289,6 @@ class Tracing:
         # A return hijacked for this array may still come back and read its trace_array
         # (it finds tracing off): that page is kept once function_graph has used it.
         keep = tr.va if tr.graph_used else 0
-        for va in (tr.va, tr.callback, tr.graph_callback, *tr._pid_blocks, *blocks):
+        for va in (tr.va, tr.callback, tr.graph_callback, *blocks):
             if va and va != keep:
                 self.m.execmem.free(va)
