@@ -4,6 +4,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,18 +14,28 @@ TRACING = "sys/kernel/tracing"
 
 
 def start_mount(mountpoint: Path, *flags: str) -> subprocess.Popen:
-    """``ftemu mount DIR`` in the background; returns once the tree is there."""
+    """``ftemu mount DIR`` in the background; returns once the tree is there. Its output
+    goes to a file (``mount_log(proc)``), never a pipe: a guest panic prints more than a
+    pipe holds, and a mount blocked writing it would hang every file operation."""
+    log = tempfile.TemporaryFile()
     proc = subprocess.Popen([sys.executable, "-m", "ftemu", "mount", str(mountpoint), "--quiet",
-                             *flags], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             *flags], stdout=log, stderr=subprocess.STDOUT)
+    proc.log = log  # type: ignore[attr-defined]
     deadline = time.monotonic() + 180         # a loaded machine boots slowly
     while not (mountpoint / TRACING).is_dir():
         if proc.poll() is not None:
-            pytest.fail(f"ftemu mount exited {proc.returncode}: {proc.stderr.read().decode()}")
+            pytest.fail(f"ftemu mount exited {proc.returncode}: {mount_log(proc)}")
         if time.monotonic() > deadline:
             proc.kill()
             pytest.fail("ftemu mount did not come up within 180 s")
         time.sleep(0.05)
     return proc
+
+
+def mount_log(proc: subprocess.Popen) -> str:
+    """What the mount printed so far (stdout and stderr)."""
+    proc.log.seek(0)
+    return proc.log.read().decode(errors="replace")
 
 
 def stop_mount(proc: subprocess.Popen, mountpoint: Path, sig: int = signal.SIGTERM) -> int:

@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from mount_helpers import TRACING, start_mount, stop_mount
+from mount_helpers import TRACING, mount_log, start_mount, stop_mount
 
 CASE_RUNNER = Path(__file__).parent / "ftracetest_case.sh"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftemu" / "selftests"
@@ -140,10 +140,16 @@ def results(selftests, tmp_path_factory, require_tool) -> dict[str, tuple[str, s
     out: dict[str, tuple[str, str]] = {}
     try:
         for name in APPLICABLE:
+            if proc.poll() is not None:     # the guest panicked: every case left fails with why
+                out[name] = (f"MOUNT EXITED({proc.returncode})", mount_log(proc))
+                continue
             case = selftests / "test.d" / (name if "/" in name else f"ftrace/{name}")
             out[name] = run_case(selftests, root, case, instance=False)
             if "instance" in flags_of(case):
                 out[name + " (instance)"] = run_case(selftests, root, case, instance=True)
+            if proc.poll() is not None:
+                result, log = out[name]
+                out[name] = result, f"{log}\n--- ftemu mount exited {proc.returncode} ---\n{mount_log(proc)}"
     finally:
         try:                # how the mount ends is test_mount's business, not the scripts'
             stop_mount(proc, root)
