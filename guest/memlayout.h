@@ -159,8 +159,10 @@
 #define TASK_FLAGS          0x20    // u64: bit TIF_NEED_RESCHED
 #define TASK_KSTACK         0x28    // u64: base of the task's kernel stack (KSTACK_SIZE bytes)
 #define TASK_THREAD_SP      0x30    // u64: saved rsp while switched out (switch_to's frame)
+#define TASK_ON_CPU         0x40    // int: on a CPU, from being picked until switched out
 #define TASK_ON_RQ          0x44    // int: runnable and waiting for a CPU (not blocked)
 #define TASK_CPU            0x48    // int: the CPU it runs or last ran on
+#define TASK_TICKS          0x4c    // int: ticks in this slice; __schedule zeroes it on switch-in
 #define TASK_USED           0x50    // int: the slot holds a live task
 #define TASK_PATCH_STATE    0x68    // int: livepatch's per-task state, KLP_TRANSITION_* below
 // Every task lives in "tasks" (switched-out ones hold a valid TASK_THREAD_SP) or

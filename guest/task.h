@@ -26,10 +26,10 @@ struct task {
 	// ---- kernel private ----
 	u64 sp;                 // saved rsp while switched out (switch_to)
 	u64 *pml4;              // page table root (direct map va); kernel_pml4 for kthreads
-	int on_cpu;             // running on some CPU; rq_lock
+	int on_cpu;             // TASK_ON_CPU: running on some CPU; rq_lock
 	int on_rq;              // queued on the runqueue; rq_lock
 	int cpu;                // TASK_CPU: CPU it runs or last ran on; rq_lock
-	int ticks;              // timer ticks in this slice; owner CPU
+	int ticks;              // TASK_TICKS: timer ticks in this slice; owner CPU
 	int used;               // slot in use; tasks_lock
 	int user;               // has a user address space
 	u64 code_size;          // bytes mapped at USER_CODE_VA; user tasks
@@ -45,8 +45,10 @@ _Static_assert(offsetof(struct task, flags) == TASK_FLAGS, "TASK_FLAGS");
 _Static_assert(offsetof(struct task, kstack) == TASK_KSTACK, "TASK_KSTACK");
 _Static_assert(offsetof(struct task, sp) == TASK_THREAD_SP, "TASK_THREAD_SP");
 _Static_assert(offsetof(struct task, used) == TASK_USED, "TASK_USED");
+_Static_assert(offsetof(struct task, on_cpu) == TASK_ON_CPU, "TASK_ON_CPU");
 _Static_assert(offsetof(struct task, on_rq) == TASK_ON_RQ, "TASK_ON_RQ");
 _Static_assert(offsetof(struct task, cpu) == TASK_CPU, "TASK_CPU");
+_Static_assert(offsetof(struct task, ticks) == TASK_TICKS, "TASK_TICKS");
 _Static_assert(offsetof(struct task, patch_state) == TASK_PATCH_STATE, "TASK_PATCH_STATE");
 
 // The frame switch_to leaves on a switched-out task's stack (Linux's inactive_task_frame).

@@ -15,7 +15,10 @@ from pathlib import Path
 from emu import BudgetExceeded, Machine
 from emu import memlayout as L
 
-SETTLE_MS = 20           # guest time a request may wait for its task to run and sleep
+# Guest time a request may wait for its task to run and sleep: under `ftemu mount` virtual
+# time follows the wall clock, and on a loaded host 20 ms often passed before it ran.
+SETTLE_MS = 500
+NOT_RUN = -1             # the mark left in the task's ticks until it is switched in
 
 
 class Requester:
@@ -28,6 +31,9 @@ class Requester:
         self._request()                 # the first kick makes the task
 
     def _request(self) -> None:
+        task = self._task()
+        if task:            # switching the task in zeroes its ticks: -1 says it has not run yet
+            self.m.write(task + L.TASK_TICKS, struct.pack("<i", NOT_RUN))
         self.m.write(self._kick, struct.pack("<i", 1))
         try:
             self.m.run_until(self._served, SETTLE_MS)
@@ -38,11 +44,15 @@ class Requester:
         return self.m.read_u64(self._task_ptr)
 
     def _served(self) -> bool:
-        """The tick took the kick and the task has run and sleeps again."""
+        """The tick took the kick and the task has run and sleeps again. That it ran is
+        the mark in its ticks gone: a slice can end between the tick clearing the kick and
+        waking the task, where "kick clear, task asleep" would be true before it ran; and
+        off its CPU is on_cpu clear (finish_task_switch), after its sched_switch out."""
         kernel, task = self.m.kernel, self._task()
         return (not struct.unpack("<i", self.m.read(self._kick, 4))[0] and task != 0
+                and struct.unpack("<i", self.m.read(task + L.TASK_TICKS, 4))[0] != NOT_RUN
                 and not kernel.on_rq(task)
-                and all(kernel.current(c.index) != task for c in self.m.cpus))
+                and not struct.unpack("<i", self.m.read(task + L.TASK_ON_CPU, 4))[0])
 
     def run_for(self, host_pid: int) -> None:
         """The process ``host_pid`` makes a request: its comm on the task, kick, let it run."""
