@@ -113,6 +113,36 @@ class Directory:
         self.mode = mode
         self.children: dict[str, Node | Directory] = {}
         self.mkdir_fn, self.rmdir_fn = mkdir, rmdir
+        self.removed = False          # taken out of the tree (rmdir, unregister)
+
+
+class _Under:
+    """A handle on a file below directories, dead once one of them is removed: ENODEV, as
+    kernfs answers on a removed node's open file and tracing_check_open_get_tr for a
+    trace_array that is gone. (The kernel refuses an instance's rmdir while its files are
+    open, tr->ref; through FUSE a RELEASE comes after close(2) has returned, so refusing
+    would fail scripts that close and then rmdir.) Never a read or write into what the
+    removal freed."""
+
+    def __init__(self, handle: Handle, dirs: list[Directory], path: str) -> None:
+        self._handle, self._dirs, self._path = handle, dirs, path
+
+    def __getattr__(self, name: str):
+        return getattr(self._handle, name)
+
+    def _alive(self) -> Handle:
+        if any(d.removed for d in self._dirs):
+            raise fs_error(errno.ENODEV, self._path, "its directory was removed")
+        return self._handle
+
+    def read(self, size: int, offset: int) -> bytes:
+        return self._alive().read(size, offset)
+
+    def write(self, data: bytes, offset: int) -> int:
+        return self._alive().write(data, offset)
+
+    def flush(self) -> None:
+        self._alive().flush()
 
 
 def _parts(path: str) -> list[str]:
@@ -234,11 +264,14 @@ class PseudoFS:
         return d
 
     def unregister(self, path: str) -> None:
-        """Remove the file or the whole directory at ``path`` (open handles stay usable)."""
+        """Remove the file or the whole directory at ``path``; handles open below a removed
+        directory answer ENODEV from then on."""
         parent, name = self._parent(path)
         if name not in parent.children:
             raise fs_error(errno.ENOENT, path)
-        del parent.children[name]
+        node = parent.children.pop(name)
+        if isinstance(node, Directory):
+            node.removed = True
 
     # ---- serving requests ------------------------------------------------------
     def open(self, path: str, flags: int = O_RDONLY) -> Handle:
@@ -251,7 +284,15 @@ class PseudoFS:
             raise fs_error(errno.EACCES, shown)
         if wants_read(flags) and not node.mode & 0o444:
             raise fs_error(errno.EACCES, shown)
-        return _on_path(shown, node.open, flags)
+        handle = _on_path(shown, node.open, flags)
+        return _Under(handle, self._dirs_above(path), shown)
+
+    def _dirs_above(self, path: str) -> list[Directory]:
+        d, out = self._tree.root, []
+        for name in self._walk(path)[:-1]:
+            d = d.children[name]
+            out.append(d)
+        return out
 
     def wait_event(self, cond: Callable[[], bool], timeout_s: float) -> bool:
         """Block until ``cond()`` while the guest runs; False on timeout (or with no waiter)."""
@@ -327,6 +368,7 @@ class PseudoFS:
         if parent.rmdir_fn is None:
             raise fs_error(errno.EPERM, path)
         _on_path(path, parent.rmdir_fn, name)
+        node.removed = True
         parent.children.pop(name, None)
 
     def stat(self, path: str) -> tuple[bool, int]:

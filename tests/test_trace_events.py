@@ -3,6 +3,7 @@ enabled per event, per system or all at once, with the kernel's format files and
 from __future__ import annotations
 
 import errno
+import os
 
 import pytest
 
@@ -137,6 +138,30 @@ def test_an_instance_removed_while_a_vcpu_writes_its_event_is_freed_only_after(m
     m.quantum = 20000
     m.run(ms=50)
     assert set(events_in(t.read("instances/bar/trace"))) == {"sched_switch", "sched_wakeup"}
+
+
+def test_a_file_held_open_across_the_instances_rmdir_is_dead_afterwards(m):
+    """instances/instance-event.tc's other panic: a shell opened instances/foo's enable file,
+    another removed foo, then the first wrote 1. The write enabled the event for the removed
+    trace_array, whose page a new instance had taken (zeroed), and probe_sched_switch read a
+    NULL page pointer. Now the handle answers ENODEV (as the kernel's tracing_check_open_get_tr
+    for a trace_array that is gone) and the new instance records as any other."""
+    t = m.tracefs
+    t.mkdir("instances/foo")
+    enable = t.open("instances/foo/events/sched/sched_switch/enable", os.O_WRONLY)
+    trace = t.open("instances/foo/trace", os.O_RDONLY)
+    t.rmdir("instances/foo")
+    t.mkdir("instances/bar")
+    for call in (lambda: enable.write(b"1", 0), lambda: trace.read(4096, 0), enable.flush):
+        with pytest.raises(OSError) as e:
+            call()
+        assert e.value.errno == errno.ENODEV
+    enable.release()
+    trace.release()
+    t.write("instances/bar/events/sched/sched_switch/enable", "1")
+    m.run(ms=20)
+    assert set(events_in(t.read("instances/bar/trace"))) == {"sched_switch"}
+    assert m.tracing.events.enabled["sched_switch"] == [m.tracing.arrays["bar"]]
 
 
 SWITCH_ENABLE = "events/sched/sched_switch/enable"
