@@ -77,7 +77,7 @@ class VCpu:
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, UC_X86_INS_SYSCALL)
-        self._keep.append(ucx.add_out_hook(uc, self._on_out, self._hook_failed))
+        self._keep.append(ucx.add_out_hook(uc, self._on_out))
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
         uc.mmio_map(L.LAPIC_PA, 0x1000, lambda u, off, size, ud: self.apic.mmio_read(off), None,
                     lambda u, off, size, val, ud: self.apic.mmio_write(off, val), None)
@@ -174,12 +174,17 @@ class VCpu:
         _u64.pack_into(buf, ucx.CTX_RIP, lstar - 2)                  # Unicorn adds 2 after the hook
         uc.context_restore(self.ctx)
 
-    def _on_out(self, port: int, size: int, value: int) -> None:
-        if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
-            return self._io_fault()
-        fn = self.machine.port_out.get(port)
-        if fn is not None:
-            fn(self, port, value)
+    def _on_out(self, _uch, port: int, size: int, value: int, _ud) -> None:
+        """The raw ``out`` hook (every hypercall: one Python frame before the port's handler);
+        an exception cannot cross into C, so it is kept for after emu_start."""
+        try:
+            if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
+                return self._io_fault()
+            fn = self.machine.port_out.get(port)
+            if fn is not None:
+                fn(self, port, value)
+        except BaseException as e:    # noqa: BLE001 - re-raised by after_emu_start
+            self._hook_failed(e)
 
     def io_permitted(self, port: int, size: int) -> bool:
         """May the current CPL use ``port``? As a CPU decides: CPL <= IOPL, else every bit of

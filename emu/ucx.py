@@ -82,19 +82,14 @@ def add_rdtsc_hook(uc: Uc, fn) -> object:
     return _add_insn_hook(uc, RDTSC_CB(cb), UC_X86_INS_RDTSC)
 
 
-def add_out_hook(uc: Uc, fn, on_error) -> object:
-    """Hook ``out`` with a raw ctypes callback ``fn(port, size, value)``: less than half the cost of
-    the binding's wrapper, which matters for hypercalls. An exception is handed to
-    ``on_error(exc)`` (which should stop emulation and re-raise it afterwards), since it cannot
-    cross the C boundary. Returns the ctypes callback, which the caller must keep alive."""
+def add_out_hook(uc: Uc, fn) -> object:
+    """Hook ``out`` with ``fn(uch, port, size, value, user_data)`` called straight from C as a
+    ctypes callback: less than half the cost of the binding's wrapper, which matters for
+    hypercalls. ``fn`` must not raise (an exception cannot cross the C boundary): it should
+    stop emulation and re-raise after emu_start. Returns the ctypes callback, which the caller
+    must keep alive."""
     from unicorn.x86_const import UC_X86_INS_OUT
-
-    def cb(_uch, port, size, value, _ud):
-        try:
-            fn(port, size, value)
-        except BaseException as e:    # noqa: BLE001 - re-raised by the caller after emu_start
-            on_error(e)
-    return _add_insn_hook(uc, OUT_CB(cb), UC_X86_INS_OUT)
+    return _add_insn_hook(uc, OUT_CB(fn), UC_X86_INS_OUT)
 
 
 def _add_insn_hook(uc: Uc, cfn, insn: int) -> object:
