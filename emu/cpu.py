@@ -13,7 +13,7 @@ from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_SYSCALL,
                                UC_X86_REG_RIP, UC_X86_REG_RSP)
 
 from . import memlayout as L
-from . import blockcount, crash, trap, ucx
+from . import blockcount, crash, hypercall, trap, ucx
 from .apic import LocalApic
 from .errors import EmuError, GuestMemoryError
 from .paging import PageFault
@@ -77,7 +77,7 @@ class VCpu:
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, UC_X86_INS_SYSCALL)
-        self._keep.append(ucx.add_out_hook(uc, self._on_out))
+        self._keep.append(hypercall.add_out_hook(self))
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
         uc.mmio_map(L.LAPIC_PA, 0x1000, lambda u, off, size, ud: self.apic.mmio_read(off), None,
                     lambda u, off, size, val, ud: self.apic.mmio_write(off, val), None)
@@ -175,8 +175,9 @@ class VCpu:
         uc.context_restore(self.ctx)
 
     def _on_out(self, _uch, port: int, size: int, value: int, _ud) -> None:
-        """The raw ``out`` hook (every hypercall: one Python frame before the port's handler);
-        an exception cannot cross into C, so it is kept for after emu_start."""
+        """``out`` checked as a CPU does, then its port's handler: the out hook itself where
+        the native one cannot be built (a raw ctypes callback), else the native hook's path
+        at CPL > 0 (hypercall.py). An exception cannot cross into C: kept for after emu_start."""
         try:
             if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
                 return self._io_fault()

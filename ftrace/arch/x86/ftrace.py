@@ -5,8 +5,8 @@ The shared code (ftrace_caller, ftrace_regs_caller, the list and assist function
 ops' private trampoline are guest code in the machine's execmem area. Each registered ops has
 a guest copy (func, flags, private, list link, func_hash pointer) that the guest code reads;
 a Python callback is reached through a small guest stub that makes one ``out`` hypercall,
-after which the host reads the arguments and the pt_regs frame with one read each and writes
-back only the fields the callback changed.
+after which the host reads the arguments from the CPU's mailbox with one unpack and hands the
+callback a lazy view of the pt_regs frame (ptregs.py): fields read and written in place.
 
 Lifetime (as RCU): what the guest reads is published whole by one aligned 8-byte store (the
 list head or a NEXT link, an ops' HASH pointer, function_trace_op); a block is never written
