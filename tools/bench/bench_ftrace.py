@@ -32,6 +32,7 @@ from ftrace.arch.x86.asm import assemble
 
 FIB_N = 20
 SAMPLES = 11
+SAMPLES_MORE = 5                # for the many-ops and registration rows
 CALLS = 0                       # bench_fib calls per run, counted by ftrace itself below
 _uc = ctypes.CDLL(uclib._name)                     # our own handle: the binding's prototypes stay
 _uc.uc_reg_read.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
@@ -61,16 +62,6 @@ def native_counter(m: Machine) -> int:
     return func
 
 
-def per_call(m: Machine, base: float, *ops_list: FtraceOps) -> float:
-    ft = m.ftrace
-    for ops in ops_list:
-        ft.register_ftrace_function(ops)
-    t = run_fib(m)
-    for ops in ops_list:
-        ft.unregister_ftrace_function(ops)
-    return (t - base) / CALLS
-
-
 def fib(m: Machine):
     return lambda: m.call("bench_fib", FIB_N, max_insns=1 << 30)
 
@@ -79,24 +70,24 @@ def us(per_call: list[float]) -> str:
     return min_med_max([t * 1e6 for t in per_call], "{:.3f}") + " us/call"
 
 
-def interleaved(m: Machine, variants: dict) -> dict[str, list[float]]:
-    """Per traced call, SAMPLES rounds of every variant in turn: a run without, then one with
-    it; the difference over CALLS. A variant is ``make_ops()`` (a fresh ops registered for
-    the run) or an (install, remove) pair of a hook."""
+def interleaved(m: Machine, variants: dict, samples: int = SAMPLES) -> dict[str, list[float]]:
+    """Per traced call, ``samples`` rounds of every variant in turn: a run without, then one
+    with it; the difference over CALLS. A variant is ``make_ops()`` (fresh ops registered for
+    the run: one, or a list) or an (install, remove) pair of a hook."""
     out: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(SAMPLES):
+    for _ in range(samples):
         for name, v in variants.items():
             base = cpu_clock(fib(m))
             if isinstance(v, tuple):
-                v[0]()
+                install, remove = v
             else:
-                ops = v()
-                m.ftrace.register_ftrace_function(ops)
+                made = v()
+                ops_list = made if isinstance(made, list) else [made]
+                install = lambda: [m.ftrace.register_ftrace_function(o) for o in ops_list]  # noqa: E731
+                remove = lambda: [m.ftrace.unregister_ftrace_function(o) for o in ops_list]  # noqa: E731
+            install()
             t = cpu_clock(fib(m))
-            if isinstance(v, tuple):
-                v[1]()
-            else:
-                m.ftrace.unregister_ftrace_function(ops)
+            remove()
             out[name].append((t - base) / CALLS)
     return out
 
@@ -156,9 +147,12 @@ def main() -> None:
     m = booted()
     CALLS = count_calls(m)
     print(f"ftemu ftrace benchmarks: bench_fib({FIB_N}) = {CALLS} traced calls per run; "
-          f"headline figures are min / median / max of {SAMPLES} interleaved samples")
+          f"headline figures are min / median / max of {SAMPLES} interleaved samples "
+          f"({SAMPLES_MORE} for the many-ops and registration rows, {2 * SAMPLES} of "
+          f"bench_fib({FIB_N + 4}) for NOP sites)")
     nopg = booted(kbuild.kernel_path("kernel-nopg"))
-    ratios = [cpu_clock(fib(m)) / cpu_clock(fib(nopg)) for _ in range(SAMPLES)]
+    longer = [lambda: x.call("bench_fib", FIB_N + 4) for x in (m, nopg)]   # ~7x the calls
+    ratios = [cpu_clock(longer[0]) / cpu_clock(longer[1]) for _ in range(2 * SAMPLES)]
     row("NOP sites vs kernel without -pg", min_med_max(ratios, "{:.3f}"),
         verdict(median(ratios) <= 1.02) + " goal <= 1.02")
     t_nop = run_fib(m)
@@ -186,30 +180,34 @@ def main() -> None:
     r = [p / n for p, n in zip(t["peer"], t["python"])]
     row("  peer / Python callback without regs (same sample)", min_med_max(r, "{:.2f}"))
 
-    for n in (1, 2, 10, 100):
-        t = per_call(m, t_nop, *[only_fib(native) for _ in range(n)])
-        row(f"{n} native ops on one site", f"{t * 1e6:.3f} us/call")
-    for n in (1, 10, 100):
-        irrelevant = []
+    def irrelevant(n: int) -> list[FtraceOps]:
+        out = []
         for _ in range(n):
             ops = FtraceOps(native)
             m.ftrace.ftrace_set_filter(ops, "trace_selftest_dynamic_test_func", True)
-            irrelevant.append(ops)
-        t = per_call(m, t_nop, only_fib(native), *irrelevant)
-        row(f"1 relevant ops among {n} irrelevant", f"{t * 1e6:.3f} us/call")
+            out.append(ops)
+        return out
+    variants = {f"{n} native ops on one site (list function past 1)":
+                (lambda n=n: [only_fib(native) for _ in range(n)]) for n in (1, 2, 10, 100)}
+    variants.update({f"1 relevant ops among {n} irrelevant":
+                     (lambda n=n: [only_fib(native)] + irrelevant(n)) for n in (1, 10, 100)})
+    for name, per in interleaved(m, variants, SAMPLES_MORE).items():
+        row(name, us(per))
 
     sites = len(m.ftrace.records)
-    everything = FtraceOps(native)
-    t_all = timed(lambda: (m.ftrace.register_ftrace_function(everything),
-                           m.ftrace.unregister_ftrace_function(everything)), 5, time.thread_time)
-    single = only_fib(native)
-    t_one = timed(lambda: (m.ftrace.register_ftrace_function(single),
-                           m.ftrace.unregister_ftrace_function(single)), 5, time.thread_time)
-    per_site = t_all / sites / 2
-    marginal = (t_all - t_one) / (sites - 1) / 2
-    row(f"enable + disable every site ({sites} sites), per site", f"{per_site * 1e6:.2f} us/site",
-        verdict(per_site <= 5e-6) + " target <= 5 us")
-    row("  the same without the fixed cost of one registration", f"{marginal * 1e6:.2f} us/site")
+    everything, single = FtraceOps(native), only_fib(native)
+
+    def on_off(ops: FtraceOps) -> float:
+        return cpu_clock(lambda: (m.ftrace.register_ftrace_function(ops),
+                                  m.ftrace.unregister_ftrace_function(ops)))
+    pairs = [(on_off(everything), on_off(single)) for _ in range(SAMPLES_MORE)]
+    per_site = [a / sites / 2 for a, _ in pairs]
+    marginal = [(a - b) / (sites - 1) / 2 for a, b in pairs]
+    row(f"enable + disable every site ({sites} sites), per site",
+        min_med_max([t * 1e6 for t in per_site]) + " us/site",
+        verdict(median(per_site) <= 5e-6) + " target <= 5 us")
+    row("  the same without the fixed cost of one registration",
+        min_med_max([t * 1e6 for t in marginal]) + " us/site")
 
 
 if __name__ == "__main__":

@@ -425,14 +425,16 @@ class X86Ftrace:
         regs = None
         if fregs and wants_regs:
             # The common case inline (a call costs as much as the rest): a frame within one
-            # known page, and this CPU's spare view not held by an outer callback.
+            # known page seen through this CPU's spare view, taken out of the spare slot while
+            # the callback runs (a nested callback on this CPU finds the slot empty).
             off = fregs & 0xFFF
             pa = self._kernel_pages.get(fregs - off)
-            regs = self._spare_views.get(cpu)
-            if pa is None or off > 0x1000 - FRAME_SIZE or regs is None or getrefcount(regs) > 3:
+            regs = self._spare_views.pop(cpu, None)
+            if pa is None or off > 0x1000 - FRAME_SIZE or regs is None:
                 regs = self._pt_regs(cpu, fregs)
             else:
                 regs._base, regs.address = pa + off, fregs
+            refs = getrefcount(regs)
         outer, self.current_cpu = self.current_cpu, cpu
         try:
             ops.saved_func(ip, parent_ip, ops, regs)
@@ -442,11 +444,11 @@ class X86Ftrace:
             raise self._callback_error(cpu, ops, ip, exc) from exc
         finally:
             self.current_cpu = outer
-        # Still referenced from elsewhere than here (and the per-CPU spare slot): the callback
-        # kept it. It keeps the frame's contents, and the spare slot gets a fresh view.
-        if regs is not None and getrefcount(regs) > 2 + (self._spare_views.get(cpu) is regs):
-            regs.detach()
-            self._spare_views.pop(cpu, None)
+        if regs is not None:
+            if getrefcount(regs) > refs:            # the callback kept it: see ptregs.py
+                regs.detach()
+            elif regs._write_through is None:        # a view of RAM, not a copy: reusable
+                self._spare_views[cpu] = regs
 
     def _callback_error(self, cpu: "VCpu", ops: FtraceOps, ip: int, exc: Exception) -> CallbackError:
         """The loud end of a raising callback: the ops, the traced function, the CPU."""
@@ -460,18 +462,16 @@ class X86Ftrace:
 
     def _pt_regs(self, cpu: "VCpu", fregs: int) -> PtRegs:
         """A lazy view of the trampoline's pt_regs frame at ``fregs``: guest RAM itself when
-        the frame lies in one page, made the CPU's spare view (re-pointed by later callbacks
-        while no outer callback holds it: a view costs more to make than the rest of the
-        hypercall); else a copy written through."""
+        the frame lies in one page (kept as the CPU's spare view afterwards, re-pointed at
+        later frames: making a view costs more than the rest of the hypercall), else a copy
+        written through."""
         if (fregs & 0xFFF) + FRAME_SIZE > 0x1000:
             raw = bytearray(cpu.read_virt(fregs, FRAME_SIZE, _FREGS_WHAT))
             return PtRegs(raw, 0, fregs, lambda va, data: self.machine.walker.write(cpu.cr3(), va, data))
         try:
-            pa = self._kernel_pa(fregs, cpu.cr3)
+            return PtRegs(self._ram, self._kernel_pa(fregs, cpu.cr3), fregs)
         except PageFault:
             raise cpu.bad_address(fregs, _FREGS_WHAT) from None
-        view = self._spare_views[cpu] = PtRegs(self._ram, pa, fregs)
-        return view
 
     def _on_recursion(self, cpu: "VCpu", port: int, value: int) -> None:
         ip, parent_ip = struct.unpack("<QQ", self.machine.walker.read(cpu.cr3(), cpu.stack_pointer(), 16))

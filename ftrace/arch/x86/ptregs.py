@@ -6,9 +6,11 @@ memory, and a write stores that one field there, from where ftrace_regs_caller r
 into the CPU (a changed ``ip``: the traced call goes on there). Untouched fields cost nothing.
 
 Lifetime: the frame is live only while the callback runs, as the kernel's pt_regs pointer. A
-view the callback kept (its reference count says so when the callback returns) is detached:
-it becomes a read-only copy of the frame as the callback left it, so a kept ``regs`` reads
-what it read inside the callback, and a write to it raises instead of being lost.
+view the callback kept (its reference count grew across the callback) is detached: it becomes
+a read-only copy of the frame as the callback left it, so a kept ``regs`` reads what it read
+inside the callback, and a write to it raises instead of being lost. A view nobody kept is
+re-pointed at the next frame by X86Ftrace (``_base`` and ``address``; only views of RAM,
+those without ``_write_through``).
 """
 from __future__ import annotations
 
