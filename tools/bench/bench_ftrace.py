@@ -26,7 +26,7 @@ from unicorn import UC_HOOK_CODE, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import UC_X86_REG_RSP
 
-from emu import Machine, kbuild
+from emu import Machine, hypercall, kbuild
 from ftrace import FTRACE_OPS_FL_SAVE_REGS, FtraceOps
 from ftrace.arch.x86.asm import assemble
 
@@ -158,9 +158,9 @@ def main() -> None:
     t_nop = run_fib(m)
     row("  (one bench_fib call per traced call)", f"{t_nop / CALLS * 1e9:.0f} ns/call")
 
-    def only_fib(func, flags=0) -> FtraceOps:
+    def only_fib(func, flags=0, machine: Machine = m) -> FtraceOps:
         ops = FtraceOps(func, flags)
-        m.ftrace.ftrace_set_filter(ops, "bench_fib", True)
+        machine.ftrace.ftrace_set_filter(ops, "bench_fib", True)
         return ops
     native = native_counter(m)
     t = interleaved(m, {
@@ -179,6 +179,13 @@ def main() -> None:
         verdict(median(r) >= 8) + " goal >= 8")
     r = [p / n for p, n in zip(t["peer"], t["python"])]
     row("  peer / Python callback without regs (same sample)", min_med_max(r, "{:.2f}"))
+    native_hook, hypercall.available = hypercall.available, lambda: False
+    try:
+        fallback = booted()                  # its vCPUs get the ctypes out hook
+    finally:
+        hypercall.available = native_hook
+    t = interleaved(fallback, {"python": lambda: only_fib(lambda ip, pip, op, regs: None, 0, fallback)})
+    row("  the same through the ctypes out hook (no native helper)", us(t["python"]))
 
     def irrelevant(n: int) -> list[FtraceOps]:
         out = []
