@@ -24,10 +24,7 @@ asks the vCPU's ``now()``, which gives the same value.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
-import subprocess
-import tempfile
 from pathlib import Path
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
@@ -36,7 +33,7 @@ from unicorn.x86_const import UC_X86_INS_RDTSC
 from unicorn.unicorn_py3.unicorn import uclib
 
 from .errors import BuildError
-from .kbuild import build_once, cache_root
+from .kbuild import build_native
 
 SOURCE = Path(__file__).with_name("native") / "blockcount.c"
 ENV_SWITCH = "FTEMU_NATIVE"          # "0": use the count= fallback even if gcc is there
@@ -71,27 +68,6 @@ _lib: ctypes.CDLL | None = None
 _why_not: str | None = None
 
 
-def _build() -> Path:
-    """Compile blockcount.c into the cache (once per source and compiler) and return the .so."""
-    try:
-        cc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as e:
-        raise BuildError(f"no gcc to build the native block counter: {e}") from None
-    digest = hashlib.sha256(SOURCE.read_bytes() + cc.encode()).hexdigest()[:16]
-    out = cache_root() / "native" / digest / "blockcount.so"
-
-    def build() -> None:
-        out.parent.mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            so = Path(tmp) / "blockcount.so"
-            r = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-Werror", "-o", str(so),
-                                str(SOURCE)], capture_output=True, text=True)
-            if r.returncode:
-                raise BuildError("native block counter build failed:\n" + r.stderr[-2000:])
-            os.replace(so, out)
-    return build_once(out, build)
-
-
 def available() -> bool:
     """True if the native block counter is built and loaded (building it on first call)."""
     global _lib, _why_not
@@ -101,7 +77,7 @@ def available() -> bool:
         return False
     if _why_not is None:
         try:
-            lib = ctypes.CDLL(str(_build()))
+            lib = ctypes.CDLL(str(build_native(SOURCE, "native block counter")))
             lib.ftemu_count_size.restype = ctypes.c_uint64
             lib.ftemu_count_invalidate.argtypes = [ctypes.c_void_p]
             lib.ftemu_tsc_learn.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,

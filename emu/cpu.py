@@ -13,7 +13,7 @@ from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_SYSCALL,
                                UC_X86_REG_RIP, UC_X86_REG_RSP)
 
 from . import memlayout as L
-from . import blockcount, crash, trap, ucx
+from . import blockcount, crash, hypercall, trap, ucx
 from .apic import LocalApic
 from .errors import EmuError, GuestMemoryError
 from .paging import PageFault
@@ -77,7 +77,7 @@ class VCpu:
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
         uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, UC_X86_INS_SYSCALL)
-        self._keep.append(ucx.add_out_hook(uc, self._on_out, self._hook_failed))
+        self._keep.append(hypercall.add_out_hook(self))
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
         uc.mmio_map(L.LAPIC_PA, 0x1000, lambda u, off, size, ud: self.apic.mmio_read(off), None,
                     lambda u, off, size, val, ud: self.apic.mmio_write(off, val), None)
@@ -174,12 +174,18 @@ class VCpu:
         _u64.pack_into(buf, ucx.CTX_RIP, lstar - 2)                  # Unicorn adds 2 after the hook
         uc.context_restore(self.ctx)
 
-    def _on_out(self, port: int, size: int, value: int) -> None:
-        if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
-            return self._io_fault()
-        fn = self.machine.port_out.get(port)
-        if fn is not None:
-            fn(self, port, value)
+    def _on_out(self, _uch, port: int, size: int, value: int, _ud) -> None:
+        """``out`` checked as a CPU does, then its port's handler: the out hook itself where
+        the native one cannot be built (a raw ctypes callback), else the native hook's path
+        at CPL > 0 (hypercall.py). An exception cannot cross into C: kept for after emu_start."""
+        try:
+            if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
+                return self._io_fault()
+            fn = self.machine.port_out.get(port)
+            if fn is not None:
+                fn(self, port, value)
+        except BaseException as e:    # noqa: BLE001 - re-raised by after_emu_start
+            self._hook_failed(e)
 
     def io_permitted(self, port: int, size: int) -> bool:
         """May the current CPL use ``port``? As a CPU decides: CPL <= IOPL, else every bit of

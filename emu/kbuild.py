@@ -52,6 +52,28 @@ def kernel_path(variant: str = "kernel") -> Path:
     return build_once(out / f"{variant}.elf", lambda: _build(out, variant))
 
 
+def build_native(source: Path, what: str, flags: tuple[str, ...] = ()) -> Path:
+    """Compile one C file of emu/native into a shared object in the cache, once per source,
+    flags and compiler (BuildError, naming ``what``, without gcc or on a failed build)."""
+    try:
+        cc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise BuildError(f"no gcc to build the {what}: {e}") from None
+    digest = hashlib.sha256(source.read_bytes() + cc.encode() + "\0".join(flags).encode()).hexdigest()[:16]
+    out = cache_root() / "native" / digest / source.with_suffix(".so").name
+
+    def build() -> None:
+        out.parent.mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            so = Path(tmp) / out.name
+            r = subprocess.run(["gcc", "-O2", "-shared", "-fPIC", "-Wall", "-Werror", *flags,
+                                "-o", str(so), str(source)], capture_output=True, text=True)
+            if r.returncode:
+                raise BuildError(f"{what} build failed:\n" + r.stderr[-2000:])
+            os.replace(so, out)
+    return build_once(out, build)
+
+
 def build_once(target: Path, build: Callable[[], None]) -> Path:
     """``target``, running ``build()`` first if it does not exist yet (under a lock, so that
     concurrent first uses build it once)."""

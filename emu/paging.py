@@ -30,12 +30,13 @@ class PageWalker:
         self.ram = ram
         self.size = len(ram)
         self._cache: dict[tuple[int, int], int] = {}
-        self._kcache: dict[int, int] = {}
+        # page -> pa of the kernel-half pages seen (kernel_pa); hot paths may .get() it first
+        self.kernel_pages: dict[int, int] = {}
 
     def flush(self) -> None:
         """Forget cached translations (after a restore or a page-table change)."""
         self._cache.clear()
-        self._kcache.clear()
+        self.kernel_pages.clear()
 
     def translate(self, cr3: int, va: int) -> int:
         """Physical address of ``va``; raises PageFault if it is not mapped."""
@@ -68,12 +69,12 @@ class PageWalker:
         address space after boot, so it is cached by page alone and ``cr3_fn()`` (a register
         read) is called only on a miss."""
         page = va & ~0xFFF
-        pa = self._kcache.get(page)
+        pa = self.kernel_pages.get(page)
         if pa is None:
             pa = self._walk(cr3_fn() & ADDR_MASK, page)
             if pa + 0x1000 > self.size:
                 raise PageFault(va)
-            self._kcache[page] = pa
+            self.kernel_pages[page] = pa
         return pa | (va & 0xFFF)
 
     def read(self, cr3: int, va: int, n: int) -> bytes:

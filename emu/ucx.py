@@ -79,29 +79,16 @@ def add_rdtsc_hook(uc: Uc, fn) -> object:
         regs.write(UC_X86_REG_RAX, tsc & 0xFFFFFFFF)
         regs.write(UC_X86_REG_RDX, tsc >> 32)
         return 1
-    return _add_insn_hook(uc, RDTSC_CB(cb), UC_X86_INS_RDTSC)
+    return add_insn_hook(uc, RDTSC_CB(cb), UC_X86_INS_RDTSC)
 
 
-def add_out_hook(uc: Uc, fn, on_error) -> object:
-    """Hook ``out`` with a raw ctypes callback ``fn(port, size, value)``: less than half the cost of
-    the binding's wrapper, which matters for hypercalls. An exception is handed to
-    ``on_error(exc)`` (which should stop emulation and re-raise it afterwards), since it cannot
-    cross the C boundary. Returns the ctypes callback, which the caller must keep alive."""
-    from unicorn.x86_const import UC_X86_INS_OUT
-
-    def cb(_uch, port, size, value, _ud):
-        try:
-            fn(port, size, value)
-        except BaseException as e:    # noqa: BLE001 - re-raised by the caller after emu_start
-            on_error(e)
-    return _add_insn_hook(uc, OUT_CB(cb), UC_X86_INS_OUT)
-
-
-def _add_insn_hook(uc: Uc, cfn, insn: int) -> object:
-    """uc_hook_add(UC_HOOK_INSN, cfn, every address, insn) through our own library handle."""
+def add_insn_hook(uc: Uc, cfn, insn: int, user: int = 0) -> object:
+    """uc_hook_add(UC_HOOK_INSN, cfn, every address, insn) through our own library handle;
+    ``cfn`` a ctypes callback or a native function's address, ``user`` its user data.
+    Returns ``cfn``, which the caller must keep alive."""
     handle = ctypes.c_size_t()
     err = _lib.uc_hook_add(uc._uch, ctypes.byref(handle), ctypes.c_int(UC_HOOK_INSN), cfn,
-                           ctypes.c_void_p(0), ctypes.c_uint64(1), ctypes.c_uint64(0),
+                           ctypes.c_void_p(user), ctypes.c_uint64(1), ctypes.c_uint64(0),
                            ctypes.c_int(insn))
     if err:
         raise UcError(err)

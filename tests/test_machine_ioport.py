@@ -6,13 +6,29 @@ from __future__ import annotations
 
 import pytest
 
-from emu import GuestMemoryError, Machine
+from emu import GuestMemoryError, Machine, blockcount, hypercall
 from emu import memlayout as L
 from ftrace import FTRACE_OPS_FL_SAVE_REGS, FtraceOps
 from ftrace.arch.x86.ftrace_64 import HCALL_CALLBACK_PORT
 
 GP_EXIT = 13                 # the tiny guest's #GP handler powers off with this code
 NORMAL_EXIT = 42 + 5         # its ring-3 program ran to the end
+
+
+@pytest.fixture(params=["native", "ctypes"])
+def out_hook(request, monkeypatch) -> str:
+    """Run the test with the native out hook, then with the ctypes fallback (hypercall.py)."""
+    if request.param == "ctypes":
+        monkeypatch.setenv(blockcount.ENV_SWITCH, "0")
+    elif not hypercall.available():
+        pytest.skip(f"native out hook unavailable: {hypercall.why_unavailable()}")
+    return request.param
+
+
+@pytest.fixture
+def tiny_io(tiny_kernel, out_hook):
+    """tiny_kernel, for a test run under both out hooks."""
+    return tiny_kernel
 
 
 def run_tiny(tiny_kernel, *variant: str) -> tuple[Machine, list[tuple[int, int]]]:
@@ -38,33 +54,33 @@ def gp_on_user_io(m: Machine) -> dict[str, int]:
             "after_io": 0}
 
 
-def test_ring3_out_is_a_general_protection_fault_on_the_out(tiny_kernel):
-    m, seen = run_tiny(tiny_kernel, "USER_OUT")
+def test_ring3_out_is_a_general_protection_fault_on_the_out(tiny_io):
+    m, seen = run_tiny(tiny_io, "USER_OUT")
     assert seen == []
     assert m.exit_code == GP_EXIT
     assert gp_record(m) == gp_on_user_io(m)
     assert m.console == "tiny: hello\n"
 
 
-def test_ring3_in_faults_before_it_changes_a_register(tiny_kernel):
-    m, seen = run_tiny(tiny_kernel, "USER_IN")
+def test_ring3_in_faults_before_it_changes_a_register(tiny_io):
+    m, seen = run_tiny(tiny_io, "USER_IN")
     assert seen == []
     assert m.exit_code == GP_EXIT
     assert gp_record(m) == gp_on_user_io(m)
 
 
-def test_iopl_3_lets_ring3_use_ports(tiny_kernel):
-    m, seen = run_tiny(tiny_kernel, "USER_OUT", "USER_IOPL3")
+def test_iopl_3_lets_ring3_use_ports(tiny_io):
+    m, seen = run_tiny(tiny_io, "USER_OUT", "USER_IOPL3")
     assert seen == [(0xE0, 0x5A)]
     assert m.exit_code == NORMAL_EXIT
     assert m.read_u64(m.symbol_address("after_io")) == 1     # the store after it ran once
     assert m.console == "tiny: hello\nhello from ring 3\n"
 
 
-def test_io_bitmap_allows_its_ports_only(tiny_kernel):
-    m, seen = run_tiny(tiny_kernel, "USER_IN", "IO_BITMAP")
+def test_io_bitmap_allows_its_ports_only(tiny_io):
+    m, seen = run_tiny(tiny_io, "USER_IN", "IO_BITMAP")
     assert seen == [(0xE0, 0)] and m.exit_code == NORMAL_EXIT
-    m, seen = run_tiny(tiny_kernel, "USER_OUT", "IO_BITMAP", "USER_PORT=0xe1")
+    m, seen = run_tiny(tiny_io, "USER_OUT", "IO_BITMAP", "USER_PORT=0xe1")
     assert seen == [] and m.exit_code == GP_EXIT
     assert gp_record(m)["gp_rip"] == user_io_address(m)
 
@@ -72,8 +88,8 @@ def test_io_bitmap_allows_its_ports_only(tiny_kernel):
 def test_a_ring3_process_doing_port_io_is_killed_and_the_host_never_sees_it(booted_snapshots):
     m = booted_snapshots(2)
     seen = []
-    hypercall = m.port_out[HCALL_CALLBACK_PORT]
-    m.add_port(HCALL_CALLBACK_PORT, lambda cpu, p, v: (seen.append(v), hypercall(cpu, p, v)))
+    forward = m.port_out[HCALL_CALLBACK_PORT]
+    m.add_port(HCALL_CALLBACK_PORT, lambda cpu, p, v: (seen.append(v), forward(cpu, p, v)))
     pid = m.call("user_spawn", m.symbol_address("uprog_ioport_name"))
     m.run(ms=20)
     assert seen == []

@@ -5,8 +5,8 @@ The shared code (ftrace_caller, ftrace_regs_caller, the list and assist function
 ops' private trampoline are guest code in the machine's execmem area. Each registered ops has
 a guest copy (func, flags, private, list link, func_hash pointer) that the guest code reads;
 a Python callback is reached through a small guest stub that makes one ``out`` hypercall,
-after which the host reads the arguments and the pt_regs frame with one read each and writes
-back only the fields the callback changed.
+after which the host reads the arguments from the CPU's mailbox with one unpack and hands the
+callback a lazy view of the pt_regs frame (ptregs.py): fields read and written in place.
 
 Lifetime (as RCU): what the guest reads is published whole by one aligned 8-byte store (the
 list head or a NEXT link, an ops' HASH pointer, function_trace_op); a block is never written
@@ -19,6 +19,7 @@ import contextlib
 import copy
 import errno
 import struct
+from sys import getrefcount
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from emu import CallbackError, EmuError, memlayout as L
@@ -30,12 +31,12 @@ from ...flags import FtraceOpsFlags as FL
 from ...ops import FtraceOps, ftrace_ops_get_func
 from ...recursion import RecursionRecorder
 from .asm import CodeBuilder
-from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, HASH_HEADER, MAILBOX_SIZE,
+from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, HASH_HEADER, MAILBOX_SHIFT,
                         OPS_HASH, OPS_NEXT, OPS_SIZE, emit_caller, emit_helpers,
                         instantiate_trampoline, python_stub,
                         trampoline_template)
 from .insn import MCOUNT_INSN_SIZE, X86_NOP5, call_insn, site_insn
-from .ptregs import FRAME_SIZE, PT_REGS_OFFSET, PtRegs
+from .ptregs import FRAME_SIZE, PtRegs
 from .rcu_tasks import RcuTasks, site_returns
 from .text_poke import TextPoker
 
@@ -51,7 +52,6 @@ STUB_SIZE = 64
 _q = struct.Struct("<Q")
 _args = struct.Struct("<4Q")
 _FREGS_WHAT = "ftrace callback: pt_regs pointer in the mailbox"
-_CS_OFFSET = PT_REGS_OFFSET["cs"]
 
 
 class GuestOps:
@@ -86,7 +86,10 @@ class X86Ftrace:
         self._next_id = 1
         self._tramp_call: dict[int, int] = {}
         self._callbacks: dict[int, tuple[FtraceOps, bool]] = {}   # ops id -> (ops, wants regs)
+        self._spare_views: dict["VCpu", PtRegs] = {}     # per CPU: a pt_regs view to re-point
         self._kernel_pa = machine.walker.kernel_pa
+        self._kernel_pages = machine.walker.kernel_pages
+        self._ram = machine.ram
         self.fentry = machine.symbol_address("__fentry__") if machine.image.has_symbol("__fentry__") else 0
         text = machine.image.sections.get(".text")
         self._text = (text[0], text[0] + len(text[1])) if text else (0, 0)
@@ -410,12 +413,28 @@ class X86Ftrace:
 
     # ---- hypercalls ------------------------------------------------------------
     def _on_callback(self, cpu: "VCpu", port: int, ops_id: int) -> None:
+        """The hypercall of an ops' stub: its arguments from this CPU's mailbox (one unpack
+        from RAM), a lazy pt_regs view when the ops asked for regs, the user's function."""
         entry = self._callbacks.get(ops_id)
         if entry is None:
             return
         ops, wants_regs = entry
-        ip, parent_ip, _op, fregs = _args.unpack_from(self.machine.ram, self.mailbox_pa + MAILBOX_SIZE * cpu.index)
-        regs = self._pt_regs(cpu, fregs) if wants_regs and fregs else None
+        ip, parent_ip, _op, fregs = _args.unpack_from(self._ram, self.mailbox_pa + (cpu.index << MAILBOX_SHIFT))
+        # fregs is non-NULL only from ftrace_regs_caller, whose frame is always full (cs set):
+        # ftrace_caller passes NULL, and the list function skips SAVE_REGS ops without regs.
+        regs = None
+        if fregs and wants_regs:
+            # The common case inline (a call costs as much as the rest): a frame within one
+            # known page seen through this CPU's spare view, taken out of the spare slot while
+            # the callback runs (a nested callback on this CPU finds the slot empty).
+            off = fregs & 0xFFF
+            pa = self._kernel_pages.get(fregs - off)
+            regs = self._spare_views.pop(cpu, None)
+            if pa is None or off > 0x1000 - FRAME_SIZE or regs is None:
+                regs = self._pt_regs(cpu, fregs)
+            else:
+                regs._base, regs.address = pa + off, fregs
+            refs = getrefcount(regs)
         outer, self.current_cpu = self.current_cpu, cpu
         try:
             ops.saved_func(ip, parent_ip, ops, regs)
@@ -425,9 +444,11 @@ class X86Ftrace:
             raise self._callback_error(cpu, ops, ip, exc) from exc
         finally:
             self.current_cpu = outer
-        if regs is not None and regs.dirty:
-            for addr, data in regs.changes():
-                self.machine.walker.write(cpu.cr3(), addr, data)
+        if regs is not None:
+            if getrefcount(regs) > refs:            # the callback kept it: see ptregs.py
+                regs.detach()
+            elif regs._write_through is None:        # a view of RAM, not a copy: reusable
+                self._spare_views[cpu] = regs
 
     def _callback_error(self, cpu: "VCpu", ops: FtraceOps, ip: int, exc: Exception) -> CallbackError:
         """The loud end of a raising callback: the ops, the traced function, the CPU."""
@@ -439,19 +460,18 @@ class X86Ftrace:
         err.ops, err.ip = ops, ip      # type: ignore[attr-defined]
         return err
 
-    def _pt_regs(self, cpu: "VCpu", fregs: int) -> PtRegs | None:
-        """The trampoline's frame as a PtRegs, or None for a frame without full regs."""
-        if (fregs & 0xFFF) + FRAME_SIZE <= 0x1000:
-            try:
-                pa = self._kernel_pa(fregs, cpu.cr3)
-            except PageFault:
-                raise cpu.bad_address(fregs, _FREGS_WHAT) from None
-            raw = self.machine.ram[pa:pa + FRAME_SIZE]
-        else:
-            raw = cpu.read_virt(fregs, FRAME_SIZE, _FREGS_WHAT)
-        if not _q.unpack_from(raw, _CS_OFFSET)[0]:
-            return None
-        return PtRegs(raw, fregs)
+    def _pt_regs(self, cpu: "VCpu", fregs: int) -> PtRegs:
+        """A lazy view of the trampoline's pt_regs frame at ``fregs``: guest RAM itself when
+        the frame lies in one page (kept as the CPU's spare view afterwards, re-pointed at
+        later frames: making a view costs more than the rest of the hypercall), else a copy
+        written through."""
+        if (fregs & 0xFFF) + FRAME_SIZE > 0x1000:
+            raw = bytearray(cpu.read_virt(fregs, FRAME_SIZE, _FREGS_WHAT))
+            return PtRegs(raw, 0, fregs, lambda va, data: self.machine.walker.write(cpu.cr3(), va, data))
+        try:
+            return PtRegs(self._ram, self._kernel_pa(fregs, cpu.cr3), fregs)
+        except PageFault:
+            raise cpu.bad_address(fregs, _FREGS_WHAT) from None
 
     def _on_recursion(self, cpu: "VCpu", port: int, value: int) -> None:
         ip, parent_ip = struct.unpack("<QQ", self.machine.walker.read(cpu.cr3(), cpu.stack_pointer(), 16))

@@ -293,7 +293,7 @@ def _emit_regs_body(b: CodeBuilder, name: str, op_load: str, target: int) -> Non
     b.emit("\n".join(restore))
 
 
-MAILBOX_SIZE = 32               # per CPU: ip, parent_ip, op, fregs
+MAILBOX_SHIFT = 5               # per CPU 32 bytes: ip, parent_ip, op, fregs
 
 _PLACEHOLDER = L.EXECMEM_VA     # an ops address, as `mov rdx, imm32` sign-extends it
 _MOV_RDX_OP = b"\x48\xc7\xc2" + struct.pack("<i", _PLACEHOLDER - (1 << 64))
@@ -344,7 +344,7 @@ def emit_python_stub(b: CodeBuilder, ops_id: int, mailboxes: int) -> None:
         push rbp
         mov rbp, rsp
         mov eax, dword ptr gs:[{L.PCPU_CPU}]
-        shl eax, 5
+        shl eax, {MAILBOX_SHIFT}
         add rax, {mailboxes}
         mov qword ptr [rax], rdi
         mov qword ptr [rax + 8], rsi
