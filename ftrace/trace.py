@@ -342,6 +342,8 @@ class TraceArray:
         name = word if on else word[2:]
         if name not in TRACE_OPTIONS and name not in GRAPH_OPTIONS:
             raise FtraceError(errno.EINVAL, f"no trace option {word!r}")
+        if name == "function-fork":
+            self.inst.pid_filter.follow_fork(on)
         (self.options.add if on else self.options.discard)(name)
         if name == "overwrite":
             for buf in (self.buffer, self.snap.buffer):
