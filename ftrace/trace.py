@@ -52,6 +52,14 @@ TRACE_OPTIONS: dict[str, bool] = {
 }
 
 
+def tracer_options(tracer: str | None = None) -> dict[str, bool]:
+    """The tracers' own options with their defaults: one tracer's, or every tracer's."""
+    from .trace_functions import FUNC_OPTIONS
+    from .trace_functions_graph import GRAPH_OPTIONS
+    per = {"function": FUNC_OPTIONS, "function_graph": GRAPH_OPTIONS}
+    return per.get(tracer, {}) if tracer is not None else FUNC_OPTIONS | GRAPH_OPTIONS
+
+
 class Tracer:
     """struct tracer: a name and what starting and stopping it does to a trace array."""
 
@@ -62,6 +70,9 @@ class Tracer:
 
     def reset(self, tr: "TraceArray") -> None:
         """Stop tracing into ``tr``."""
+
+    def set_flag(self, tr: "TraceArray", name: str, on: bool) -> None:
+        """One of the tracer's own options is about to change (tracer->set_flag)."""
 
 
 class TraceArray:
@@ -77,8 +88,7 @@ class TraceArray:
         self.expanded = bool(self.name)         # trace_array_create: instances start expanded
         self.snap = TraceSnapshot(self, (self.va + DESCRIPTORS, self.va + SNAPSHOT_DESCRIPTORS))
         self.tracer: Tracer = tracing.tracers["nop"]
-        from .trace_functions_graph import GRAPH_OPTIONS
-        self.options = {k for k, on in (TRACE_OPTIONS | GRAPH_OPTIONS).items() if on}
+        self.options = {k for k, on in (TRACE_OPTIONS | tracer_options()).items() if on}
         self.clock = "local"
         self.time_start = 0                     # array_buffer.time_start: the last reset
         self._on = True
@@ -86,6 +96,7 @@ class TraceArray:
         self.ops = inst.ops
         self.callback = self._thunk(tracing.function_trace_entry(self.clock))
         self.graph_callback = self._thunk(tracing.function_graph_entry_for(self.clock))
+        self.stack_callback = self._thunk(tracing.function_stack_trace_call)
         self.graph_used = False
         raw = bytearray(4096)
         struct.pack_into("<QII", raw, TR_BUFFERS, self.va + DESCRIPTORS, 1, CLOCK_LOCAL)
@@ -335,13 +346,15 @@ class TraceArray:
 
     def set_option(self, text: str) -> None:
         """trace_options: ``name`` or ``no<name>`` (general options, or the tracer options of
-        function_graph); EINVAL for an unknown option."""
-        from .trace_functions_graph import GRAPH_OPTIONS
+        function and function_graph); EINVAL for an unknown option."""
+        from .trace_functions import FUNC_OPTIONS
         word = text.strip()
         on = not word.startswith("no")
         name = word if on else word[2:]
-        if name not in TRACE_OPTIONS and name not in GRAPH_OPTIONS:
+        if name not in TRACE_OPTIONS and name not in tracer_options():
             raise FtraceError(errno.EINVAL, f"no trace option {word!r}")
+        if name in FUNC_OPTIONS and (name in self.options) != on:
+            self.tracer.set_flag(self, name, on)
         if name == "function-fork":
             self.inst.pid_filter.follow_fork(on)
         (self.options.add if on else self.options.discard)(name)
@@ -353,8 +366,7 @@ class TraceArray:
 
     def trace_options(self) -> str:
         """The general options, then the current tracer's own."""
-        from .trace_functions_graph import GRAPH_OPTIONS
-        names = list(TRACE_OPTIONS) + (list(GRAPH_OPTIONS) if self.tracer.name == "function_graph" else [])
+        names = list(TRACE_OPTIONS) + list(tracer_options(self.tracer.name))
         return "".join(f"{'' if k in self.options else 'no'}{k}\n" for k in names)
 
     # ---- reading -------------------------------------------------------------------------

@@ -11,8 +11,7 @@ from emu.pseudofs import Handle, fs_error, wants_write
 
 from .filter_file import RegexFile
 from .ring_buffer import PAGE_SIZE, header_event_format, header_page_format
-from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS
-from .trace_functions_graph import GRAPH_OPTIONS
+from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS, tracer_options
 from .trace_output import format_trace, merge_by_time
 
 if TYPE_CHECKING:
@@ -154,7 +153,7 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
     fs.register_text("trace_clock", lambda: " ".join(f"[{c}]" if c == tr.clock else c for c in TRACE_CLOCKS) + "\n",
                      lambda t: tr.set_clock(t.strip()), mode=0o644)
     fs.register_text("trace_options", tr.trace_options, tr.set_option, mode=0o644)
-    for name in [*TRACE_OPTIONS, *GRAPH_OPTIONS]:
+    for name in [*TRACE_OPTIONS, *tracer_options()]:
         fs.register_text(f"options/{name}", lambda n=name: f"{int(n in tr.options)}\n",
                          lambda t, n=name: tr.set_option(n if _bool(t) else "no" + n), mode=0o644)
     for cpu in range(len(tr.m.cpus)):
