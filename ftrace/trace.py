@@ -35,6 +35,8 @@ TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_C
                 "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
 CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False, "mono": True}
 TRACE_MARKER_MAX_SIZE = 4096
+RB_MAX_EVENT_DATA = BUF_PAGE_SIZE - 8  # ring_buffer_max_event_size: a page less two header words
+PRINT_META = 16 + 2                   # struct print_entry before buf, the '\n' and '\0'
 FTRACE_STACK_ENTRIES = 64
 DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
 SNAPSHOT_DESCRIPTORS = 0x800  # and of the other one (the live and snapshot buffers swap them)
@@ -92,6 +94,7 @@ class TraceArray:
         self.clock = "local"
         self.time_start = 0                     # array_buffer.time_start: the last reset
         self._on = True
+        self.stop_count = 0                     # tracing_stop_tr nesting (pause-on-trace)
         # tr->ops: the function tracer registers it with this array's guest callback.
         self.ops = inst.ops
         self.callback = self._thunk(tracing.function_trace_entry(self.clock))
@@ -137,7 +140,21 @@ class TraceArray:
     @tracing_on.setter
     def tracing_on(self, on: bool) -> None:
         self._on = bool(on)
-        self._store32(TR_ON, int(self._on))
+        self._store_on()
+
+    def _store_on(self) -> None:
+        """What the guest writers read: tracing_on, unless a reader stopped recording."""
+        self._store32(TR_ON, int(self._on and not self.stop_count))
+
+    def tracing_stop(self) -> None:
+        """tracing_stop_tr: recording pauses (``tracing_on`` still reads as set), nested."""
+        self.stop_count += 1
+        self._store_on()
+
+    def tracing_start(self) -> None:
+        """tracing_start_tr: the last of the nested stops ends, recording resumes."""
+        self.stop_count = max(0, self.stop_count - 1)
+        self._store_on()
 
     def set_clock(self, name: str) -> None:
         """trace_clock: one of TRACE_CLOCKS; the buffer is reset (timestamps of different
@@ -225,20 +242,23 @@ class TraceArray:
         self.ring_buffer().write_event(cpu, payload, self.tracing.clock_now(self, cpu))
 
     # ---- host-written events --------------------------------------------------------------
-    def trace_marker_write(self, text: str) -> None:
-        """trace_marker: a TRACE_PRINT entry (``tracing_mark_write: text``) in CPU 0's
-        buffer, as written by the task running there (the writer is the host, not a guest
-        task). EINVAL with the markers option off, EBADF while tracing is off."""
+    def trace_marker_write(self, data: bytes) -> int:
+        """trace_marker (tracing_mark_write): one write(2) becomes a TRACE_PRINT entry
+        (``tracing_mark_write: text``) in CPU 0's buffer, as written by the task running
+        there (the writer is the host, not a guest task), with a newline added if it has
+        none. It takes at most what one event holds and says so: the writer's next write(2)
+        brings the rest as another entry. EINVAL with the markers option off, EBADF while
+        tracing is off."""
         if "markers" not in self.options:
             raise FtraceError(errno.EINVAL, "the markers option is off")
         if not self._on:
             raise FtraceError(errno.EBADF, "tracing is off")
-        data = text.encode()[:TRACE_MARKER_MAX_SIZE]
-        if not data.endswith(b"\n"):
-            data += b"\n"
+        cnt = min(len(data), TRACE_MARKER_MAX_SIZE, RB_MAX_EVENT_DATA - PRINT_META)
+        text = data[:cnt] if data[:cnt].endswith(b"\n") else data[:cnt] + b"\n"
         self.quiesce_writers()
-        if not self._print(self.m.online_cpus()[0], self.tracing.tracing_mark_write, data):
+        if not self._print(self.m.online_cpus()[0], self.tracing.tracing_mark_write, text):
             raise FtraceError(errno.EBADF, "the buffer is full")
+        return cnt
 
     def _print(self, cpu: int, ip: int, data: bytes) -> bool:
         """A TRACE_PRINT entry (``<ip's symbol>: text``) in ``cpu``'s buffer, as written by
@@ -278,7 +298,7 @@ class TraceArray:
             self.snap.resize(cpu)
             self.expanded = True
         finally:
-            self._store32(TR_ON, int(self._on))
+            self._store_on()
 
     def quiesce_writers(self) -> None:
         """Wait until no vCPU is in the middle of writing an event into this array's

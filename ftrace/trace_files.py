@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from emu.pseudofs import Handle, fs_error, wants_write
+from emu.pseudofs import Handle, TextFile, TextHandle, fs_error, wants_read, wants_write
 
 from .filter_file import RegexFile
 from .ring_buffer import PAGE_SIZE, header_event_format, header_page_format
@@ -116,6 +117,53 @@ class PipeFile:
         return PipeHandle(self.tr, self.fs, self.cpu, self.raw, flags)
 
 
+class TraceFile(TextFile):
+    """``trace`` and ``per_cpu/cpuN/trace``: with the pause-on-trace option, a read open
+    stops recording until its release (__tracing_open / tracing_release)."""
+
+    def __init__(self, tr: "TraceArray", read: Callable[[], str], truncate: Callable[[], None]) -> None:
+        super().__init__(read, None, 0o644, truncate)
+        self.tr = tr
+
+    def open(self, flags: int) -> Handle:
+        handle = super().open(flags)
+        if wants_read(flags) and "pause-on-trace" in self.tr.options:
+            self.tr.tracing_stop()
+            return PausedHandle(self, self.tr)
+        return handle
+
+
+class PausedHandle(TextHandle):
+    def __init__(self, node: TextFile, tr: "TraceArray") -> None:
+        super().__init__(node)
+        self.tr = tr
+
+    def release(self) -> None:
+        self.tr.tracing_start()
+
+
+class MarkerHandle(Handle):
+    """trace_marker: each write(2) is one entry; a short count sends the rest to the next."""
+
+    def __init__(self, tr: "TraceArray") -> None:
+        self.tr = tr
+
+    def write(self, data: bytes, offset: int) -> int:
+        return self.tr.trace_marker_write(data)
+
+
+class MarkerFile:
+    mode = 0o220
+
+    def __init__(self, tr: "TraceArray") -> None:
+        self.tr = tr
+
+    def open(self, flags: int) -> Handle:
+        if not wants_write(flags) or wants_read(flags):
+            raise fs_error(errno.EACCES)
+        return MarkerHandle(self.tr)
+
+
 def _cpu_trace(tr: "TraceArray", cpu: int) -> str:
     tr.tracing.refresh_cmdlines()
     buf = tr.buffer
@@ -145,7 +193,7 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
     fs.register_text("current_tracer", lambda: tr.tracer.name + "\n", tr.set_tracer, mode=0o644)
     fs.register_text("tracing_on", lambda: f"{int(tr.tracing_on)}\n",
                      lambda t: setattr(tr, "tracing_on", _bool(t)), mode=0o644)
-    fs.register_text("trace", tr.trace, None, mode=0o644, truncate=tr.reset_buffer)
+    fs.register("trace", TraceFile(tr, tr.trace, tr.reset_buffer))
     fs.register_text("snapshot", lambda: tr.snap.read(None), lambda t: tr.snap.write(t, None), mode=0o644)
     fs.register("trace_pipe", PipeFile(tr, fs, None, raw=False))
     fs.register_text("buffer_size_kb", tr.buffer_size_kb, lambda t: tr.resize(_bool(t)), mode=0o644)
@@ -158,8 +206,8 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
                          lambda t, n=name: tr.set_option(n if _bool(t) else "no" + n), mode=0o644)
     for cpu in range(len(tr.m.cpus)):
         d = f"per_cpu/cpu{cpu}"
-        fs.register_text(f"{d}/trace", lambda c=cpu: _cpu_trace(tr, c), None, mode=0o644,
-                         truncate=lambda c=cpu: tr.buffer and tr.buffer.reset_cpu(c))
+        fs.register(f"{d}/trace", TraceFile(tr, lambda c=cpu: _cpu_trace(tr, c),
+                                            lambda c=cpu: tr.buffer and tr.buffer.reset_cpu(c)))
         fs.register(f"{d}/trace_pipe", PipeFile(tr, fs, cpu, raw=False))
         fs.register(f"{d}/trace_pipe_raw", PipeFile(tr, fs, cpu, raw=True))
         fs.register_text(f"{d}/stats", lambda c=cpu: _stats(tr, c))
@@ -167,7 +215,7 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
                          lambda t, c=cpu: tr.snap.write(t, c), mode=0o644)
         fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
                          lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
-    fs.register_text("trace_marker", None, tr.trace_marker_write, mode=0o220)
+    fs.register("trace_marker", MarkerFile(tr))
     fs.register_text("events/header_page", header_page_format)
     fs.register_text("events/header_event", header_event_format)
     for name in FTRACE_EVENTS:
