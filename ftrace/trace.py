@@ -95,6 +95,7 @@ class TraceArray:
         self.time_start = 0                     # array_buffer.time_start: the last reset
         self._on = True
         self.stop_count = 0                     # tracing_stop_tr nesting (pause-on-trace)
+        self.refs = 0                           # open files reading its buffers (tr->ref)
         # tr->ops: the function tracer registers it with this array's guest callback.
         self.ops = inst.ops
         self.callback = self._thunk(tracing.function_trace_entry(self.clock))

@@ -72,6 +72,10 @@ class PipeHandle(Handle):
         self.nonblock = bool(flags & os.O_NONBLOCK)
         self.pending = b""
         self.seen = False
+        tr.refs += 1
+
+    def release(self) -> None:
+        self.tr.refs -= 1
 
     def _fetch(self, size: int) -> bytes:
         tr = self.tr
@@ -117,29 +121,37 @@ class PipeFile:
         return PipeHandle(self.tr, self.fs, self.cpu, self.raw, flags)
 
 
-class TraceFile(TextFile):
-    """``trace`` and ``per_cpu/cpuN/trace``: with the pause-on-trace option, a read open
-    stops recording until its release (__tracing_open / tracing_release)."""
+class ArrayTextFile(TextFile):
+    """A text file that reads a trace array's buffers (``trace``, ``snapshot``, per_cpu
+    ``trace``/``snapshot``/``stats``): an open handle holds a reference on the array, so
+    ``rmdir`` of its instance is refused meanwhile (EBUSY, as trace_array_get makes it).
+    With ``pause``, a read open under the pause-on-trace option also stops recording
+    until its release (__tracing_open / tracing_release)."""
 
-    def __init__(self, tr: "TraceArray", read: Callable[[], str], truncate: Callable[[], None]) -> None:
-        super().__init__(read, None, 0o644, truncate)
-        self.tr = tr
+    def __init__(self, tr: "TraceArray", read: Callable[[], str],
+                 write: Callable[[str], None] | None = None,
+                 truncate: Callable[[], None] | None = None, pause: bool = False) -> None:
+        super().__init__(read, write, 0o644 if write or truncate else 0o444, truncate)
+        self.tr, self.pause = tr, pause
 
     def open(self, flags: int) -> Handle:
-        handle = super().open(flags)
-        if wants_read(flags) and "pause-on-trace" in self.tr.options:
+        super().open(flags)
+        paused = self.pause and wants_read(flags) and "pause-on-trace" in self.tr.options
+        if paused:
             self.tr.tracing_stop()
-            return PausedHandle(self, self.tr)
-        return handle
+        self.tr.refs += 1
+        return ArrayTextHandle(self, paused)
 
 
-class PausedHandle(TextHandle):
-    def __init__(self, node: TextFile, tr: "TraceArray") -> None:
+class ArrayTextHandle(TextHandle):
+    def __init__(self, node: ArrayTextFile, paused: bool) -> None:
         super().__init__(node)
-        self.tr = tr
+        self.tr, self.paused = node.tr, paused
 
     def release(self) -> None:
-        self.tr.tracing_start()
+        self.tr.refs -= 1
+        if self.paused:
+            self.tr.tracing_start()
 
 
 class MarkerHandle(Handle):
@@ -193,8 +205,8 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
     fs.register_text("current_tracer", lambda: tr.tracer.name + "\n", tr.set_tracer, mode=0o644)
     fs.register_text("tracing_on", lambda: f"{int(tr.tracing_on)}\n",
                      lambda t: setattr(tr, "tracing_on", _bool(t)), mode=0o644)
-    fs.register("trace", TraceFile(tr, tr.trace, tr.reset_buffer))
-    fs.register_text("snapshot", lambda: tr.snap.read(None), lambda t: tr.snap.write(t, None), mode=0o644)
+    fs.register("trace", ArrayTextFile(tr, tr.trace, truncate=tr.reset_buffer, pause=True))
+    fs.register("snapshot", ArrayTextFile(tr, lambda: tr.snap.read(None), lambda t: tr.snap.write(t, None)))
     fs.register("trace_pipe", PipeFile(tr, fs, None, raw=False))
     fs.register_text("buffer_size_kb", tr.buffer_size_kb, lambda t: tr.resize(_bool(t)), mode=0o644)
     fs.register_text("buffer_total_size_kb", tr.buffer_total_size_kb)
@@ -206,13 +218,13 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
                          lambda t, n=name: tr.set_option(n if _bool(t) else "no" + n), mode=0o644)
     for cpu in range(len(tr.m.cpus)):
         d = f"per_cpu/cpu{cpu}"
-        fs.register(f"{d}/trace", TraceFile(tr, lambda c=cpu: _cpu_trace(tr, c),
-                                            lambda c=cpu: tr.buffer and tr.buffer.reset_cpu(c)))
+        fs.register(f"{d}/trace", ArrayTextFile(tr, lambda c=cpu: _cpu_trace(tr, c), pause=True,
+                                                truncate=lambda c=cpu: tr.buffer and tr.buffer.reset_cpu(c)))
         fs.register(f"{d}/trace_pipe", PipeFile(tr, fs, cpu, raw=False))
         fs.register(f"{d}/trace_pipe_raw", PipeFile(tr, fs, cpu, raw=True))
-        fs.register_text(f"{d}/stats", lambda c=cpu: _stats(tr, c))
-        fs.register_text(f"{d}/snapshot", lambda c=cpu: tr.snap.read(c),
-                         lambda t, c=cpu: tr.snap.write(t, c), mode=0o644)
+        fs.register(f"{d}/stats", ArrayTextFile(tr, lambda c=cpu: _stats(tr, c)))
+        fs.register(f"{d}/snapshot", ArrayTextFile(tr, lambda c=cpu: tr.snap.read(c),
+                                                   lambda t, c=cpu: tr.snap.write(t, c)))
         fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
                          lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
     fs.register("trace_marker", MarkerFile(tr))

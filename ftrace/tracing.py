@@ -273,6 +273,8 @@ class Tracing:
         writes into its buffer when it runs on. If the wait runs out of budget the array's
         memory is kept (a leak, said in the log), never freed under a writer."""
         tr = self.arrays[inst.name]
+        if tr.refs:
+            raise FtraceError(errno.EBUSY, f"instance {inst.name} has files open")
         if tr.tracer.name == "nop" and inst.ops.flags & FL.ENABLED:
             return
         del self.arrays[inst.name]

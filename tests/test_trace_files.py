@@ -3,6 +3,7 @@ entry, long ones continued in the next entry as the kernel's short write makes t
 do) and ``options/pause-on-trace`` (an open ``trace`` stops recording until it is closed)."""
 from __future__ import annotations
 
+import errno
 import os
 
 from emu import Machine
@@ -59,3 +60,47 @@ def test_pause_on_trace_stops_recording_while_trace_is_open():
     m.call("bench_fib", 1)
     h.release()
     assert len(events(m)) == 3
+
+
+def test_an_instance_with_a_buffer_file_open_cannot_be_removed():
+    """As trace_array_get's reference: rmdir is EBUSY while its trace (or snapshot,
+    trace_pipe, per_cpu files) is open, and works once it is closed."""
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    tfs.mkdir("instances/lab")
+    for path in ("trace", "snapshot", "trace_pipe", "per_cpu/cpu0/stats"):
+        h = tfs.open(f"instances/lab/{path}", O_RDONLY)
+        try:
+            tfs.rmdir("instances/lab")
+        except OSError as e:
+            assert e.errno == errno.EBUSY, path
+        else:
+            raise AssertionError(f"rmdir succeeded with {path} open")
+        finally:
+            h.release()
+    assert tfs.read("instances/lab/current_tracer") == "nop\n"
+    tfs.rmdir("instances/lab")
+    assert not tfs.exists("instances/lab")
+
+
+def test_a_file_opened_before_rmdir_and_written_after_changes_nothing():
+    """An event's enable file kept open across its instance's rmdir (instance-event.tc's
+    race): the write is refused (ENODEV) instead of publishing the removed array."""
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    tfs.mkdir("instances/lab")
+    h = tfs.open("instances/lab/events/sched/sched_switch/enable", os.O_WRONLY)
+    tfs.rmdir("instances/lab")
+    tfs.mkdir("instances/lab")
+    try:
+        h.write(b"1", 0)
+    except OSError as e:
+        assert e.errno == errno.ENODEV
+    else:
+        raise AssertionError("the write reached a removed instance")
+    finally:
+        h.release()
+    m.run(ms=5)                                      # sched_switch fires: no guest panic
+    assert tfs.read("instances/lab/events/sched/sched_switch/enable") == "0\n"
