@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
     from .instance import FtraceInstance
 
-CODE_SIZE = 0x3000
+CODE_SIZE = 0x4000
 
 
 class Tracing:
