@@ -60,8 +60,7 @@ class FtraceInstance:
         self.pids: frozenset[int] = frozenset()
         self.no_pids: frozenset[int] = frozenset()
         self.tracing_cpumask = (1 << len(ft.machine.cpus)) - 1
-        self.ignore_pid = [False] * len(ft.machine.cpus)    # per CPU: ftrace_ignore_pid
-        self.pid_filter = PidFilter(self)
+        self.pid_filter = PidFilter(self)                 # function-fork
         self.trace: TraceActions | None = None
         self.listeners: list[Callable[[str], None]] = []
 
@@ -79,18 +78,15 @@ class FtraceInstance:
         self.probes[:] = [p for p, _, _ in probes]
         for p, counts, filter_hash in probes:
             p.counts, p.ops.filter_hash = dict(counts), filter_hash
-        self.pid_filter.update()
 
     def set_pids(self, attr: str, pids: frozenset[int]) -> None:
         """set_ftrace_pid (``pids``) or set_ftrace_notrace_pid (``no_pids``) now lists
-        ``pids``: the per-CPU ignore flags follow at once."""
+        ``pids``; the tracers publish them to their guest callbacks at once."""
         setattr(self, attr, pids)
-        self.pid_filter.update()
         self.changed(attr)
 
     def changed(self, what: str) -> None:
-        """Tell the tracers that ``what`` changed: "pids", "no_pids", "tracing_cpumask", or
-        "ignore_pid" (a CPU now runs a task to ignore, or stops running one)."""
+        """Tell the tracers that ``what`` changed: "pids", "no_pids" or "tracing_cpumask"."""
         for fn in list(self.listeners):
             fn(what)
 
@@ -173,7 +169,7 @@ class TraceInstances:
             raise fs_error(errno.EBUSY, detail=f"instance {name}'s function ops is registered")
         for probe in list(inst.probes):
             probe.unregister_all()
-        inst.pid_filter.release()
+        inst.pid_filter.follow_fork(False)
         self._forget(name)
 
     def _forget(self, name: str) -> None:

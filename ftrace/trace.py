@@ -35,6 +35,8 @@ TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_C
                 "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
 CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False, "mono": True}
 TRACE_MARKER_MAX_SIZE = 4096
+RB_MAX_EVENT_DATA = BUF_PAGE_SIZE - 8  # ring_buffer_max_event_size: a page less two header words
+PRINT_META = 16 + 2                   # struct print_entry before buf, the '\n' and '\0'
 FTRACE_STACK_ENTRIES = 64
 DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
 SNAPSHOT_DESCRIPTORS = 0x800  # and of the other one (the live and snapshot buffers swap them)
@@ -52,6 +54,14 @@ TRACE_OPTIONS: dict[str, bool] = {
 }
 
 
+def tracer_options(tracer: str | None = None) -> dict[str, bool]:
+    """The tracers' own options with their defaults: one tracer's, or every tracer's."""
+    from .trace_functions import FUNC_OPTIONS
+    from .trace_functions_graph import GRAPH_OPTIONS
+    per = {"function": FUNC_OPTIONS, "function_graph": GRAPH_OPTIONS}
+    return per.get(tracer, {}) if tracer is not None else FUNC_OPTIONS | GRAPH_OPTIONS
+
+
 class Tracer:
     """struct tracer: a name and what starting and stopping it does to a trace array."""
 
@@ -62,6 +72,9 @@ class Tracer:
 
     def reset(self, tr: "TraceArray") -> None:
         """Stop tracing into ``tr``."""
+
+    def set_flag(self, tr: "TraceArray", name: str, on: bool) -> None:
+        """One of the tracer's own options is about to change (tracer->set_flag)."""
 
 
 class TraceArray:
@@ -77,15 +90,17 @@ class TraceArray:
         self.expanded = bool(self.name)         # trace_array_create: instances start expanded
         self.snap = TraceSnapshot(self, (self.va + DESCRIPTORS, self.va + SNAPSHOT_DESCRIPTORS))
         self.tracer: Tracer = tracing.tracers["nop"]
-        from .trace_functions_graph import GRAPH_OPTIONS
-        self.options = {k for k, on in (TRACE_OPTIONS | GRAPH_OPTIONS).items() if on}
+        self.options = {k for k, on in (TRACE_OPTIONS | tracer_options()).items() if on}
         self.clock = "local"
         self.time_start = 0                     # array_buffer.time_start: the last reset
         self._on = True
+        self.stop_count = 0                     # tracing_stop_tr nesting (pause-on-trace)
+        self.refs = 0                           # open files reading its buffers (tr->ref)
         # tr->ops: the function tracer registers it with this array's guest callback.
         self.ops = inst.ops
         self.callback = self._thunk(tracing.function_trace_entry(self.clock))
         self.graph_callback = self._thunk(tracing.function_graph_entry_for(self.clock))
+        self.stack_callback = self._thunk(tracing.function_stack_trace_call)
         self.graph_used = False
         raw = bytearray(4096)
         struct.pack_into("<QII", raw, TR_BUFFERS, self.va + DESCRIPTORS, 1, CLOCK_LOCAL)
@@ -126,7 +141,21 @@ class TraceArray:
     @tracing_on.setter
     def tracing_on(self, on: bool) -> None:
         self._on = bool(on)
-        self._store32(TR_ON, int(self._on))
+        self._store_on()
+
+    def _store_on(self) -> None:
+        """What the guest writers read: tracing_on, unless a reader stopped recording."""
+        self._store32(TR_ON, int(self._on and not self.stop_count))
+
+    def tracing_stop(self) -> None:
+        """tracing_stop_tr: recording pauses (``tracing_on`` still reads as set), nested."""
+        self.stop_count += 1
+        self._store_on()
+
+    def tracing_start(self) -> None:
+        """tracing_start_tr: the last of the nested stops ends, recording resumes."""
+        self.stop_count = max(0, self.stop_count - 1)
+        self._store_on()
 
     def set_clock(self, name: str) -> None:
         """trace_clock: one of TRACE_CLOCKS; the buffer is reset (timestamps of different
@@ -214,20 +243,23 @@ class TraceArray:
         self.ring_buffer().write_event(cpu, payload, self.tracing.clock_now(self, cpu))
 
     # ---- host-written events --------------------------------------------------------------
-    def trace_marker_write(self, text: str) -> None:
-        """trace_marker: a TRACE_PRINT entry (``tracing_mark_write: text``) in CPU 0's
-        buffer, as written by the task running there (the writer is the host, not a guest
-        task). EINVAL with the markers option off, EBADF while tracing is off."""
+    def trace_marker_write(self, data: bytes) -> int:
+        """trace_marker (tracing_mark_write): one write(2) becomes a TRACE_PRINT entry
+        (``tracing_mark_write: text``) in CPU 0's buffer, as written by the task running
+        there (the writer is the host, not a guest task), with a newline added if it has
+        none. It takes at most what one event holds and says so: the writer's next write(2)
+        brings the rest as another entry. EINVAL with the markers option off, EBADF while
+        tracing is off."""
         if "markers" not in self.options:
             raise FtraceError(errno.EINVAL, "the markers option is off")
         if not self._on:
             raise FtraceError(errno.EBADF, "tracing is off")
-        data = text.encode()[:TRACE_MARKER_MAX_SIZE]
-        if not data.endswith(b"\n"):
-            data += b"\n"
+        cnt = min(len(data), TRACE_MARKER_MAX_SIZE, RB_MAX_EVENT_DATA - PRINT_META)
+        text = data[:cnt] if data[:cnt].endswith(b"\n") else data[:cnt] + b"\n"
         self.quiesce_writers()
-        if not self._print(self.m.online_cpus()[0], self.tracing.tracing_mark_write, data):
+        if not self._print(self.m.online_cpus()[0], self.tracing.tracing_mark_write, text):
             raise FtraceError(errno.EBADF, "the buffer is full")
+        return cnt
 
     def _print(self, cpu: int, ip: int, data: bytes) -> bool:
         """A TRACE_PRINT entry (``<ip's symbol>: text``) in ``cpu``'s buffer, as written by
@@ -267,7 +299,7 @@ class TraceArray:
             self.snap.resize(cpu)
             self.expanded = True
         finally:
-            self._store32(TR_ON, int(self._on))
+            self._store_on()
 
     def quiesce_writers(self) -> None:
         """Wait until no vCPU is in the middle of writing an event into this array's
@@ -335,13 +367,17 @@ class TraceArray:
 
     def set_option(self, text: str) -> None:
         """trace_options: ``name`` or ``no<name>`` (general options, or the tracer options of
-        function_graph); EINVAL for an unknown option."""
-        from .trace_functions_graph import GRAPH_OPTIONS
+        function and function_graph); EINVAL for an unknown option."""
+        from .trace_functions import FUNC_OPTIONS
         word = text.strip()
         on = not word.startswith("no")
         name = word if on else word[2:]
-        if name not in TRACE_OPTIONS and name not in GRAPH_OPTIONS:
+        if name not in TRACE_OPTIONS and name not in tracer_options():
             raise FtraceError(errno.EINVAL, f"no trace option {word!r}")
+        if name in FUNC_OPTIONS and (name in self.options) != on:
+            self.tracer.set_flag(self, name, on)
+        if name == "function-fork":
+            self.inst.pid_filter.follow_fork(on)
         (self.options.add if on else self.options.discard)(name)
         if name == "overwrite":
             for buf in (self.buffer, self.snap.buffer):
@@ -351,8 +387,7 @@ class TraceArray:
 
     def trace_options(self) -> str:
         """The general options, then the current tracer's own."""
-        from .trace_functions_graph import GRAPH_OPTIONS
-        names = list(TRACE_OPTIONS) + (list(GRAPH_OPTIONS) if self.tracer.name == "function_graph" else [])
+        names = list(TRACE_OPTIONS) + list(tracer_options(self.tracer.name))
         return "".join(f"{'' if k in self.options else 'no'}{k}\n" for k in names)
 
     # ---- reading -------------------------------------------------------------------------

@@ -244,6 +244,9 @@ class TraceEvents:
         arrays = self.enabled[name]
         if (tr in arrays) == on:
             return
+        if on and self.tracing.arrays.get(tr.name) is not tr:
+            # A file opened before its instance's rmdir, written after: the array is gone.
+            raise FtraceError(errno.ENODEV, f"instance {tr.name} was removed")
         if on:
             tr.expand()                       # as tracing_update_buffers on event enable
         arrays.append(tr) if on else arrays.remove(tr)

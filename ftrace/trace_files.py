@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from emu.pseudofs import Handle, fs_error, wants_write
+from emu.pseudofs import Handle, TextFile, TextHandle, fs_error, wants_read, wants_write
 
 from .filter_file import RegexFile
 from .ring_buffer import PAGE_SIZE, header_event_format, header_page_format
-from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS
-from .trace_functions_graph import GRAPH_OPTIONS
+from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS, tracer_options
 from .trace_output import format_trace, merge_by_time
 
 if TYPE_CHECKING:
@@ -72,6 +72,10 @@ class PipeHandle(Handle):
         self.nonblock = bool(flags & os.O_NONBLOCK)
         self.pending = b""
         self.seen = False
+        tr.refs += 1
+
+    def release(self) -> None:
+        self.tr.refs -= 1
 
     def _fetch(self, size: int) -> bytes:
         tr = self.tr
@@ -117,6 +121,61 @@ class PipeFile:
         return PipeHandle(self.tr, self.fs, self.cpu, self.raw, flags)
 
 
+class ArrayTextFile(TextFile):
+    """A text file that reads a trace array's buffers (``trace``, ``snapshot``, per_cpu
+    ``trace``/``snapshot``/``stats``): an open handle holds a reference on the array, so
+    ``rmdir`` of its instance is refused meanwhile (EBUSY, as trace_array_get makes it).
+    With ``pause``, a read open under the pause-on-trace option also stops recording
+    until its release (__tracing_open / tracing_release)."""
+
+    def __init__(self, tr: "TraceArray", read: Callable[[], str],
+                 write: Callable[[str], None] | None = None,
+                 truncate: Callable[[], None] | None = None, pause: bool = False) -> None:
+        super().__init__(read, write, 0o644 if write or truncate else 0o444, truncate)
+        self.tr, self.pause = tr, pause
+
+    def open(self, flags: int) -> Handle:
+        super().open(flags)
+        paused = self.pause and wants_read(flags) and "pause-on-trace" in self.tr.options
+        if paused:
+            self.tr.tracing_stop()
+        self.tr.refs += 1
+        return ArrayTextHandle(self, paused)
+
+
+class ArrayTextHandle(TextHandle):
+    def __init__(self, node: ArrayTextFile, paused: bool) -> None:
+        super().__init__(node)
+        self.tr, self.paused = node.tr, paused
+
+    def release(self) -> None:
+        self.tr.refs -= 1
+        if self.paused:
+            self.tr.tracing_start()
+
+
+class MarkerHandle(Handle):
+    """trace_marker: each write(2) is one entry; a short count sends the rest to the next."""
+
+    def __init__(self, tr: "TraceArray") -> None:
+        self.tr = tr
+
+    def write(self, data: bytes, offset: int) -> int:
+        return self.tr.trace_marker_write(data)
+
+
+class MarkerFile:
+    mode = 0o220
+
+    def __init__(self, tr: "TraceArray") -> None:
+        self.tr = tr
+
+    def open(self, flags: int) -> Handle:
+        if not wants_write(flags) or wants_read(flags):
+            raise fs_error(errno.EACCES)
+        return MarkerHandle(self.tr)
+
+
 def _cpu_trace(tr: "TraceArray", cpu: int) -> str:
     tr.tracing.refresh_cmdlines()
     buf = tr.buffer
@@ -146,29 +205,29 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
     fs.register_text("current_tracer", lambda: tr.tracer.name + "\n", tr.set_tracer, mode=0o644)
     fs.register_text("tracing_on", lambda: f"{int(tr.tracing_on)}\n",
                      lambda t: setattr(tr, "tracing_on", _bool(t)), mode=0o644)
-    fs.register_text("trace", tr.trace, None, mode=0o644, truncate=tr.reset_buffer)
-    fs.register_text("snapshot", lambda: tr.snap.read(None), lambda t: tr.snap.write(t, None), mode=0o644)
+    fs.register("trace", ArrayTextFile(tr, tr.trace, truncate=tr.reset_buffer, pause=True))
+    fs.register("snapshot", ArrayTextFile(tr, lambda: tr.snap.read(None), lambda t: tr.snap.write(t, None)))
     fs.register("trace_pipe", PipeFile(tr, fs, None, raw=False))
     fs.register_text("buffer_size_kb", tr.buffer_size_kb, lambda t: tr.resize(_bool(t)), mode=0o644)
     fs.register_text("buffer_total_size_kb", tr.buffer_total_size_kb)
     fs.register_text("trace_clock", lambda: " ".join(f"[{c}]" if c == tr.clock else c for c in TRACE_CLOCKS) + "\n",
                      lambda t: tr.set_clock(t.strip()), mode=0o644)
     fs.register_text("trace_options", tr.trace_options, tr.set_option, mode=0o644)
-    for name in [*TRACE_OPTIONS, *GRAPH_OPTIONS]:
+    for name in [*TRACE_OPTIONS, *tracer_options()]:
         fs.register_text(f"options/{name}", lambda n=name: f"{int(n in tr.options)}\n",
                          lambda t, n=name: tr.set_option(n if _bool(t) else "no" + n), mode=0o644)
     for cpu in range(len(tr.m.cpus)):
         d = f"per_cpu/cpu{cpu}"
-        fs.register_text(f"{d}/trace", lambda c=cpu: _cpu_trace(tr, c), None, mode=0o644,
-                         truncate=lambda c=cpu: tr.buffer and tr.buffer.reset_cpu(c))
+        fs.register(f"{d}/trace", ArrayTextFile(tr, lambda c=cpu: _cpu_trace(tr, c), pause=True,
+                                                truncate=lambda c=cpu: tr.buffer and tr.buffer.reset_cpu(c)))
         fs.register(f"{d}/trace_pipe", PipeFile(tr, fs, cpu, raw=False))
         fs.register(f"{d}/trace_pipe_raw", PipeFile(tr, fs, cpu, raw=True))
-        fs.register_text(f"{d}/stats", lambda c=cpu: _stats(tr, c))
-        fs.register_text(f"{d}/snapshot", lambda c=cpu: tr.snap.read(c),
-                         lambda t, c=cpu: tr.snap.write(t, c), mode=0o644)
+        fs.register(f"{d}/stats", ArrayTextFile(tr, lambda c=cpu: _stats(tr, c)))
+        fs.register(f"{d}/snapshot", ArrayTextFile(tr, lambda c=cpu: tr.snap.read(c),
+                                                   lambda t, c=cpu: tr.snap.write(t, c)))
         fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
                          lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
-    fs.register_text("trace_marker", None, tr.trace_marker_write, mode=0o220)
+    fs.register("trace_marker", MarkerFile(tr))
     fs.register_text("events/header_page", header_page_format)
     fs.register_text("events/header_event", header_event_format)
     for name in FTRACE_EVENTS:

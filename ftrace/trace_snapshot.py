@@ -102,6 +102,8 @@ class TraceSnapshot:
         callback)."""
         tr, snap = self.tr, self.buffer
         assert snap is not None
+        if tr.stop_count:                   # update_max_tr: not while tracing is stopped
+            return
         tr.pages.write(tr.va + TR_BUFFERS, struct.pack("<Q", snap.descriptors))
         tr.buffer, self.buffer = snap, tr.buffer
         self._took(cpu)

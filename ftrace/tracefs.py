@@ -58,7 +58,9 @@ ftemu tracing mini-HOWTO: the files of this directory, as on Linux.
   set_graph_function    function_graph: trace these functions and what they call
   set_graph_notrace     function_graph: leave out these functions and what they call
   max_graph_depth       function_graph: nesting depth recorded (0: no limit)
-  snapshot              a second buffer: `echo 1 > snapshot` swaps it with the live one
+  snapshot              a second buffer: `echo 1 > snapshot` allocates it and swaps it with
+                        the live one, `echo 2` clears it, `echo 0` frees it; per_cpu/cpuN/snapshot
+                        swaps one CPU
   function_profile_enabled  1 counts hits and time per function in trace_stat/functionN
   stack_trace           the deepest kernel stack seen while the stack tracer runs
   stack_max_size        its size in bytes; write 0 to start over

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from emu import memlayout as L
 
 from .arch.x86.asm import CodeBuilder
+from .arch.x86.func_stack_64 import emit_function_stack_trace_call
 from .arch.x86.fgraph_64 import CELL_GRAPH, CELL_NOTRACE, emit_fgraph
 from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, FAST_CLOCKS, TR_NO_PIDS, TR_PIDS,
                                 USER_HZ, emit_function_trace_call, emit_trace_clock)
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     from .instance import FtraceInstance
 
-CODE_SIZE = 0x3000
+CODE_SIZE = 0x4000
 
 
 class Tracing:
@@ -105,6 +106,7 @@ class Tracing:
         b = CodeBuilder(base)
         emit_trace_clock(b, self.clock_data, m.symbol_address("jiffies"))
         emit_function_trace_call(b, self.clock_data)
+        emit_function_stack_trace_call(b)
         idle, tasks = m.image.symbol("idle_tasks"), m.image.symbol("tasks")
         self.task_slots = self._task_slots(idle, tasks)
         self.shadow_table = m.execmem.alloc(8 * (((idle.size + 63) & ~63) + tasks.size) // 64 + 8, align=64,
@@ -136,6 +138,7 @@ class Tracing:
         self.function_trace_call = b.labels["function_trace_call"]
         self._fast_entries = {(kind, name): b.labels[f"{kind}_{name}"] for name in FAST_CLOCKS.values()
                               for kind in ("function_trace_call", "function_graph_entry")}
+        self.function_stack_trace_call = b.labels["function_stack_trace_call"]
         self.function_graph_entry = b.labels["function_graph_entry"]
         self.return_to_handler = b.labels["return_to_handler"]
         names = sorted(b.labels.items(), key=lambda kv: kv[1])
@@ -270,6 +273,8 @@ class Tracing:
         writes into its buffer when it runs on. If the wait runs out of budget the array's
         memory is kept (a leak, said in the log), never freed under a writer."""
         tr = self.arrays[inst.name]
+        if tr.refs:
+            raise FtraceError(errno.EBUSY, f"instance {inst.name} has files open")
         if tr.tracer.name == "nop" and inst.ops.flags & FL.ENABLED:
             return
         del self.arrays[inst.name]
@@ -289,6 +294,6 @@ class Tracing:
         # A return hijacked for this array may still come back and read its trace_array
         # (it finds tracing off): that page is kept once function_graph has used it.
         keep = tr.va if tr.graph_used else 0
-        for va in (tr.va, tr.callback, tr.graph_callback, *blocks):
+        for va in (tr.va, tr.callback, tr.graph_callback, tr.stack_callback, *blocks):
             if va and va != keep:
                 self.m.execmem.free(va)

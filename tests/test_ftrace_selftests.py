@@ -62,7 +62,7 @@ GUEST_CMDLINE = "console=ttyS0 hotplug_cycle=0"
 # the instances/ machinery (mkdir/rmdir from five shells at once). Named from test.d/.
 OTHER_PASS = ["00basic/basic1.tc", "00basic/basic2.tc", "00basic/basic3.tc",
               "00basic/trace_pipe.tc", "00basic/ringbuffer_size.tc", "00basic/snapshot.tc",
-              "00basic/snapshot1.tc", "instances/instance.tc", "instances/instance-event.tc"]
+              "00basic/snapshot1.tc", "00basic/trace_marker.tc", "instances/instance.tc", "instances/instance-event.tc"]
 OTHER_BLOCKED: dict[str, str] = {     # run last: a guest panic ends the mount
 }
 BLOCKED.update(OTHER_BLOCKED)

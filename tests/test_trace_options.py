@@ -10,6 +10,7 @@ import pytest
 from test_function_graph import graph_run
 from test_tracers import golden_run
 
+from emu import Machine
 from ftrace.trace_output import IRQS_OFF, TRACE_FN, TraceEntry, TraceFormatter, format_trace
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -26,11 +27,27 @@ def check_golden(name: str, text: str) -> None:
 @pytest.mark.parametrize("name,options", [
     ("trace_function_latency.txt", ("latency-format",)),
     ("trace_function_latency_verbose.txt", ("latency-format", "verbose")),
-    ("trace_function_symaddr_tgid.txt", ("sym-offset", "sym-addr", "record-tgid")),
-    ("trace_function_raw.txt", ("raw",)),
+    ("trace_function_tgid_noparent.txt", ("record-tgid", "noprint-parent")),
 ])
 def test_function_tracer_golden_traces_under_options(name, options):
     check_golden(name, golden_run(*options))
+
+
+def test_symbol_offsets_addresses_and_raw_lines_name_the_same_calls():
+    """Addresses move whenever the guest changes, so these are checked against its symbols
+    rather than a golden file: ``kalloc+0x0/0x75 <ffffffff81001fe0>``, ``<pid> <cpu> <ts>
+    <ip> <parent>``."""
+    plain = [line.split(": ", 1)[1] for line in golden_run().splitlines() if not line.startswith("#")]
+    m_lines = [line for line in golden_run("sym-offset", "sym-addr").splitlines() if not line.startswith("#")]
+    raw = [line for line in golden_run("raw").splitlines() if not line.startswith("#")]
+    m = Machine(cpus=1)
+    for name_line, sym_line, raw_line in zip(plain, m_lines, raw, strict=True):
+        func = name_line.split(" <-")[0]
+        addr, size = m.image.symbol(func).addr, m.image.symbol(func).size
+        assert sym_line.split(": ", 1)[1].startswith(f"{func}+0x0/0x{size:x} <{addr:016x}> <-")
+        pid, cpu, ts, ip, parent = raw_line.split()
+        assert (int(ip, 16), sym_line.split("] ")[0].split("-")[-1].split()[0]) == (addr, pid)
+        assert f"<{int(parent, 16):016x}>" in sym_line and int(ts) > 0 and cpu in "01"
 
 
 def test_function_graph_golden_trace_in_latency_format():
@@ -81,3 +98,31 @@ def test_an_empty_buffer_prints_no_latency_header():
                            "#                    _------=> CPU#            \n")
     assert text.endswith("#     \\   /        ||||||  \\    |    /       \n"
                          "kworker/-7         0.....    5us : schedule\n")
+
+
+def test_func_stack_trace_follows_each_function_with_its_call_chain():
+    """The function tracer's own option: each event is followed by a ``<stack trace>`` of
+    the traced function and its callers, written by guest code; switching it while the
+    tracer runs swaps the callback (func_set_flag)."""
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    assert "func_stack_trace" not in tfs.read("trace_options")       # not the current tracer's
+    tfs.write("set_ftrace_filter", "spin_lock_irqsave")
+    tfs.write("current_tracer", "function")
+    assert tfs.read("trace_options").endswith("nostacktrace\nnofunc_stack_trace\n")
+    tfs.write("options/func_stack_trace", "1")
+    m.run(ms=5)
+    lines = [line for line in tfs.read("trace").splitlines() if not line.startswith("#")]
+    events = [i for i, line in enumerate(lines) if not line.startswith(" => ")]
+    assert len(events) >= 4 and len(events) % 2 == 0
+    for fn, stack in zip(events[::2], events[1::2]):
+        task, caller = lines[fn].split("[")[0], lines[fn].split(" <-")[1]
+        assert lines[stack].split("[")[0] == task and lines[stack].endswith(": <stack trace>")
+        assert lines[stack + 1:stack + 3] == [" => spin_lock_irqsave", f" => {caller}"]
+    assert "down" in {lines[fn].split(" <-")[1] for fn in events[::2]}   # ping/pong's semaphores
+    tfs.write("trace_options", "nofunc_stack_trace")
+    tfs.write("trace", "")
+    m.run(ms=5)
+    text = tfs.read("trace")
+    assert "spin_lock_irqsave <-" in text and "<stack trace>" not in text

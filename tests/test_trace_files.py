@@ -1,0 +1,106 @@
+"""The files of a trace array a tutorial meets after ``trace``: ``trace_marker`` (a write per
+entry, long ones continued in the next entry as the kernel's short write makes the writer
+do) and ``options/pause-on-trace`` (an open ``trace`` stops recording until it is closed)."""
+from __future__ import annotations
+
+import errno
+import os
+
+from emu import Machine
+from emu.pseudofs import O_RDONLY
+
+
+def tracing_fib() -> Machine:
+    m = Machine(cpus=1)
+    m.boot()
+    m.tracefs.write("set_ftrace_filter", "bench_fib")
+    m.tracefs.write("current_tracer", "function")
+    return m
+
+
+def events(m: Machine, path: str = "trace") -> list[str]:
+    return [line.split(": ", 1)[1] for line in m.tracefs.read(path).splitlines()
+            if not line.startswith("#")]
+
+
+def test_a_marker_longer_than_one_event_continues_in_the_next():
+    """4078 bytes (trace_marker.tc's size): 4054 fit one event (a page's 4080 bytes less the
+    two header words, the print entry's 16 bytes and the newline and NUL), the rest follows."""
+    m = tracing_fib()
+    text = "X" * 4078
+    m.tracefs.write("trace_marker", text)
+    assert events(m) == ["tracing_mark_write: " + "X" * 4054, "tracing_mark_write: " + "X" * 24]
+    h = m.tracefs.open("trace_marker", os.O_WRONLY)
+    try:
+        assert h.write(b"short\n", 0) == 6
+        assert h.write(text.encode(), 0) == 4054
+    finally:
+        h.release()
+    assert events(m)[2:] == ["tracing_mark_write: short", "tracing_mark_write: " + "X" * 4054]
+
+
+def test_pause_on_trace_stops_recording_while_trace_is_open():
+    m = tracing_fib()
+    tfs = m.tracefs
+    m.call("bench_fib", 1)
+    tfs.write("options/pause-on-trace", "1")
+    h = tfs.open("trace", O_RDONLY)
+    try:
+        m.call("bench_fib", 3)                      # not recorded: a reader has it open
+        assert tfs.read("tracing_on") == "1\n"      # the user's switch is untouched
+        tfs.write("snapshot", "1")                  # update_max_tr does nothing meanwhile
+        assert "* Snapshot is allocated *" in tfs.read("snapshot")
+        assert h.read(1 << 16, 0).decode().count("bench_fib <-") == 1
+    finally:
+        h.release()
+    m.call("bench_fib", 1)
+    assert len(events(m)) == 2
+    tfs.write("options/pause-on-trace", "0")
+    h = tfs.open("trace", O_RDONLY)
+    m.call("bench_fib", 1)
+    h.release()
+    assert len(events(m)) == 3
+
+
+def test_an_instance_with_a_buffer_file_open_cannot_be_removed():
+    """As trace_array_get's reference: rmdir is EBUSY while its trace (or snapshot,
+    trace_pipe, per_cpu files) is open, and works once it is closed."""
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    tfs.mkdir("instances/lab")
+    for path in ("trace", "snapshot", "trace_pipe", "per_cpu/cpu0/stats"):
+        h = tfs.open(f"instances/lab/{path}", O_RDONLY)
+        try:
+            tfs.rmdir("instances/lab")
+        except OSError as e:
+            assert e.errno == errno.EBUSY, path
+        else:
+            raise AssertionError(f"rmdir succeeded with {path} open")
+        finally:
+            h.release()
+    assert tfs.read("instances/lab/current_tracer") == "nop\n"
+    tfs.rmdir("instances/lab")
+    assert not tfs.exists("instances/lab")
+
+
+def test_a_file_opened_before_rmdir_and_written_after_changes_nothing():
+    """An event's enable file kept open across its instance's rmdir (instance-event.tc's
+    race): the write is refused (ENODEV) instead of publishing the removed array."""
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    tfs.mkdir("instances/lab")
+    h = tfs.open("instances/lab/events/sched/sched_switch/enable", os.O_WRONLY)
+    tfs.rmdir("instances/lab")
+    tfs.mkdir("instances/lab")
+    try:
+        h.write(b"1", 0)
+    except OSError as e:
+        assert e.errno == errno.ENODEV
+    else:
+        raise AssertionError("the write reached a removed instance")
+    finally:
+        h.release()
+    m.run(ms=5)                                      # sched_switch fires: no guest panic
+    assert tfs.read("instances/lab/events/sched/sched_switch/enable") == "0\n"
