@@ -122,7 +122,8 @@ class _Under:
     trace_array that is gone. (The kernel refuses an instance's rmdir while its files are
     open, tr->ref; through FUSE a RELEASE comes after close(2) has returned, so refusing
     would fail scripts that close and then rmdir.) Never a read or write into what the
-    removal freed."""
+    removal freed. flush and release still go through: a write may remove its own directory
+    (a livepatch's ``enabled``), and close must not fail for it."""
 
     def __init__(self, handle: Handle, dirs: list[Directory], path: str) -> None:
         self._handle, self._dirs, self._path = handle, dirs, path
@@ -141,8 +142,6 @@ class _Under:
     def write(self, data: bytes, offset: int) -> int:
         return self._alive().write(data, offset)
 
-    def flush(self) -> None:
-        self._alive().flush()
 
 
 def _parts(path: str) -> list[str]:

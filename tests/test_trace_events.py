@@ -149,15 +149,15 @@ def test_a_file_held_open_across_the_instances_rmdir_is_dead_afterwards(m):
     t = m.tracefs
     t.mkdir("instances/foo")
     enable = t.open("instances/foo/events/sched/sched_switch/enable", os.O_WRONLY)
-    trace = t.open("instances/foo/trace", os.O_RDONLY)
+    tracing_on = t.open("instances/foo/tracing_on", os.O_RDONLY)
     t.rmdir("instances/foo")
     t.mkdir("instances/bar")
-    for call in (lambda: enable.write(b"1", 0), lambda: trace.read(4096, 0), enable.flush):
+    for call in (lambda: enable.write(b"1", 0), lambda: tracing_on.read(4096, 0)):
         with pytest.raises(OSError) as e:
             call()
         assert e.value.errno == errno.ENODEV
     enable.release()
-    trace.release()
+    tracing_on.release()
     t.write("instances/bar/events/sched/sched_switch/enable", "1")
     m.run(ms=20)
     assert set(events_in(t.read("instances/bar/trace"))) == {"sched_switch"}
