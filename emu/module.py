@@ -115,6 +115,7 @@ class ModuleLoader:
         self.area = ModuleArea()
         self.modules: dict[str, Module] = {}
         self.notifiers: list[Notifier] = []
+        self.livepatch_tainted = False     # TAINT_LIVEPATCH's notice is printed once a boot
         machine.snapshot_participants.append(self)
 
     # ---- notifiers (the kernel's ftrace_module_init / klp_module_coming and friends) ------
@@ -193,6 +194,9 @@ class ModuleLoader:
         except OSError as e:
             raise ModuleError(errno.ENOENT, f"could not load module {path}: {e.strerror}") from None
         mod = self._layout_and_relocate(name, path, data)
+        if mod.livepatch and not self.livepatch_tainted:        # check_modinfo_livepatch
+            self.livepatch_tainted = True
+            self.m.printk(f"{name}: tainting kernel with TAINT_LIVEPATCH", 5)
         self.modules[name] = mod
         self.m.image.add_module_symbols(name, [Symbol(n, a, sz) for n, (a, sz) in mod.symbols.items()])
         try:
@@ -266,11 +270,12 @@ class ModuleLoader:
 
     # ---- snapshots -----------------------------------------------------------------------
     def snapshot_state(self) -> tuple:
-        return (self.area.state(), {n: (mod, mod.state, list(mod.params), dict(mod.charp_buffers))
-                                    for n, mod in self.modules.items()})
+        return (self.area.state(), self.livepatch_tainted,
+                {n: (mod, mod.state, list(mod.params), dict(mod.charp_buffers))
+                 for n, mod in self.modules.items()})
 
     def restore_state(self, st: tuple) -> None:
-        area, mods = st
+        area, self.livepatch_tainted, mods = st
         self.area.set_state(area)
         for name in list(self.modules):
             if name not in mods:

@@ -164,9 +164,16 @@ def test_sample_patches_proc_cmdline(booted_snapshots, linux61, tmp_path):
     st.load_lp("livepatch_sample")
     assert m.fs.read("/proc/cmdline") == "this has been live patched\n"
     assert m.modules.modules["livepatch_sample"].modinfo["livepatch"] == ["Y"]
+    assert m.fs.read("/sys/module/livepatch_sample/taint") == "K\n"
+    # check_modinfo_livepatch's notice, once a boot (the selftests' filter drops it)
+    assert "livepatch_sample: tainting kernel with TAINT_LIVEPATCH" in m.dmesg.splitlines()
     st.disable_lp("livepatch_sample")
     st.unload_lp("livepatch_sample")
     assert m.fs.read("/proc/cmdline") == "console=ttyS0\n"
+    st.load_lp("livepatch_sample")
+    assert m.dmesg.count("tainting kernel with TAINT_LIVEPATCH") == 1
+    st.disable_lp("livepatch_sample")
+    st.unload_lp("livepatch_sample")
     assert st.result().splitlines() == [          # check_result keeps livepatch's lines
         "livepatch: enabling patch 'livepatch_sample'",
         "livepatch: 'livepatch_sample': initializing patching transition",
@@ -176,7 +183,7 @@ def test_sample_patches_proc_cmdline(booted_snapshots, linux61, tmp_path):
         "livepatch: 'livepatch_sample': initializing unpatching transition",
         "livepatch: 'livepatch_sample': starting unpatching transition",
         "livepatch: 'livepatch_sample': completing unpatching transition",
-        "livepatch: 'livepatch_sample': unpatching complete"]
+        "livepatch: 'livepatch_sample': unpatching complete"] * 2
 
 
 @pytest.mark.parametrize("seed", [7, 8, 9])
