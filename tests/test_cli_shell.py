@@ -87,6 +87,7 @@ def test_module_commands_act_on_the_guest(require_tool):
         "removed",
         "not loaded: fine for modprobe -r",
         "% modprobe klp_cmdline",
+        "klp_cmdline: tainting kernel with TAINT_LIVEPATCH",      # once a boot, as Linux
         "livepatch: enabling patch 'klp_cmdline'",
         "livepatch: 'klp_cmdline': initializing patching transition",
         "livepatch: 'klp_cmdline': starting patching transition",
