@@ -86,6 +86,8 @@ class ControlServer:
             if req.get("clear"):
                 self.m.log.clear()
             return {"errno": 0, "records": records}
+        if op == "klp_explain":
+            return {"errno": 0, "text": self.m.livepatch.explain()}
         if op == "modules":
             return {"errno": 0, "text": self.m.fs.read("/proc/modules")}
         raise ValueError(f"unknown op {op!r}")

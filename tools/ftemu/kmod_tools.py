@@ -20,7 +20,7 @@ from pathlib import Path
 
 CONTROL_ENV = "FTEMU_CONTROL"
 MODULE_DIR_ENV = "FTEMU_MODULE_DIR"
-COMMANDS = ("insmod", "rmmod", "modprobe", "modinfo", "lsmod", "dmesg")
+COMMANDS = ("insmod", "rmmod", "modprobe", "modinfo", "lsmod", "dmesg", "klp-explain")
 LEVELS = ("emerg", "alert", "crit", "err", "warn", "notice", "info", "debug")
 
 
@@ -282,6 +282,17 @@ def dmesg(argv: list[str]) -> int:
     return 0
 
 
+def klp_explain(argv: list[str]) -> int:
+    """Beyond kmod: m.livepatch.explain() of the running guest."""
+    argparse.ArgumentParser(
+        prog="klp-explain",
+        description="Why the guest's livepatch transition has not completed: the tasks not "
+                    "yet switched, where each sleeps and which patched function holds it.",
+    ).parse_args(argv)
+    sys.stdout.write(call("klp_explain")["text"])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
@@ -289,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cmd, args = argv[0], argv[1:]
     try:
-        return globals()[cmd](args)
+        return globals()[cmd.replace("-", "_")](args)
     except CommandError as e:
         print(f"{cmd}: {e}", file=sys.stderr)
         return 1
