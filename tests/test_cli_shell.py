@@ -114,9 +114,10 @@ def test_insmod_failure_uses_kmods_words(require_tool, tmp_path):
         "MODULE_LICENSE(\"GPL\");\n")
     r = ftemu("shell", "--no-namespace", "--module-dir", str(tmp_path), "-c",
               "ko=$(modinfo -F filename failing); echo $ko; modprobe failing; insmod $ko; "
-              "lsmod | wc -l", timeout=300)
-    ko, count = r.stdout.splitlines()
+              "lsmod | wc -l; klp-explain", timeout=300)
+    ko, count, explained = r.stdout.splitlines()
     assert ko.endswith("/failing.ko") and count == "1"
+    assert explained == "no livepatch transition in progress"
     assert r.stderr.splitlines() == [
         "modprobe: ERROR: could not insert 'failing': No such device",
         f"insmod: ERROR: could not insert module {ko}: No such device"]
