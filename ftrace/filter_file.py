@@ -231,4 +231,6 @@ def ops_regex_file(ft: "MachineFtrace", ops: FtraceOps, enable: bool,
         if ft.ftrace_disabled:
             raise fs_error(errno.ENODEV, detail="ftrace is disabled")
         ft._hash_move_and_update_ops(ops, new, enable)
+        if inst is not None:        # the users of the global filter follow (the profiler)
+            inst.changed("filter" if enable else "notrace")
     return RegexFile(ft, get_hash, set_hash, enable, inst, commands)

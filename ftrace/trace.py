@@ -383,6 +383,8 @@ class TraceArray:
             for buf in (self.buffer, self.snap.buffer):
                 if buf is not None:
                     buf.set_overwrite(on)
+        if name == "graph-time" and self.name == "":
+            self.tracing.profiler.sync_options()
         self.sync_graph_settings()
 
     def trace_options(self) -> str:

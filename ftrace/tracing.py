@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import errno
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from emu import memlayout as L
 
@@ -57,6 +57,10 @@ class Tracing:
         self.top = self.arrays[""]
         self.call_traces: list[CallTrace] = []
         machine.snapshot_participants.append(self)
+        from .ftrace_profile import FunctionProfiler
+        from .trace_stack import StackTracer
+        self.profiler = FunctionProfiler(self)
+        self.stack_tracer = StackTracer(self)
 
     # ---- snapshots: the host half of every trace array follows the guest memory ---------
     _ARRAY_FIELDS = ("expanded", "tracer", "clock", "_on", "graph_used", "time_start")
@@ -153,6 +157,29 @@ class Tracing:
     def function_graph_entry_for(self, clock: str) -> int:
         """The same for the function_graph thunk."""
         return self._fast_entries.get(("function_graph_entry", clock), self.function_graph_entry)
+
+    def load_code(self, size: int, emit: "Callable[[CodeBuilder], None]") -> dict[str, int]:
+        """Guest code of its own for a tracer (the profiler, the stack tracer): ``emit`` fills
+        an executable block of ``size`` bytes; its labels become symbols (%pS,
+        enabled_functions) and are returned."""
+        base = self.m.execmem.alloc(size, align=64)
+        b = CodeBuilder(base)
+        emit(b)
+        if len(b.code) > size:
+            raise RuntimeError("tracer guest code outgrew its block")
+        self.pages.write(base, bytes(b.code))
+        self.m.invalidate_code(base, len(b.code))
+        self.ft.x86.code_ranges.append((base, base + size))   # grace periods see a vCPU in it
+        names = sorted(b.labels.items(), key=lambda kv: kv[1])
+        for (name, addr), nxt in zip(names, [a for _, a in names[1:]] + [base + len(b.code)]):
+            self.ft.x86.symbols[addr] = (name, nxt - addr)
+        return b.labels
+
+    def zeroed_block(self, size: int) -> int:
+        """A data block (NX) for what guest code keeps, zeroed."""
+        va = self.m.execmem.alloc(size, executable=False)
+        self.pages.write(va, bytes(size))
+        return va
 
     def _task_slots(self, idle, tasks) -> list[tuple[int, int]]:
         """(task struct address, shadow-table index) for every slot of idle_tasks[] and tasks[]."""

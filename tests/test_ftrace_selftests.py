@@ -41,16 +41,13 @@ NOT_APPLICABLE = {
 }
 # Scripts that apply but fail today, with the reason; the rest must pass.
 BLOCKED = {
-    "fgraph-filter-stack.tc": "the stack tracer is not in ftemu yet",
-    "fgraph-profiler.tc": "the function profiler is not in ftemu yet",
-    "func_profiler.tc": "the function profiler is not in ftemu yet",
-    "func_profile_stat.tc": "the function profiler is not in ftemu yet",
-    "func_stack_tracer.tc": "the stack tracer is not in ftemu yet",
 }
 
 
 EXPECTED_PASS: set[str] = {"fgraph-filter.tc", "fgraph-multi.tc", "func-filter-glob.tc",
-                           "func_cpumask.tc", "func_hotplug.tc", "func_set_ftrace_file.tc"}
+                           "func_cpumask.tc", "func_hotplug.tc", "func_set_ftrace_file.tc",
+                           "fgraph-filter-stack.tc", "fgraph-profiler.tc", "func_profiler.tc",
+                           "func_profile_stat.tc", "func_stack_tracer.tc"}
 EXPECTED_PASS |= {"func_event_triggers.tc",       # the events' soft mode (event_enable.py)
                   "func_traceonoff_triggers.tc"}  # its shell's opens run as a guest task (requester)
 # The guest's hotplugd takes its highest CPU down and up every 50 ms by default (a stress

@@ -31,12 +31,15 @@ TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 FTRACE_RETFUNC_DEPTH = 50
 TR_MAX_DEPTH, TR_GRAPH_FLAGS = 0x18, 0x1C       # in struct trace_array (trace_64.TR_*)
 GRAPH_NO_IRQS = 1                               # nofuncgraph-irqs: hardirq context not recorded
-# A shadow stack page: owner pid, depth in use, overruns, the graph-filter state, then the
-# entries. SS_GRAPH / SS_NOTRACE: 1 + the index of the entry that matched set_graph_function /
-# set_graph_notrace (0: none on the stack); the kernel's TRACE_GRAPH_BIT and
-# TRACE_GRAPH_NOTRACE_BIT with the depth they were set at.
-SS_PID, SS_CURR, SS_OVERRUN, SS_GRAPH, SS_NOTRACE = 0x00, 0x08, 0x10, 0x18, 0x1C
-SS_ENTRIES, SS_ENTRY = 0x20, 0x20
+# A shadow stack page: owner pid, depth in use, overruns, the graph-filter state, the
+# function profiler's entries among those in use, then the entries. SS_GRAPH / SS_NOTRACE:
+# 1 + the index of the entry that matched set_graph_function / set_graph_notrace (0: none on
+# the stack); the kernel's TRACE_GRAPH_BIT and TRACE_GRAPH_NOTRACE_BIT with the depth they
+# were set at. The profiler's entries (arch/x86/profile_64.py) do not count in the depth
+# function_graph records, as in the kernel, where fgraph users share one frame per call;
+# while there are some, function_graph takes its general paths, which subtract them.
+SS_PID, SS_CURR, SS_OVERRUN, SS_GRAPH, SS_NOTRACE, SS_PROF = 0x00, 0x08, 0x10, 0x18, 0x1C, 0x20
+SS_ENTRIES, SS_ENTRY = 0x28, 0x20
 # The graph hashes as the guest reads them: two pointers (set_graph_function, then
 # set_graph_notrace), each 0 or {u64 count; u64 ips[count]} sorted, published with one store.
 CELL_GRAPH, CELL_NOTRACE = 0x00, 0x08
@@ -92,6 +95,103 @@ def shadow_stack_lookup(idle: tuple[int, int], tasks: tuple[int, int], table: in
     63:"""
 
 
+# The callee-saved registers a hijacking callback uses, and the end of an entry callback
+# that saved them and then the flags: ``98`` restores and returns, ``99`` returns (for an
+# exit before the saves).
+SAVE_CALLEE = """
+        push rbx
+        push r12
+        push r13
+        push r14
+        push r15"""
+ENTRY_HIJACK_EXIT = """
+    98: popfq
+        pop r15
+        pop r14
+        pop r13
+        pop r12
+        pop rbx
+    99: ret"""
+# A hijacked return's frame: [rsp] flags, r15, r14, r13, r12, rbx, rdx, rax (the return value
+# kept), then the slot the real return address goes to.
+RET_SLOT, RET_SAVED_RAX = 64, 56
+RETURN_HIJACK_EXIT = """
+        popfq
+        pop r15
+        pop r14
+        pop r13
+        pop r12
+        pop rbx
+        pop rdx
+        pop rax
+        ret"""
+
+
+def shadow_push(handler: int, owner: str, reserved: str = "") -> str:
+    """Reserve the next entry of the shadow stack r14 (rcx = its index while ``reserved``
+    runs), fill it with the return address at [r13], func r12, calltime rdx and ``owner``,
+    then make the return go to ``handler``. Clobbers rax, rcx, r9."""
+    return f"""
+        mov rcx, qword ptr [r14 + {SS_CURR}]
+        inc qword ptr [r14 + {SS_CURR}]""" + reserved + f"""
+        shl rcx, 5
+        lea rax, [r14 + rcx + {SS_ENTRIES}]
+        mov r9, qword ptr [r13]
+        mov qword ptr [rax + {ENT_RET}], r9
+        mov qword ptr [rax + {ENT_FUNC}], r12
+        mov qword ptr [rax + {ENT_CALLTIME}], rdx
+        mov qword ptr [rax + {ENT_TR}], {owner}
+        movabs r9, {handler}
+        mov qword ptr [r13], r9"""
+
+
+def return_hijack_enter(idle: tuple[int, int], tasks: tuple[int, int], table: int) -> str:
+    """The start of a return handler: the frame above, interrupts off, r14 = the task's
+    shadow stack, rbx = the index of its top entry, rax = that entry, whose return address
+    is put in the return slot; r13 = its func, r15 = its calltime (``90f`` without one: the
+    shadow stack is gone, a bug). The caller releases the entry and ends with
+    RETURN_HIJACK_EXIT."""
+    return f"""
+        sub rsp, 8
+        push rax
+        push rdx""" + SAVE_CALLEE + f"""
+        pushfq
+        cli
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_stack_lookup(idle, tasks, table, "r14") + f"""
+        test r14, r14
+        jz 90f
+        mov rbx, qword ptr [r14 + {SS_CURR}]
+        test rbx, rbx
+        jz 90f
+        dec rbx
+        mov rcx, rbx
+        shl rcx, 5
+        lea rax, [r14 + rcx + {SS_ENTRIES}]
+        mov rdx, qword ptr [rax + {ENT_RET}]
+        mov qword ptr [rsp + {RET_SLOT}], rdx
+        mov r13, qword ptr [rax + {ENT_FUNC}]
+        mov r15, qword ptr [rax + {ENT_CALLTIME}]"""
+
+
+def current_shadow_stack(idle: tuple[int, int], tasks: tuple[int, int], table: int, fail: str) -> str:
+    """r14 = the current task's shadow stack, emptied first if its slot changed owner (a new
+    pid); jumps to ``fail`` when there is none. Clobbers rax, rcx."""
+    return f"""
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]
+        test rax, rax
+        jz {fail}""" + shadow_stack_lookup(idle, tasks, table, "r14") + f"""
+        test r14, r14
+        jz {fail}
+        mov ecx, dword ptr [rax + {L.TASK_PID}]
+        cmp qword ptr [r14 + {SS_PID}], rcx
+        je 64f
+        mov qword ptr [r14 + {SS_PID}], rcx
+        mov qword ptr [r14 + {SS_CURR}], 0
+        mov qword ptr [r14 + {SS_GRAPH}], 0
+        mov qword ptr [r14 + {SS_PROF}], 0
+    64:"""
+
+
 def ip_search(block: str, key: str, found: str, missing: str, n: int) -> str:
     """Binary search of ``key`` in the sorted ip array ``block`` points to; jumps to
     ``found`` or ``missing``. Local labels n and n+1; clobbers rdx, r9, r10, r11."""
@@ -134,32 +234,7 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
     from the matched entry."""
     clock = b.labels["trace_clock"]
     b.label("ftrace_return_to_handler")
-    # Frame: [rsp] flags, r15, r14, r13, r12, rbx, rdx, rax, then the real return address.
-    ret_slot, saved_rax = 64, 56
-    b.emit(f"""
-        sub rsp, 8
-        push rax
-        push rdx
-        push rbx
-        push r12
-        push r13
-        push r14
-        push r15
-        pushfq
-        cli
-        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_stack_lookup(idle, tasks, table, "r14") + f"""
-        test r14, r14
-        jz 90f
-        mov rcx, qword ptr [r14 + {SS_CURR}]
-        test rcx, rcx
-        jz 90f
-        dec rcx
-        shl rcx, 5
-        lea rax, [r14 + rcx + {SS_ENTRIES}]
-        mov rdx, qword ptr [rax + {ENT_RET}]
-        mov qword ptr [rsp + {ret_slot}], rdx
-        mov r13, qword ptr [rax + {ENT_FUNC}]
-        mov r15, qword ptr [rax + {ENT_CALLTIME}]
+    b.emit(return_hijack_enter(idle, tasks, table) + f"""
         mov rbx, qword ptr [rax + {ENT_TR}]
         dec qword ptr [r14 + {SS_CURR}]
         mov rcx, qword ptr [r14 + {SS_CURR}]
@@ -177,23 +252,16 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         mov r12, rdx""" + begin_event("rbx", 48, TRACE_GRAPH_RET, "81f", "79f") + f"""
         mov qword ptr [rax], rcx
         mov qword ptr [rax + 8], r13
-        mov rcx, qword ptr [rsp + {saved_rax}]
+        mov rcx, qword ptr [rsp + {RET_SAVED_RAX}]
         mov qword ptr [rax + 16], rcx
         mov rcx, qword ptr [r14 + {SS_CURR}]
+        sub rcx, qword ptr [r14 + {SS_PROF}]
         mov dword ptr [rax + 24], ecx
         mov dword ptr [rax + 28], 0
         mov qword ptr [rax + 32], r15
         mov qword ptr [rax + 40], r12""" + COMMIT + f"""
     79: mov dword ptr [rdi + {RB_NEST}], 0
-    80: popfq
-        pop r15
-        pop r14
-        pop r13
-        pop r12
-        pop rbx
-        pop rdx
-        pop rax
-        ret
+    80:""" + RETURN_HIJACK_EXIT + f"""
     81: inc qword ptr [rdi + {RB_DROPPED}]
         jmp 80b
     90: ud2""")
@@ -208,28 +276,13 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         jz 1f
         test dword ptr gs:[{L.PCPU_PREEMPT_COUNT}], {L.HARDIRQ_MASK}
         jnz 99f
-    1:  push rbx
-        push r12
-        push r13
-        push r14
-        push r15
+    1:""" + SAVE_CALLEE + f"""
         mov rbx, r8
         mov r12, rdi
         mov r13, r9
         pushfq
-        cli""" + pid_gate("rbx", "98f") + f"""
-        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]
-        test rax, rax
-        jz 98f""" + shadow_stack_lookup(idle, tasks, table, "r14") + f"""
-        test r14, r14
-        jz 98f
-        mov ecx, dword ptr [rax + {L.TASK_PID}]
-        cmp qword ptr [r14 + {SS_PID}], rcx
-        je 2f
-        mov qword ptr [r14 + {SS_PID}], rcx
-        mov qword ptr [r14 + {SS_CURR}], 0
-        mov qword ptr [r14 + {SS_GRAPH}], 0
-    2:  cmp qword ptr [r14 + {SS_CURR}], {FTRACE_RETFUNC_DEPTH}
+        cli""" + pid_gate("rbx", "98f") + current_shadow_stack(idle, tasks, table, "98f") + f"""
+        cmp qword ptr [r14 + {SS_CURR}], {FTRACE_RETFUNC_DEPTH}
         jae 97f
         xor r15d, r15d
         cmp dword ptr [r14 + {SS_NOTRACE}], 0
@@ -242,24 +295,14 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
 """ + graph_hash_lookup(cells + CELL_GRAPH, "7f", "98f", "6f", 53) + f"""
     7:  mov r15d, 2
     6:  mov rcx, qword ptr [r14 + {SS_CURR}]
+        sub rcx, qword ptr [r14 + {SS_PROF}]
         mov edx, dword ptr [rbx + {TR_MAX_DEPTH}]
         test edx, edx
         jz 3f
         cmp rcx, rdx
         jae 98f
     3:  mov r8, rbx
-        call {clock}
-        mov rcx, qword ptr [r14 + {SS_CURR}]
-        inc qword ptr [r14 + {SS_CURR}]
-        shl rcx, 5
-        lea rax, [r14 + rcx + {SS_ENTRIES}]
-        mov r9, qword ptr [r13]
-        mov qword ptr [rax + {ENT_RET}], r9
-        mov qword ptr [rax + {ENT_FUNC}], r12
-        mov qword ptr [rax + {ENT_CALLTIME}], rdx
-        mov qword ptr [rax + {ENT_TR}], rbx
-        movabs r9, {handler}
-        mov qword ptr [r13], r9
+        call {clock}""" + shadow_push(handler, "rbx") + f"""
         mov r13, qword ptr [r14 + {SS_CURR}]
         test r15d, r15d
         jz 8f
@@ -268,19 +311,13 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         mov dword ptr [r14 + {SS_NOTRACE}], r13d
         jmp 98f
     9:  mov dword ptr [r14 + {SS_GRAPH}], r13d
-    8:  dec r13""" + begin_event("rbx", 24, TRACE_GRAPH_ENT, "96f", "95f") + f"""
+    8:  dec r13
+        sub r13, qword ptr [r14 + {SS_PROF}]""" + begin_event("rbx", 24, TRACE_GRAPH_ENT, "96f", "95f") + f"""
         mov qword ptr [rax], rcx
         mov qword ptr [rax + 8], r12
         mov dword ptr [rax + 16], r13d
         mov dword ptr [rax + 20], 0""" + COMMIT + f"""
-    95: mov dword ptr [rdi + {RB_NEST}], 0
-    98: popfq
-        pop r15
-        pop r14
-        pop r13
-        pop r12
-        pop rbx
-    99: ret
+    95: mov dword ptr [rdi + {RB_NEST}], 0""" + ENTRY_HIJACK_EXIT + f"""
     96: inc qword ptr [rdi + {RB_DROPPED}]
         jmp 98b
     97: inc qword ptr [r14 + {SS_OVERRUN}]
@@ -310,8 +347,9 @@ def shadow_page(idle: tuple[int, int], tasks: tuple[int, int], table: int, bad: 
 
 def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int],
                      table: int, clock_data: int) -> None:
-    """return_to_handler: the plain case (no graph filter state on the task's shadow stack,
-    the entry's trace array recording on this CPU with a fast clock, its buffer free) pops
+    """return_to_handler: the plain case (no graph filter state and no profiler entries on
+    the task's shadow stack, the entry's trace array recording on this CPU with a fast
+    clock, its buffer free) pops
     the entry and writes funcgraph_exit in a few translation blocks; anything else unwinds
     its frame and takes ftrace_return_to_handler. The entry is released only after the
     event is written (an NMI meanwhile pushes above it)."""
@@ -342,6 +380,7 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
         cmp rcx, 1
         sbb rdx, rdx
         or rdx, qword ptr [r10 + {SS_GRAPH}]
+        or rdx, qword ptr [r10 + {SS_PROF}]
         jnz 79f
         shl rcx, 5
         mov rsi, r10
@@ -376,8 +415,8 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
                     cells: int, clock_data: int) -> None:
     """function_graph_entry_<clock> for each clock in FAST_CLOCKS, where the trace array's
     graph thunk points while that clock is selected: the plain case (no graph filter, no
-    max_graph_depth, funcgraph-irqs, a task of its own on a shadow stack with room, the
-    array recording with its buffer free) pushes the shadow entry, hijacks the return and
+    max_graph_depth, funcgraph-irqs, a task of its own on a shadow stack with room and no
+    profiler entries, the array recording with its buffer free) pushes the shadow entry, hijacks the return and
     writes funcgraph_entry in a few translation blocks; anything else goes to
     function_graph_entry before anything is written."""
     general, handler = b.labels["function_graph_entry"], b.labels["return_to_handler"]
@@ -403,7 +442,8 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         cmc
         sbb rax, rax
         or rcx, rax
-        or rcx, qword ptr [r10 + {SS_GRAPH}]""" + return_slot("rdx", "r11", "rdi", "rax") + f"""
+        or rcx, qword ptr [r10 + {SS_GRAPH}]
+        or rcx, qword ptr [r10 + {SS_PROF}]""" + return_slot("rdx", "r11", "rdi", "rax") + f"""
         or rcx, rax
         jnz 79f
         mov rsi, rdi
