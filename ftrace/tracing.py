@@ -161,7 +161,9 @@ class Tracing:
     def load_code(self, size: int, emit: "Callable[[CodeBuilder], None]") -> dict[str, int]:
         """Guest code of its own for a tracer (the profiler, the stack tracer): ``emit`` fills
         an executable block of ``size`` bytes; its labels become symbols (%pS,
-        enabled_functions) and are returned."""
+        enabled_functions) and are returned. Not in the grace periods' code ranges: its
+        callbacks build no frame, so a trampoline that called one is seen in the innermost
+        frame, and a return hijacked into it never returns into a trampoline."""
         base = self.m.execmem.alloc(size, align=64)
         b = CodeBuilder(base)
         emit(b)
@@ -169,7 +171,6 @@ class Tracing:
             raise RuntimeError("tracer guest code outgrew its block")
         self.pages.write(base, bytes(b.code))
         self.m.invalidate_code(base, len(b.code))
-        self.ft.x86.code_ranges.append((base, base + size))   # grace periods see a vCPU in it
         names = sorted(b.labels.items(), key=lambda kv: kv[1])
         for (name, addr), nxt in zip(names, [a for _, a in names[1:]] + [base + len(b.code)]):
             self.ft.x86.symbols[addr] = (name, nxt - addr)
