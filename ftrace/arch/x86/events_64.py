@@ -13,7 +13,7 @@ from emu import memlayout as L
 
 from ...ring_buffer import RB_DROPPED, RB_NEST
 from .asm import CodeBuilder
-from .trace_64 import COMMIT, begin_event, tracing_gate
+from .trace_64 import COMMIT, begin_event, pid_in_array, tracing_gate
 
 PRIO_NORMAL = 120       # the kernel's prio of a nice-0 task (the guest has no priorities)
 TR_EVENT_SOFT = 0x200   # in struct trace_array: u8 per event, EVENT_FILE_FL_SOFT_DISABLED
@@ -29,12 +29,7 @@ def _set_if_listed(cell: int, empty: str, bit: int) -> str:
         mov r9, qword ptr [r8 + {cell}]
         test r9, r9
         jz {"61f" if empty == "listed" else "62f"}
-        mov r11d, dword ptr [r9]
-    60: test r11d, r11d
-        jz 62f
-        dec r11d
-        cmp dword ptr [r9 + r11*4 + 4], ecx
-        jne 60b
+""" + pid_in_array("ecx", 60, "62f") + f"""
     61: or eax, {bit}
     62:"""
 

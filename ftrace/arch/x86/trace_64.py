@@ -264,6 +264,18 @@ def tracing_gate(tr: str, skip: str) -> str:
         jnc {skip}"""
 
 
+def pid_in_array(pid: str, loop: int, missing: str) -> str:
+    """Falls through if the pid array {u32 count; u32 pids[]} at r9 holds ``pid`` (a 32-bit
+    register), jumps to ``missing`` if not; ``loop`` is the local label it uses. Clobbers r11."""
+    return f"""
+        mov r11d, dword ptr [r9]
+    {loop}: test r11d, r11d
+        jz {missing}
+        dec r11d
+        cmp dword ptr [r9 + r11*4 + 4], {pid}
+        jne {loop}b"""
+
+
 def pid_gate(tr: str, skip: str) -> str:
     """Jump to ``skip`` if trace_array ``tr``'s pid filters leave out the current task
     (trace_ignore_this_task: not in set_ftrace_pid when that has pids, or in
@@ -276,21 +288,11 @@ def pid_gate(tr: str, skip: str) -> str:
     70: mov r9, qword ptr [{tr} + {TR_PIDS}]
         test r9, r9
         jz 72f
-        mov r11d, dword ptr [r9]
-    73: test r11d, r11d
-        jz {skip}
-        dec r11d
-        cmp dword ptr [r9 + r11*4 + 4], eax
-        jne 73b
+""" + pid_in_array("eax", 73, skip) + f"""
     72: mov r9, qword ptr [{tr} + {TR_NO_PIDS}]
         test r9, r9
         jz 75f
-        mov r11d, dword ptr [r9]
-    74: test r11d, r11d
-        jz 75f
-        dec r11d
-        cmp dword ptr [r9 + r11*4 + 4], eax
-        jne 74b
+""" + pid_in_array("eax", 74, "75f") + f"""
         jmp {skip}
     75:"""
 
