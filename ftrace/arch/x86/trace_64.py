@@ -91,6 +91,14 @@ def emit_trace_clock(b: CodeBuilder, clock_data: int, jiffies: int) -> None:
     b.align()
 
 
+# r11 = the tail page of this CPU's buffer rdi (rax = its slot in the page table)
+TAIL_PAGE = f"""
+        mov rax, qword ptr [rdi + {RB_TAIL_PAGE}]
+        shl rax, 4
+        add rax, qword ptr [rdi + {RB_PAGES}]
+        mov r11, qword ptr [rax]"""
+
+
 def reserve(length: int) -> str:
     """Inline ring_buffer_lock_reserve for a ``length``-byte payload (a multiple of 4, at
     most 112) in this CPU's buffer rdi at time rdx. Leaves rax = the payload, r11 = the page,
@@ -99,11 +107,7 @@ def reserve(length: int) -> str:
     27 bits or more gets a TIME_EXTEND first; a full page is closed with padding and the
     next page taken, dropping the oldest page in overwrite mode."""
     assert length % 4 == 0 and 0 < length <= 112
-    return f"""
-        mov rax, qword ptr [rdi + {RB_TAIL_PAGE}]
-        shl rax, 4
-        add rax, qword ptr [rdi + {RB_PAGES}]
-        mov r11, qword ptr [rax]
+    return TAIL_PAGE + f"""
         mov rcx, qword ptr [r11 + 8]
         test rcx, rcx
         jnz 21f
@@ -321,11 +325,7 @@ def reserve_fast(length: int, slow: str) -> str:
     the payload, r11 = the page, r9 = the new commit; clobbers rcx. The tests run
     branch-free and end in one branch: each branch ends a translation block."""
     room = BUF_PAGE_SIZE - (length + 4)
-    return f"""
-        mov rax, qword ptr [rdi + {RB_TAIL_PAGE}]
-        shl rax, 4
-        add rax, qword ptr [rdi + {RB_PAGES}]
-        mov r11, qword ptr [rax]
+    return TAIL_PAGE + f"""
         mov r9, qword ptr [r11 + 8]
         mov rax, rdx
         sub rax, qword ptr [rdi + {RB_WRITE_STAMP}]
