@@ -13,20 +13,18 @@ no guest task is that shell, so the pid-filter scripts cannot be mapped (listed 
 """
 from __future__ import annotations
 
-import glob
 import os
 import re
-import shutil
 import signal
 import subprocess
 import tempfile
 from pathlib import Path
 
+import kernel_source
 import pytest
 from mount_helpers import TRACING, mount_log, start_mount, stop_mount
 
 CASE_RUNNER = Path(__file__).parent / "ftracetest_case.sh"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftemu" / "selftests"
 
 # Scripts that cannot apply to ftemu's guest, and why (never run).
 NOT_APPLICABLE = {
@@ -67,29 +65,19 @@ APPLICABLE = sorted(set(BLOCKED) - set(OTHER_BLOCKED) | EXPECTED_PASS) + OTHER_P
     list(OTHER_BLOCKED)
 
 
-def kernel_source_tarball() -> Path | None:
-    tarballs = sorted(glob.glob("/usr/src/linux-source-*.tar.xz"))
-    return Path(tarballs[-1]) if tarballs else None
+def newest_kernel_source() -> str:
+    """The newest installed linux-source release (6.12 where .ci/run installed both)."""
+    versions = [p.name.removeprefix("linux-source-").removesuffix(".tar.xz")
+                for p in Path("/usr/src").glob("linux-source-*.tar.xz")]
+    return max(versions, key=lambda v: tuple(int(x) for x in v.split(".")), default="6.12")
 
 
 @pytest.fixture(scope="module")
 def selftests(require_tool) -> Path:
     """tools/testing/selftests/ftrace of the installed kernel source, extracted once."""
-    tarball = kernel_source_tarball()
-    if tarball is None:
-        require_tool("linux-source-tarball-missing", "linux-source-6.12")
-    dest = CACHE / f"{tarball.name}-{int(tarball.stat().st_mtime)}"
-    top = tarball.name.removesuffix(".tar.xz")
-    ftrace_dir = dest / top / "tools/testing/selftests/ftrace"
-    if not (ftrace_dir / "test.d/functions").is_file():
-        tmp = dest.with_suffix(".part")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        subprocess.run(["tar", "-xJf", str(tarball), "-C", str(tmp), "--wildcards",
-                        f"{top}/tools/testing/selftests/ftrace/*"], check=True)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-    return ftrace_dir
+    top = kernel_source.extract(newest_kernel_source(), require_tool,
+                                "tools/testing/selftests/ftrace")
+    return top / "tools/testing/selftests/ftrace"
 
 
 def flags_of(case: Path) -> str:

@@ -14,16 +14,13 @@ mount namespace.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
+import kernel_source
 import pytest
 from cli_helpers import FTEMU
 
-TARBALL = Path("/usr/src/linux-source-6.1.tar.xz")
-TOP = "linux-source-6.1"
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "ftemu" / "selftests"
 # The Makefile's TEST_PROGS, in its order.
 SCRIPTS = ["test-livepatch.sh", "test-callbacks.sh", "test-shadow-vars.sh", "test-state.sh",
            "test-ftrace.sh", "test-sysfs.sh"]
@@ -36,19 +33,8 @@ SHELL_TIMEOUT_S = 900      # about a minute on a quiet machine; loop_until gives
 @pytest.fixture(scope="module")
 def kernel_tree(require_tool) -> Path:
     """The 6.1 tree's selftests/livepatch and lib/livepatch, extracted once."""
-    if not TARBALL.is_file():
-        require_tool("linux-source-6.1-tarball-missing", "linux-source-6.1")
-    dest = CACHE / f"{TARBALL.name}-{int(TARBALL.stat().st_mtime)}-livepatch"
-    if not (dest / TOP / "lib/livepatch/test_klp_livepatch.c").is_file():
-        tmp = dest.with_suffix(".part")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        subprocess.run(["tar", "-xJf", str(TARBALL), "-C", str(tmp), "--wildcards",
-                        f"{TOP}/tools/testing/selftests/livepatch/*", f"{TOP}/lib/livepatch/*"],
-                       check=True)
-        shutil.rmtree(dest, ignore_errors=True)
-        tmp.rename(dest)
-    return dest / TOP
+    return kernel_source.extract("6.1", require_tool, "tools/testing/selftests/livepatch",
+                                 "lib/livepatch")
 
 
 @pytest.fixture(scope="module")
