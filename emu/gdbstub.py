@@ -20,12 +20,13 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from unicorn import UC_HOOK_CODE, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
+from unicorn import UC_HOOK_CODE
 
 from . import gdbregs
 from .cpu import RUNNING, STOPPED
 from .errors import EmuError
 from .gdbproto import Disconnected, RspConnection, escape_binary, unescape_binary
+from .gdbwatch import WATCH_KINDS, Watchpoint
 from .paging import PageFault
 
 if TYPE_CHECKING:
@@ -35,8 +36,6 @@ if TYPE_CHECKING:
 SIGINT, SIGILL, SIGTRAP, SIGABRT, SIGSEGV = 2, 4, 5, 6, 11
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 RUN_CHUNK_NS = 10_000_000          # run() calls while resumed; the socket is polled every round
-WATCH_KINDS = {2: ("watch", UC_HOOK_MEM_WRITE), 3: ("rwatch", UC_HOOK_MEM_READ),
-               4: ("awatch", UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE)}
 FEATURES = ("PacketSize=4000;qXfer:features:read+;QStartNoAckMode+;swbreak+;hwbreak+;"
             "vContSupported+")
 
@@ -53,35 +52,6 @@ class StopEvent:
         if self.exit_code is not None:
             return f"W{self.exit_code & 0xFF:02x}"
         return f"T{self.signal:02x}thread:{self.cpu + 1:x};{self.extra}"
-
-
-class _Watchpoint:
-    """A Z2/Z3/Z4 watchpoint: memory hooks on every vCPU over [addr, addr+length).
-
-    Unicorn's memory hooks see physical addresses (paging on), so the range is translated
-    page by page through ``cr3`` when inserted; the stop reply names the virtual address."""
-
-    def __init__(self, stub: "GdbServer", kind: int, addr: int, length: int, cr3: int) -> None:
-        name, hook_type = WATCH_KINDS[kind]
-        pieces = []                           # (physical start, length, virtual start)
-        va, end = addr, addr + length
-        while va < end:
-            chunk = min(end - va, 0x1000 - (va & 0xFFF))
-            pieces.append((stub.m.walker.translate(cr3, va), chunk, va))
-            va += chunk
-        self.handles = []
-        for cpu in stub.m.cpus:
-            for pa, n, start in pieces:
-                def hit(uc, access, a, size, value, ud, cpu=cpu, pa=pa, start=start) -> None:
-                    stub._watch_hit(cpu, name, start + max(a - pa, 0))
-                self.handles.append((cpu, cpu.uc.hook_add(hook_type, hit, None, pa, pa + n - 1)))
-            cpu.uc.ctl_flush_tb()             # translated code would not call the new hook
-
-    def remove(self) -> None:
-        for cpu, h in self.handles:
-            cpu.uc.hook_del(h)
-            cpu.uc.ctl_flush_tb()
-        self.handles = []
 
 
 class GdbServer:
@@ -103,7 +73,7 @@ class GdbServer:
         self.conn: RspConnection | None = None
         self.running = False              # the guest runs while no debugger holds it
         self.breakpoints: dict[int, object] = {}
-        self.watchpoints: dict[tuple[int, int, int], _Watchpoint] = {}
+        self.watchpoints: dict[tuple[int, int, int], Watchpoint] = {}
         self._events: list[StopEvent] = []
         self._last = StopEvent(0)
         self._gthread = self._cthread = 0
@@ -372,7 +342,8 @@ class GdbServer:
             key = (kind, addr, length)
             if key not in self.watchpoints:
                 try:
-                    self.watchpoints[key] = _Watchpoint(self, kind, addr, length, self._cr3())
+                    self.watchpoints[key] = Watchpoint(self.m, kind, addr, length, self._cr3(),
+                                                       self._watch_hit)
                 except PageFault:
                     return "E14"
             return "OK"
