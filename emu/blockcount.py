@@ -20,6 +20,14 @@ block count and the rdtsc's position in its block, which the host decodes once p
 rip) and hands down (``retired`` does). The vCPU says how to read its clock before every run
 (``set_clock``); where C has no answer (a user-space block, a position not yet decoded) it
 asks the vCPU's ``now()``, which gives the same value.
+
+Guest code that reads the clock often (the tracers' ``local`` clock) need not rdtsc at all
+(Unicorn's rdtsc helper re-derives the guest state from the host PC first, ~50 ns): the hook
+also stores, at every block start, the instructions retired before that block into the
+vCPU's per-CPU ``PCPU_PVCLOCK`` word (``set_pvclock``); with the slice's start, which the vCPU
+keeps beside it, and the reading instruction's position in its block (known to whoever
+generated that code), that is the TSC without leaving the translated code (the idea of
+kvm-clock's per-vCPU time page).
 """
 from __future__ import annotations
 
@@ -56,7 +64,8 @@ class _VcpuCount(ctypes.Structure):
                 ("tsc_mode", ctypes.c_uint32), ("ns_per_insn", ctypes.c_uint32),
                 ("tsc_base", ctypes.c_uint64), ("host_start", ctypes.c_uint64),
                 ("env", ctypes.c_void_p), ("counter", ctypes.c_void_p), ("miss", ctypes.c_void_p),
-                ("tsc_native", ctypes.c_uint64), ("tsc_host", ctypes.c_uint64)]
+                ("tsc_native", ctypes.c_uint64), ("tsc_host", ctypes.c_uint64),
+                ("pvclock", ctypes.c_void_p), ("pvclock_sink", ctypes.c_uint64)]
 
 
 # How the C rdtsc hook reads the clock (enum in blockcount.c).
@@ -105,6 +114,7 @@ class BlockCounter:
         v.ctl = ctypes.cast(_ul.uc_ctl, ctypes.c_void_p).value
         v.emu_stop = ctypes.cast(_ul.uc_emu_stop, ctypes.c_void_p).value
         v.generation = 1
+        v.pvclock = self.addr + _VcpuCount.pvclock_sink.offset
         self._read_code = read_code          # read_code(va, n) -> bytes, at the vCPU's CR3
         self._offsets: dict[tuple[int, int], int] = {}
         _hook(uc, UC_HOOK_BLOCK, _lib.ftemu_count_block, self.addr, 1, 0)
@@ -128,6 +138,16 @@ class BlockCounter:
         ``TSC_HOST``, plus host ns since ``host_start``; ``TSC_PYTHON``: ask ``miss()``."""
         v = self.v
         v.tsc_mode, v.tsc_base, v.host_start, v.counter = mode, base_ns, host_start, counter
+
+    def set_pvclock(self, address: int) -> None:
+        """Keep the guest-visible word at host ``address`` (the vCPU's PCPU_PVCLOCK) equal to
+        the instructions this run retired before the block now running: at every block start."""
+        self.v.pvclock = address
+        self._sync_pvclock()
+
+    def _sync_pvclock(self) -> None:
+        v = self.v
+        ctypes.c_uint64.from_address(v.pvclock).value = v.ran - v.block_icount
 
     def begin(self, budget: int) -> None:
         """A new run: count from 0, stop before a block that would pass ``budget`` (0: never)."""
@@ -189,6 +209,7 @@ class BlockCounter:
     def restore(self, saved: tuple) -> None:
         v = self.v
         (v.ran, v.budget, v.stop, v.stopped, v.block_pc, v.block_size, v.block_icount) = saved
+        self._sync_pvclock()           # the nested run wrote its own
 
 
 def _hook(uc: Uc, kind: int, cfunc, user: int, begin: int, end: int, *insn: int) -> None:

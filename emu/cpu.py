@@ -64,6 +64,7 @@ class VCpu:
         self.hook_error: BaseException | None = None
         self.hflags = ucx.hflags_cell(self.uc)
         self._io_fault_ctx = None
+        self._pvclock_start = ctypes.c_uint64()     # the guest's, once attach_pvclock found it
         if self.blocks is not None:       # rdtsc answered in C (VCpu.now where it cannot)
             env = ctypes.addressof(self.hflags) - (ucx.CTX_HFLAGS - ucx.CTX_HDR)
             self._keep = [self.blocks.hook_rdtsc(self.uc, env, L.NS_PER_INSN, self._rdtsc_miss)]
@@ -267,13 +268,28 @@ class VCpu:
             self._hook_failed(e)
             return 0
 
+    def attach_pvclock(self) -> None:
+        """Keep this vCPU's PCPU_PVCLOCK words (guest/memlayout.h) for guest code that reads
+        the TSC without rdtsc: the block counter updates the first at every block start,
+        ``_set_clock`` the second (the slice's start, or PVCLOCK_INVALID)."""
+        percpu = self.machine.kernel.percpu
+        if percpu is None:
+            return
+        host = (self.machine.ram_ptr + percpu - L.KERNEL_VA_OFFSET + self.index * L.PCPU_SIZE
+                + L.PCPU_PVCLOCK)
+        self._pvclock_start = ctypes.c_uint64.from_address(host + 8)
+        self._pvclock_start.value = L.PVCLOCK_INVALID
+        if self.blocks is not None:
+            self.blocks.set_pvclock(host)
+
     def _set_clock(self) -> None:
         """Tell the C rdtsc hook how now() reads this CPU's clock in the coming run (before
-        every emu_start, and when a nested call moved ``slice_start``)."""
-        bc = self.blocks
+        every emu_start, and when a nested call moved ``slice_start``), and the guest's
+        pvclock whether the block counter keeps it (only while counting blocks exactly)."""
+        bc, start = self.blocks, L.PVCLOCK_INVALID
         if bc is None:
-            return
-        if not self.in_slice:
+            pass
+        elif not self.in_slice:
             bc.set_clock(blockcount.TSC_PYTHON, 0)
         elif not self.machine.deterministic:
             bc.set_clock(blockcount.TSC_HOST, self.slice_start, self._host_start)
@@ -281,6 +297,8 @@ class VCpu:
             bc.set_clock(blockcount.TSC_COUNTER, self.slice_start, 0, ctypes.addressof(self.counter))
         else:
             bc.set_clock(blockcount.TSC_BLOCKS, self.slice_start)
+            start = self.slice_start
+        self._pvclock_start.value = start
 
     def rflags(self) -> int:
         return self.regs.read(UC_X86_REG_EFLAGS)

@@ -146,6 +146,8 @@ class Machine(CallbackContext):
         boot.regs.write(UC_X86_REG_RDI, L.BOOT_PARAMS_PA)
         boot.state = RUNNING
         self.kernel = KernelView(self)
+        for c in self.cpus:
+            c.attach_pvclock()
         self.log = KernelLog(self)
         self.modules = ModuleLoader(self)
         self.fs = PseudoFS(waiter=self._wait_event)     # each layer registers its files

@@ -141,6 +141,12 @@
 #define PCPU_RCU_WATCHING   0x18    // u32: 1 while RCU watches this CPU, else 0
 #define PCPU_USER_RSP       0x20    // u64: scratch for the syscall entry
 #define PCPU_KSTACK_TOP     0x28    // u64: kernel stack top of the running task
+// The host's per-vCPU clock (the guest kernel never touches it; host-generated tracer code
+// reads it): u64 instructions retired in the current slice before the running translation
+// block, then u64 the slice's start in virtual ns, or PVCLOCK_INVALID when the time is not
+// kept this way (rdtsc then). rdtsc = start + (retired + position in block) * NS_PER_INSN.
+#define PCPU_PVCLOCK        0xf00
+#define PVCLOCK_INVALID     0x4000000000000000
 #define PCPU_SIZE           0x1000  // one page per CPU, symbol "percpu" (u8 percpu[NCPU][PCPU_SIZE])
 
 #define PREEMPT_MASK        0x000000ff

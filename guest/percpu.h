@@ -40,7 +40,7 @@ _Static_assert(offsetof(struct cpu, curr) == PCPU_CURRENT, "PCPU_CURRENT");
 _Static_assert(offsetof(struct cpu, rcu_watching) == PCPU_RCU_WATCHING, "PCPU_RCU_WATCHING");
 _Static_assert(offsetof(struct cpu, user_rsp) == PCPU_USER_RSP, "PCPU_USER_RSP");
 _Static_assert(offsetof(struct cpu, kstack_top) == PCPU_KSTACK_TOP, "PCPU_KSTACK_TOP");
-_Static_assert(sizeof(struct cpu) <= PCPU_SIZE, "PCPU_SIZE");
+_Static_assert(sizeof(struct cpu) <= PCPU_PVCLOCK, "PCPU_PVCLOCK");
 
 #define cpu_of(n) ((struct cpu *)percpu[n])
 

@@ -7,8 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_INT, CS_GRP_JUMP, CS_GRP_RET, CS_MODE_64, Cs
 
 from emu import Machine
+from emu import memlayout as L
 from ftrace.ring_buffer import BUF_PAGE_SIZE, decode_page
 from ftrace.trace_output import TRACE_FN, parse_entry
 
@@ -367,3 +369,27 @@ def test_an_interrupt_or_nmi_due_during_an_event_write_is_taken_after_it():
     for cpu in range(2):
         assert "\ndropped events: 0\n" in t.read(f"per_cpu/cpu{cpu}/stats")
     assert any(line[33] in "zZ" for line in lines(t.read("trace")))
+
+
+def test_the_local_clock_is_read_where_its_translation_block_says():
+    """The fast paths read the local clock from the vCPU's pvclock (no rdtsc) with the read's
+    position in its translation block built in (tests/test_virtual_time.py checks the times
+    against rdtsc's): each read follows a branch, which starts the block, by as many
+    instructions as it adds, and no jump lands in between."""
+    m = booted()
+    base, end = m.tracing.code_range
+    cs = Cs(CS_ARCH_X86, CS_MODE_64)
+    cs.detail = True
+    code = list(cs.disasm(m.read(base, end - base), base))
+    def ends_block(i) -> bool:
+        return any(i.group(g) for g in (CS_GRP_JUMP, CS_GRP_CALL, CS_GRP_RET, CS_GRP_INT))
+    targets = {int(i.op_str, 16) for i in code if ends_block(i) and i.op_str.startswith("0x")}
+    reads = [n for n, i in enumerate(code)
+             if i.mnemonic == "imul" and f"gs:[0x{L.PCPU_PVCLOCK:x}]" in i.op_str]
+    assert [m.lookup(code[n].address).split("+")[0] for n in reads] == [
+        "function_trace_call_local", "return_to_handler", "function_graph_entry_local"]
+    for n in reads:
+        start = max(k for k in range(n) if ends_block(code[k])) + 1
+        assert not targets & {i.address for i in code[start + 1:n + 1]}
+        assert code[n + 1].op_str == f"rdx, qword ptr gs:[0x{L.PCPU_PVCLOCK + 8:x}]"
+        assert code[n + 2].op_str == f"rdx, {hex((n - start) * L.NS_PER_INSN) if n > start else '0'}"

@@ -11,6 +11,7 @@ from emu import Machine, blockcount
 from emu.cpu import VCpu
 from emu import memlayout as L
 from ftrace import FtraceOps
+from ftrace.arch.x86 import fgraph_64, trace_64
 
 
 def guest_code(m: Machine, src: str) -> int:
@@ -97,9 +98,10 @@ def test_runs_are_identical_across_fresh_machines_and_restores(cpus, counting):
     assert a[2]["total"]["instructions"] > 0
 
 
-def test_native_rdtsc_reads_what_the_host_clock_reads(monkeypatch):
-    """The native helper answers rdtsc in C (the tracers' local clock reads it on every
-    event); sending every read to VCpu.now() instead gives the same trace, byte for byte."""
+def test_the_local_clock_reads_what_rdtsc_in_c_and_the_host_clock_read(monkeypatch):
+    """The tracers' local clock is the TSC. Their fast paths read it from the vCPU's pvclock
+    (no rdtsc); with rdtsc in the same places instead, answered by the native helper in C,
+    or with every read sent to VCpu.now(), the trace is the same, byte for byte."""
     if not blockcount.available():
         pytest.skip(f"native block counter unavailable: {blockcount.why_unavailable()}")
 
@@ -111,11 +113,47 @@ def test_native_rdtsc_reads_what_the_host_clock_reads(monkeypatch):
         m.tracefs.write("current_tracer", "function")
         m.run(ms=20)
         m.call("bench_fib", 8)
+        function = m.tracefs.read("trace")
+        m.tracefs.write("set_ftrace_filter", "kalloc spin_lock_irqsave spin_unlock_irqrestore")
+        m.tracefs.write("current_tracer", "function_graph")
+        m.run(ms=5)
         natives = sum(c.blocks.v.tsc_native for c in m.cpus)
-        return m.tracefs.read("trace"), natives, sum(c.blocks.v.tsc_host for c in m.cpus)
-    trace, natives, hosts = traced_run()
+        return function + m.tracefs.read("trace"), natives, sum(c.blocks.v.tsc_host for c in m.cpus)
+    trace, pv_natives, _ = traced_run()
+
+    def by_rdtsc(clock: int, clock_data: int, position: int) -> str:
+        return trace_64.RDTSC if clock == trace_64.CLOCK_LOCAL else clock_read(clock, clock_data, position)
+    clock_read = trace_64.clock_read
+    monkeypatch.setattr(trace_64, "clock_read", by_rdtsc)
+    monkeypatch.setattr(fgraph_64, "clock_read", by_rdtsc)
+    rdtsc_trace, natives, hosts = traced_run()
     monkeypatch.setattr(VCpu, "_set_clock", lambda cpu: cpu.blocks.set_clock(blockcount.TSC_PYTHON, 0))
     slow_trace, slow_natives, slow_hosts = traced_run()
-    assert trace == slow_trace
-    assert trace.count("\n") > 400
+    assert trace == rdtsc_trace == slow_trace
+    assert trace.count("\n") > 500 and trace.count("spin_lock_irqsave();") > 20
     assert natives > 10 * hosts and slow_natives == 0 and slow_hosts >= natives
+    assert natives > 400 + pv_natives          # the guest's own sched_clock still rdtscs
+
+
+@pytest.mark.parametrize("precise", [False, True])
+def test_the_local_clock_is_the_tsc_wherever_the_pvclock_is_not_kept(counting, precise):
+    """Under the count= fallback, and in set_precise mode (a debugger's), no pvclock is kept:
+    the tracers' fast paths see an invalid time and take the TSC instead, so every event's
+    time still lies within the call that recorded it."""
+    m = Machine(cpus=1)
+    m.boot()
+    cpu, t = m.cpus[0], m.tracefs
+    if precise:
+        cpu.set_precise(True)
+    m.ftrace.ftrace_set_filter(m.tracing.top.ops, "bench_fib", True)
+    for tracer in ("function", "function_graph"):
+        t.write("current_tracer", tracer)
+        t.write("trace", "")
+        start = cpu.now()
+        m.call("bench_fib", 10)
+        end = start + m.last_call_instructions * L.NS_PER_INSN
+        t.write("options/funcgraph-abstime", "1")
+        stamps = [float(line.split()[0 if tracer == "function_graph" else 3].rstrip(":"))
+                  for line in t.read("trace").splitlines() if "bench_fib" in line]
+        assert len(stamps) >= 89 and stamps == sorted(stamps)
+        assert start // 1000 <= stamps[0] * 1e6 and stamps[-1] * 1e6 <= end // 1000 + 1

@@ -14,6 +14,10 @@
  * user addresses for different programs. The host corrects a block that did not run to its
  * end (a fault, an I/O stop) by decoding it: see emu/blockcount.py.
  *
+ * At every block start it also stores `ran` before that block in `*pvclock`: the vCPU's
+ * PCPU_PVCLOCK word in guest RAM, from which host-generated guest code computes the TSC
+ * without an rdtsc (slice start + (that word + position in the block) * ns per instruction).
+ *
  * No Unicorn header is needed: the two entry points we call are handed in as pointers.
  */
 #include <stdint.h>
@@ -64,6 +68,9 @@ struct vcpu_count {
 	tsc_miss_fn miss;       /* the host's answer where this file has none (VCpu.now) */
 	uint64_t tsc_native;    /* rdtsc answered here */
 	uint64_t tsc_host;      /* rdtsc answered by `miss` */
+	uint64_t *pvclock;      /* guest-visible: `ran` before the block now running (the
+				   vCPU's per-CPU PCPU_PVCLOCK word), else &pvclock_sink */
+	uint64_t pvclock_sink;
 	struct slot slots[SLOTS];
 	struct tsc_slot tsc_slots[TSC_SLOTS];
 };
@@ -126,6 +133,7 @@ static uint32_t lookup_icount(struct vcpu_count *v, uint64_t pc, uint32_t size)
 
 static inline void count(struct vcpu_count *v, uint64_t pc, uint32_t size, uint32_t n)
 {
+	*v->pvclock = v->ran;
 	v->ran += n;
 	v->block_pc = pc;
 	v->block_size = size;

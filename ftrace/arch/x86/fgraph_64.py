@@ -25,7 +25,7 @@ from .asm import CodeBuilder
 from .ftrace_64 import MCOUNT_FRAME_SIZE
 from .ptregs import PT_REGS_OFFSET
 from .trace_64 import (CLOCK_COUNTER, CLOCK_LOCAL, COMMIT, FAST_CLOCKS, TR_CLOCK, begin_event,
-                       clock_read, fast_gate, pid_gate, tracing_gate, write_fast)
+                       clock_read, fast_begin, fast_gate, pid_gate, tracing_gate, write_fast)
 
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 FTRACE_RETFUNC_DEPTH = 50
@@ -367,7 +367,7 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
         mov dword ptr [rax + 28], 0
         mov rcx, qword ptr [r10 + {ENT_CALLTIME}]
         mov qword ptr [rax + 32], rcx
-        mov qword ptr [rax + 40], rdx""")
+        mov qword ptr [rax + 40], rdx""", CLOCK_LOCAL)
     # Frame: [rsp] flags, rdx, rax (the return value), then the real return address.
     b.label("return_to_handler")
     b.emit(f"""
@@ -394,14 +394,14 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
         mov qword ptr [rsp + 24], rax
         mov dword ptr [rdi + {RB_NEST}], 1
         test dword ptr [r8 + {TR_CLOCK}], {CLOCK_COUNTER}
-        jnz 60f""" + clock_read(CLOCK_LOCAL, clock_data) + """
+        jnz 60f""" + clock_read(CLOCK_LOCAL, clock_data, 0) + """
     61:""" + write + f"""
         dec qword ptr [rsi + {SS_CURR}]
         add rsp, 8
         pop rdx
         pop rax
         ret
-    60:""" + clock_read(CLOCK_COUNTER, clock_data) + f"""
+    60:""" + clock_read(CLOCK_COUNTER, clock_data, 0) + f"""
         jmp 61b
     79: add rsp, 8
         pop rdx
@@ -427,11 +427,11 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         movabs rax, {cells}
         or rcx, qword ptr [rax + {CELL_GRAPH}]
         or rcx, qword ptr [rax + {CELL_NOTRACE}]"""
-    write, tail = write_fast(24, TRACE_GRAPH_ENT, """
+    for clock_id, name in FAST_CLOCKS.items():
+        write, tail = write_fast(24, TRACE_GRAPH_ENT, """
         mov qword ptr [rax + 8], rsi
         mov dword ptr [rax + 16], r10d
-        mov dword ptr [rax + 20], 0""")
-    for clock_id, name in FAST_CLOCKS.items():
+        mov dword ptr [rax + 20], 0""", clock_id)
         b.label(f"function_graph_entry_{name}")
         b.emit("""
         mov r11, rcx""" + fast_gate("r8", "79f", plain) + f"""
@@ -445,12 +445,10 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         or rcx, qword ptr [r10 + {SS_GRAPH}]
         or rcx, qword ptr [r10 + {SS_PROF}]""" + return_slot("rdx", "r11", "rdi", "rax") + f"""
         or rcx, rax
-        jnz 79f
+        jnz 79f""" + fast_begin("""
         mov rsi, rdi
         mov rdi, r9
-        mov r9, rdx
-        mov dword ptr [rdi + {RB_NEST}], 1
-        pushfq""" + clock_read(clock_id, clock_data) + f"""
+        mov r9, rdx""", clock_id, clock_data) + f"""
         mov rcx, qword ptr [r10 + {SS_CURR}]
         lea rax, [rcx + 1]
         mov qword ptr [r10 + {SS_CURR}], rax

@@ -19,6 +19,8 @@ tracing_on, the clock id and tracing_cpumask.
 """
 from __future__ import annotations
 
+import re
+
 from emu import memlayout as L
 
 from ...ring_buffer import (BUF_PAGE_SIZE, PGT_START, RB_DROPPED, RB_ENTRIES, RB_HEAD_PAGE,
@@ -43,14 +45,32 @@ TIF_SHIFT = L.TIF_NEED_RESCHED - (TRACE_FLAG_NEED_RESCHED.bit_length() - 1)  # t
 CLK_GLOBAL_LAST, CLK_COUNTER = 0x00, 0x08
 
 
-def clock_read(clock: int, clock_data: int) -> str:
-    """Inline trace_clock for the clocks the fast paths take (local, counter): rdx = now;
-    clobbers rax, rcx."""
-    if clock == CLOCK_LOCAL:
-        return """
+def insns(src: str) -> int:
+    """The instructions of an assembly snippet (labels and blank lines not counted)."""
+    return sum(1 for line in src.split("\n") if re.sub(r"^\s*\w+:", "", line).strip())
+
+
+# The TSC in rdx (virtual ns, from the rdtsc hook); clobbers rax.
+RDTSC = """
         rdtsc
         shl rdx, 32
         or rdx, rax"""
+
+
+def clock_read(clock: int, clock_data: int, position: int) -> str:
+    """Inline trace_clock for the clocks the fast paths take (local, counter): rdx = now;
+    clobbers rax, rcx. local does not rdtsc (Unicorn's rdtsc helper costs ~50 ns): it reads
+    the vCPU's pvclock (guest/memlayout.h PCPU_PVCLOCK), exactly what an rdtsc in its place
+    would read, given ``position``: the instructions before this code in its translation
+    block, which must start after a branch (``insns`` of what lies between; the tests check
+    it). Three instructions, as rdtsc's, so tracing costs the same virtual time. Where the
+    host does not keep the pvclock the time is PVCLOCK_INVALID or more: the fast reserve
+    then refuses it and ``write_fast``'s out-of-line part reads the TSC."""
+    if clock == CLOCK_LOCAL:
+        return f"""
+        imul rdx, qword ptr gs:[{L.PCPU_PVCLOCK}], {L.NS_PER_INSN}
+        add rdx, qword ptr gs:[{L.PCPU_PVCLOCK + 8}]
+        add rdx, {position * L.NS_PER_INSN}"""
     assert clock == CLOCK_COUNTER
     return f"""
         movabs rcx, {clock_data + CLK_COUNTER}
@@ -67,7 +87,7 @@ def emit_trace_clock(b: CodeBuilder, clock_data: int, jiffies: int) -> None:
         cmp ecx, {CLOCK_COUNTER}
         je 3f
         cmp ecx, {CLOCK_UPTIME}
-        je 4f""" + clock_read(CLOCK_LOCAL, clock_data) + f"""
+        je 4f""" + RDTSC + f"""
         test ecx, ecx
         jz 9f
         movabs rcx, {clock_data + CLK_GLOBAL_LAST}
@@ -79,7 +99,7 @@ def emit_trace_clock(b: CodeBuilder, clock_data: int, jiffies: int) -> None:
         ret
     2:  mov rdx, rax
         ret
-    3:""" + clock_read(CLOCK_COUNTER, clock_data) + f"""
+    3:""" + clock_read(CLOCK_COUNTER, clock_data, 0) + f"""
         ret
     4:  movabs rcx, {jiffies}
         mov rax, qword ptr [rcx]
@@ -371,11 +391,22 @@ HAS_TASK = f"""
         or rcx, rax"""                  # fast_gate's extra: refused while the CPU has no task
 
 
-def write_fast(length: int, type_id: int, fill: str) -> tuple[str, str]:
+def fast_begin(moves: str, clock: int, clock_data: int) -> str:
+    """Right after a fast gate's branch (which starts a translation block): ``moves`` (which
+    put this CPU's buffer in rdi), the buffer's nest flag taken, flags pushed, and the time in
+    rdx, read at its position in that block. Clobbers rax, rcx."""
+    take = moves + f"""
+        mov dword ptr [rdi + {RB_NEST}], 1
+        pushfq"""
+    return take + clock_read(clock, clock_data, insns(take))
+
+
+def write_fast(length: int, type_id: int, fill: str, clock: int) -> tuple[str, str]:
     """Reserve, fill and commit a ``length``-byte event of ``type_id`` in buffer rdi (nest
     flag taken, flags pushed) at time rdx: ``reserve_fast``, or the whole ``reserve`` out of
     line when the tail page must be started or closed or the delta needs a TIME_EXTEND (the
-    clock is read once either way). ``fill`` stores the payload but its first word at rax
+    clock is read once either way; a local time from an invalid pvclock is read again, from
+    the TSC). ``fill`` stores the payload but its first word at rax
     (rsi, r10 and callee-saved registers survive until then). Then clears the nest flag;
     clobbers rax, rcx, rdx, r8, r9, r11. Returns the inline code, which falls through, and
     the out-of-line part, to be placed where nothing falls into it (a jump over it would
@@ -384,8 +415,12 @@ def write_fast(length: int, type_id: int, fill: str) -> tuple[str, str]:
     81:""" + fill + trace_ctx(type_id, has_task=True) + f"""
         mov qword ptr [rax], rcx""" + COMMIT + f"""
     85: mov dword ptr [rdi + {RB_NEST}], 0"""
+    tsc = "" if clock != CLOCK_LOCAL else f"""
+        bt rdx, {L.PVCLOCK_INVALID.bit_length() - 1}
+        jnc 82f""" + RDTSC + """
+    82:"""
     return inline, f"""
-    80:""" + reserve(length) + """
+    80:""" + tsc + reserve(length) + """
         test rax, rax
         jnz 81b
         jmp 85b"""
@@ -418,14 +453,12 @@ def emit_function_trace_call(b: CodeBuilder, clock_data: int) -> None:
     for clock_id, name in FAST_CLOCKS.items():
         write, tail = write_fast(24, TRACE_FN, """
         mov qword ptr [rax + 8], rsi
-        mov qword ptr [rax + 16], r10""")
+        mov qword ptr [rax + 16], r10""", clock_id)
         b.label(f"function_trace_call_{name}")
-        b.emit(fast_gate("r8", str(general), HAS_TASK) + f"""
+        b.emit(fast_gate("r8", str(general), HAS_TASK) + fast_begin("""
         mov r10, rsi
         mov rsi, rdi
-        mov rdi, r9
-        mov dword ptr [rdi + {RB_NEST}], 1
-        pushfq""" + clock_read(clock_id, clock_data) + write + """
+        mov rdi, r9""", clock_id, clock_data) + write + """
         add rsp, 8
         ret""" + tail)
         b.align()
