@@ -169,9 +169,12 @@ class Ftrace:
     def _register_flags(self, ops: FtraceOps) -> FL:
         """__register_ftrace_function's checks: the flags the ops will run with, or an error.
 
-        Seed API rather than the kernel, in two places: SAVE_REGS_IF_SUPPORTED alone asks for
+        Seed API rather than the kernel in one place: SAVE_REGS_IF_SUPPORTED alone asks for
         regs where the machine has them (the kernel needs SAVE_REGS too on x86-64) and is
-        dropped where it has none; IPMODIFY requires SAVE_REGS (the kernel does not check).
+        dropped where it has none. IPMODIFY without SAVE_REGS is accepted, as by the kernel
+        with DYNAMIC_FTRACE_WITH_ARGS (the seed says it requires SAVE_REGS; the issue asks
+        for klp's ops with the kernel's flags, DYNAMIC | IPMODIFY | PERMANENT): such an ops
+        sets the ip through ftrace_caller's ftrace_regs.
         Only user flags (and DYNAMIC, ALLOC_TRAMP: left by an earlier registration) are accepted.
         """
         flags = ops.flags
@@ -187,8 +190,6 @@ class Ftrace:
             flags = flags | FL.SAVE_REGS if self.arch.supports_regs else flags & ~FL.SAVE_REGS
         elif flags & FL.SAVE_REGS and not self.arch.supports_regs:
             raise FtraceError(errno.EINVAL, "SAVE_REGS is not supported by this machine")
-        if flags & FL.IPMODIFY and not flags & FL.SAVE_REGS:
-            raise FtraceError(errno.EINVAL, "IPMODIFY requires SAVE_REGS")
         if not self._ftrace_enabled and flags & FL.PERMANENT:
             raise FtraceError(errno.EBUSY, "PERMANENT ops while ftrace_enabled=0")
         if not self.arch.is_kernel_core_data(ops):

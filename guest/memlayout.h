@@ -66,6 +66,7 @@
 #define EXIT_PANIC          0xdead      // exit code the kernel uses after panic()
 #define KMSG_PORT           0xe8        // out: one printk record, rdi = text, rsi = length, rdx = level
 #define KLP_PORT            0xe9        // out: livepatch request (guest/livepatch.c), rdi = request
+#define FTRACE_RECURSION_PORT 0xe1      // out: ftrace refused a recursion, [rsp] = ip, [rsp+8] = parent_ip
 
 // ---- local APIC (xAPIC register offsets) ------------------------------------
 #define APIC_ID             0x20        // bits 24..31: APIC id (= CPU number)

@@ -9,6 +9,7 @@ from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
 from emu import Machine
 from ftrace import FtraceError, FtraceOps
+from ftrace.arch.x86.ftrace_64 import Frame
 from ftrace.arch.x86.insn import X86_NOP5, call_insn
 from ftrace.arch.x86.ptregs import PT_REGS_OFFSET
 from ftrace.machine import MachineFtrace
@@ -44,21 +45,62 @@ def test_available_filter_functions_lists_sites_in_address_order(booted_snapshot
     assert "__fentry__" not in names and "rcu_is_watching" not in names   # notrace
 
 
-def test_ftrace_caller_saves_the_argument_registers_and_passes_null_regs(booted_snapshots):
+def test_ftrace_caller_builds_the_kernels_ftrace_regs_and_returns_to_its_ip(booted_snapshots):
+    # x86-64 with DYNAMIC_FTRACE_WITH_ARGS: two frames, then a pt_regs-shaped ftrace_regs
+    # holding the argument registers, rax, rbp, ip and sp, with cs = 0 (not a full pt_regs);
+    # after the call the ip slot goes into the return slot: a changed ip is where it returns.
     m = booted_snapshots(1)
     x86 = m.ftrace.x86
     assert disasm(m, x86.ftrace_caller, x86.ftrace_call + 5) == [
         "push rbp", "push qword ptr [rsp + 0x10]", "push rbp", "mov rbp, rsp",   # two frames,
         "push qword ptr [rsp + 0x18]", "push rbp", "mov rbp, rsp",              # as the kernel's
+        "sub rsp, 0xa8",                                                         # sizeof(pt_regs)
+        "mov qword ptr [rsp + 0x50], rax", "mov qword ptr [rsp + 0x58], rcx",
+        "mov qword ptr [rsp + 0x60], rdx", "mov qword ptr [rsp + 0x68], rsi",
+        "mov qword ptr [rsp + 0x70], rdi", "mov qword ptr [rsp + 0x48], r8",
+        "mov qword ptr [rsp + 0x40], r9",
+        "mov qword ptr [rsp + 0x78], 0",                          # orig_ax
+        "mov rdx, qword ptr [rsp + 0xc8]", "mov qword ptr [rsp + 0x20], rdx",   # bp: the caller's
+        "mov rsi, qword ptr [rsp + 0xd8]",                        # parent_ip
+        "mov rdi, qword ptr [rsp + 0xd0]", "mov qword ptr [rsp + 0x80], rdi",   # ip: site + 5
+        "sub rdi, 5",                                             # ip argument: the site
+        "lea rcx, [rsp + 0xd8]", "mov qword ptr [rsp + 0x98], rcx",             # sp
+        f"mov rdx, 0x{x86.function_trace_op:x}", "mov rdx, qword ptr [rdx]",
+        "mov rcx, rsp",                                           # fregs
+        "mov qword ptr [rsp + 0x88], 0",                          # cs = 0: ftrace_get_regs NULL
+        f"call 0x{x86.ftrace_stub:x}"]
+    assert disasm(m, x86.ftrace_call + 5, x86.ftrace_call + 80)[:12] == [
+        "mov rax, qword ptr [rsp + 0x80]", "mov qword ptr [rsp + 0xd0], rax",   # the ip copy
+        "mov r9, qword ptr [rsp + 0x40]", "mov r8, qword ptr [rsp + 0x48]",
+        "mov rdi, qword ptr [rsp + 0x70]", "mov rsi, qword ptr [rsp + 0x68]",
+        "mov rdx, qword ptr [rsp + 0x60]", "mov rcx, qword ptr [rsp + 0x58]",
+        "mov rax, qword ptr [rsp + 0x50]", "mov rbp, qword ptr [rsp + 0x20]",
+        "add rsp, 0xd0", "ret"]
+
+
+def test_a_plain_ops_trampoline_saves_the_argument_registers_and_passes_null_regs(booted_snapshots):
+    # Seed over kernel: without SAVE_REGS or IPMODIFY nobody can read a frame, so the ops'
+    # private trampoline builds none (regs is NULL) and always returns into the function.
+    m = booted_snapshots(1)
+    ft, x86 = m.ftrace, m.ftrace.x86
+    ops = FtraceOps(lambda *a: None)
+    ft.ftrace_set_filter(ops, "schedule", True)
+    ft.register_ftrace_function(ops)
+    tramp = ops.trampoline
+    call = tramp + x86._tramp_call[tramp]
+    assert disasm(m, tramp, call + 5) == [
+        "push rbp", "push qword ptr [rsp + 0x10]", "push rbp", "mov rbp, rsp",
+        "push qword ptr [rsp + 0x18]", "push rbp", "mov rbp, rsp",
         "push rax", "push rcx", "push rdx", "push rsi", "push rdi", "push r8", "push r9",
         "mov rdi, qword ptr [rbp + 8]", "sub rdi, 5",           # ip = return address - 5
         "mov rsi, qword ptr [rbp + 0x18]",                        # parent_ip
-        f"mov rdx, 0x{x86.function_trace_op:x}", "mov rdx, qword ptr [rdx]",
+        f"mov rdx, 0x{x86._guest[id(ops)].copy:x}",              # this ops
         "xor ecx, ecx",                                           # regs = NULL
-        f"call 0x{x86.ftrace_stub:x}"]
-    assert disasm(m, x86.ftrace_call + 5, x86.ftrace_call + 20)[:10] == [
+        f"call 0x{x86._guest[id(ops)].stub:x}"]
+    assert disasm(m, call + 5, call + 20)[:10] == [
         "pop r9", "pop r8", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rax",
         "add rsp, 0x20", "pop rbp", "ret"]
+    ft.unregister_ftrace_function(ops)
 
 
 def test_ftrace_regs_caller_starts_with_pushfq_and_saves_every_register(booted_snapshots):
@@ -119,13 +161,13 @@ def test_ftrace_init_checks_for_call_fentry():
     assert ft.ftrace_disabled
 
 
-@pytest.mark.parametrize("regs", [False, True])
-def test_private_trampolines_are_copies_patched_like_create_trampoline(regs):
+@pytest.mark.parametrize("frame", list(Frame))
+def test_private_trampolines_are_copies_patched_like_create_trampoline(frame):
     from ftrace.arch.x86.asm import CodeBuilder
     from ftrace.arch.x86.ftrace_64 import emit_caller, instantiate_trampoline
     base, op, target = 0xffffffffa0012340, 0xffffffffa0001230, 0xffffffffa0000780
-    code, call_off = instantiate_trampoline(regs, base, op, target)
+    code, call_off = instantiate_trampoline(frame, base, op, target)
     b = CodeBuilder(base)
-    emit_caller(b, "t", regs, f"mov rdx, {op}", target)   # assembled from scratch there
+    emit_caller(b, "t", frame, f"mov rdx, {op}", target)   # assembled from scratch there
     assert code == bytes(b.code[:b.labels["t_end"] - base])
     assert call_off == b.labels["t_call"] - base

@@ -16,7 +16,7 @@ from ftrace import (
     FtraceError, FtraceOps,
 )
 from ftrace.flags import (
-    FTRACE_FL_DISABLED, FTRACE_FL_ENABLED, FTRACE_FL_REGS, FTRACE_FL_REGS_EN, FTRACE_FL_TOUCHED,
+    FTRACE_FL_DISABLED, FTRACE_FL_ENABLED, FTRACE_FL_IPMODIFY, FTRACE_FL_REGS, FTRACE_FL_REGS_EN, FTRACE_FL_TOUCHED,
     FTRACE_FL_TRAMP,
     FTRACE_FL_TRAMP_EN,
 )
@@ -148,8 +148,20 @@ def test_save_regs_if_supported_alone_gets_regs_where_supported(ft):
     assert ft.arch.text[SITE["schedule"]] == FTRACE_REGS_CALLER
 
 
-def test_ipmodify_requires_save_regs(ft):
+def test_ipmodify_without_save_regs_registers_as_livepatch_does(ft):
+    # The kernel with DYNAMIC_FTRACE_WITH_ARGS (x86-64) does not check "IPMODIFY requires
+    # SAVE_REGS" (the seed document says it does): livepatch's ops is DYNAMIC | IPMODIFY |
+    # PERMANENT and sets the ip through ftrace_caller's ftrace_regs. So no REGS on the record.
     a = FtraceOps(cb, FTRACE_OPS_FL_IPMODIFY)
     ft.ftrace_set_filter_ip(a, SITE["schedule"], remove=False, reset=False)
-    assert errno_of(ft.register_ftrace_function, a) == errno.EINVAL
-    assert a.flags == FTRACE_OPS_FL_IPMODIFY and ft.ops_list == []
+    ft.register_ftrace_function(a)
+    rec = rec_of(ft, "schedule")
+    assert rec.flags & FTRACE_FL_IPMODIFY and not rec.flags & FTRACE_FL_REGS
+    assert ft.ops_list == [a] and ft.arch.text[SITE["schedule"]] == a.trampoline
+    b = FtraceOps(cb2)                                  # shared: ftrace_caller, not regs
+    ft.ftrace_set_filter_ip(b, SITE["schedule"], remove=False, reset=False)
+    ft.register_ftrace_function(b)
+    assert ft.arch.text[SITE["schedule"]] == FTRACE_CALLER
+    ft.unregister_ftrace_function(b)
+    ft.unregister_ftrace_function(a)
+    assert not rec.flags & FTRACE_FL_IPMODIFY

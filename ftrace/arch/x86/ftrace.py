@@ -32,11 +32,11 @@ from ...ops import FtraceOps, ftrace_ops_get_func
 from ...recursion import RecursionRecorder
 from .asm import CodeBuilder
 from .ftrace_64 import (HCALL_CALLBACK_PORT, HCALL_RECURSION_PORT, HASH_HEADER, MAILBOX_SHIFT,
-                        OPS_HASH, OPS_NEXT, OPS_SIZE, emit_caller, emit_helpers,
+                        OPS_HASH, OPS_NEXT, OPS_SIZE, Frame, emit_caller, emit_helpers,
                         instantiate_trampoline, python_stub,
                         trampoline_template)
 from .insn import MCOUNT_INSN_SIZE, X86_NOP5, call_insn, site_insn
-from .ptregs import FRAME_SIZE, PtRegs
+from .ptregs import FRAME_SIZE, FtraceRegs, PtRegs
 from .rcu_tasks import RcuTasks, site_returns
 from .text_poke import TextPoker
 
@@ -85,7 +85,7 @@ class X86Ftrace:
         self._by_ops_id: dict[int, FtraceOps] = {}
         self._next_id = 1
         self._tramp_call: dict[int, int] = {}
-        self._callbacks: dict[int, tuple[FtraceOps, bool]] = {}   # ops id -> (ops, wants regs)
+        self._callbacks: dict[int, tuple[FtraceOps, Frame]] = {}  # ops id -> (ops, its frame)
         self._spare_views: dict["VCpu", PtRegs] = {}     # per CPU: a pt_regs view to re-point
         self._kernel_pa = machine.walker.kernel_pa
         self._kernel_pages = machine.walker.kernel_pages
@@ -114,9 +114,9 @@ class X86Ftrace:
         emit_helpers(b, self.ftrace_ops_list_head)
         stub = b.labels["ftrace_stub"]
         load_op = f"mov rdx, {self.function_trace_op}\nmov rdx, qword ptr [rdx]"
-        emit_caller(b, "ftrace_caller", False, load_op, stub)
+        emit_caller(b, "ftrace_caller", Frame.ARGS, load_op, stub)
         if self.supports_regs:
-            emit_caller(b, "ftrace_regs_caller", True, load_op, stub)
+            emit_caller(b, "ftrace_regs_caller", Frame.REGS, load_op, stub)
         if len(b.code) > SHARED_CODE_SIZE:
             raise RuntimeError("ftrace shared code outgrew its block")
         self._write(base, bytes(b.code) + bytes(SHARED_CODE_SIZE - len(b.code)))
@@ -248,10 +248,15 @@ class X86Ftrace:
                                   "the trampoline's call")
 
     def _tramp_template_call(self, ops: FtraceOps) -> int:
-        return trampoline_template(self._tramp_regs(ops))[2]
+        return trampoline_template(self._tramp_frame(ops))[2]
 
-    def _tramp_regs(self, ops: FtraceOps) -> bool:
-        return bool(ops.flags & FL.SAVE_REGS) and self.supports_regs
+    def _tramp_frame(self, ops: FtraceOps) -> Frame:
+        """The frame an ops' private trampoline builds: full regs for SAVE_REGS, the
+        ftrace_regs of ftrace_caller for an IPMODIFY ops without it (WITH_ARGS: livepatch's
+        ops), none otherwise (ftrace_64's docstring)."""
+        if ops.flags & FL.SAVE_REGS and self.supports_regs:
+            return Frame.REGS
+        return Frame.ARGS if ops.flags & FL.IPMODIFY else Frame.NONE
 
     def ftrace_ops_alloc(self, ops: FtraceOps) -> None:
         """Build everything a registration needs in the guest (copy, stub, trampoline,
@@ -300,7 +305,7 @@ class X86Ftrace:
         head = self._read_u64(self.ftrace_ops_list_head)
         self._write_data(g.copy + OPS_NEXT, _q.pack(head))
         self._write_data(self.ftrace_ops_list_head, _q.pack(g.copy))
-        self._callbacks[g.ops_id] = (ops, bool(ops.flags & FL.SAVE_REGS))
+        self._callbacks[g.ops_id] = (ops, self._tramp_frame(ops))
 
     def ftrace_ops_list_del(self, ops: FtraceOps) -> None:
         """remove_ftrace_ops (list_del_rcu): one store makes the predecessor (or the head)
@@ -345,7 +350,7 @@ class X86Ftrace:
         """Write ``ops``' private trampoline (a copy of ftrace_caller or ftrace_regs_caller
         that loads this ops and calls its function directly) in the block reserved for it."""
         g = self._guest[id(ops)]
-        code, call_off = instantiate_trampoline(self._tramp_regs(ops), g.tramp, g.copy,
+        code, call_off = instantiate_trampoline(self._tramp_frame(ops), g.tramp, g.copy,
                                                 self._ops_target(ops))
         self._write(g.tramp, code)
         ops.trampoline, ops.trampoline_size = g.tramp, len(code)
@@ -414,16 +419,21 @@ class X86Ftrace:
     # ---- hypercalls ------------------------------------------------------------
     def _on_callback(self, cpu: "VCpu", port: int, ops_id: int) -> None:
         """The hypercall of an ops' stub: its arguments from this CPU's mailbox (one unpack
-        from RAM), a lazy pt_regs view when the ops asked for regs, the user's function."""
+        from RAM), a lazy pt_regs view when the ops asked for regs (an ftrace_regs view for
+        an IPMODIFY ops without SAVE_REGS), the user's function."""
         entry = self._callbacks.get(ops_id)
         if entry is None:
             return
-        ops, wants_regs = entry
+        ops, frame = entry
         ip, parent_ip, _op, fregs = _args.unpack_from(self._ram, self.mailbox_pa + (cpu.index << MAILBOX_SHIFT))
-        # fregs is non-NULL only from ftrace_regs_caller, whose frame is always full (cs set):
-        # ftrace_caller passes NULL, and the list function skips SAVE_REGS ops without regs.
+        # A SAVE_REGS ops is called only with a full frame (cs set): its own trampoline or
+        # ftrace_regs_caller; the list function skips it when ftrace_caller's ftrace_regs
+        # (cs = 0) is all there is. Others see None, as the seed has it, unless IPMODIFY.
         regs = None
-        if fregs and wants_regs:
+        if fregs and frame == Frame.ARGS:
+            regs = self._pt_regs(cpu, fregs, FtraceRegs)
+            refs = getrefcount(regs)
+        elif fregs and frame:
             # The common case inline (a call costs as much as the rest): a frame within one
             # known page seen through this CPU's spare view, taken out of the spare slot while
             # the callback runs (a nested callback on this CPU finds the slot empty).
@@ -447,7 +457,7 @@ class X86Ftrace:
         if regs is not None:
             if getrefcount(regs) > refs:            # the callback kept it: see ptregs.py
                 regs.detach()
-            elif regs._write_through is None:        # a view of RAM, not a copy: reusable
+            elif regs._write_through is None and type(regs) is PtRegs:   # a view of RAM: reusable
                 self._spare_views[cpu] = regs
 
     def _callback_error(self, cpu: "VCpu", ops: FtraceOps, ip: int, exc: Exception) -> CallbackError:
@@ -460,16 +470,16 @@ class X86Ftrace:
         err.ops, err.ip = ops, ip      # type: ignore[attr-defined]
         return err
 
-    def _pt_regs(self, cpu: "VCpu", fregs: int) -> PtRegs:
+    def _pt_regs(self, cpu: "VCpu", fregs: int, view: type[PtRegs] = PtRegs) -> PtRegs:
         """A lazy view of the trampoline's pt_regs frame at ``fregs``: guest RAM itself when
         the frame lies in one page (kept as the CPU's spare view afterwards, re-pointed at
         later frames: making a view costs more than the rest of the hypercall), else a copy
         written through."""
         if (fregs & 0xFFF) + FRAME_SIZE > 0x1000:
             raw = bytearray(cpu.read_virt(fregs, FRAME_SIZE, _FREGS_WHAT))
-            return PtRegs(raw, 0, fregs, lambda va, data: self.machine.walker.write(cpu.cr3(), va, data))
+            return view(raw, 0, fregs, lambda va, data: self.machine.walker.write(cpu.cr3(), va, data))
         try:
-            return PtRegs(self._ram, self._kernel_pa(fregs, cpu.cr3), fregs)
+            return view(self._ram, self._kernel_pa(fregs, cpu.cr3), fregs)
         except PageFault:
             raise cpu.bad_address(fregs, _FREGS_WHAT) from None
 

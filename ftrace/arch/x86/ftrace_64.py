@@ -1,17 +1,25 @@
 """The guest code of ftrace, generated at run time (the kernel's arch/x86/kernel/ftrace_64.S).
 
 Register contracts, as comments above each entry point in the kernel:
-- ``ftrace_caller``: entered by the ``call`` at a site ([rsp] = site+5, [rsp+8] = parent
-  return). Saves only what a C callee may clobber of the traced function's entry state (the
+Three frames, one per kind of caller (``Frame``):
+- ``Frame.NONE``, the private trampoline of an ops that neither asks for regs nor modifies
+  the ip: saves only what a C callee may clobber of the traced function's entry state (the
   argument registers and rax) under the kernel's two frame-pointer frames, calls
-  ``func(ip, parent_ip, op, NULL)`` at ``ftrace_call``, restores and returns. The seed's
-  "regs is NULL without SAVE_REGS", and IPMODIFY needs SAVE_REGS, so no pt_regs is built
-  here (the kernel builds one with cs = 0); that halves the cost of a plain callback.
-- ``ftrace_regs_caller``: ``pushfq`` first, then two frame-pointer frames and a full pt_regs
-  in the kernel's layout (cs = KERNEL_CS, ss = KERNEL_DS, flags); calls
-  ``func(ip, parent_ip, op, regs)``, copies the ip slot into the return slot (a changed ip
-  redirects the traced call: live patching) and flags into the pushfq slot, restores
-  everything but r11, popfq, returns.
+  ``func(ip, parent_ip, op, NULL)``, restores and returns. The seed's "regs is NULL without
+  SAVE_REGS": nobody can read a frame here, so none is built; that halves the cost of a
+  plain callback (the kernel's copies of ftrace_caller build its ftrace_regs even so).
+- ``Frame.ARGS``, ``ftrace_caller`` itself and the private trampoline of an IPMODIFY ops
+  without SAVE_REGS (livepatch's): the kernel's ftrace_caller with DYNAMIC_FTRACE_WITH_ARGS.
+  Under the two frames, a pt_regs-shaped ``ftrace_regs``: rax, rcx, rdx, rsi, rdi, r8, r9,
+  the original rbp, ip (site+5), sp (the parent's return slot), orig_ax = 0 and cs = 0 (so
+  ``ftrace_get_regs`` says NULL and the list function skips SAVE_REGS ops); the other fields
+  are not written. Calls ``func(ip, parent_ip, op, fregs)``, then copies the ip slot into
+  the return slot ("handlers can change the RIP"), restores those registers and returns:
+  to the traced function, or to the new ip with the stack as the parent left it.
+- ``Frame.REGS``, ``ftrace_regs_caller``: ``pushfq`` first, then two frame-pointer frames
+  and a full pt_regs in the kernel's layout (cs = KERNEL_CS, ss = KERNEL_DS, flags); calls
+  ``func(ip, parent_ip, op, regs)``, copies the ip slot into the return slot and flags into
+  the pushfq slot, restores everything but r11, popfq, returns.
 - ``ftrace_ops_list_func(ip, parent_ip, op, fregs)``: LIST-bit recursion lock, then every ops
   newest first: skip STUB, skip RCU ops while RCU is not watching, skip SAVE_REGS ops without
   regs, test filter/notrace, call.
@@ -19,10 +27,11 @@ Register contracts, as comments above each entry point in the kernel:
 - ``ftrace_rec_lock(start, ip, parent_ip) -> bit | -1`` and ``ftrace_rec_unlock(bit)``: the
   kernel's trace_test_and_set_recursion on current->trace_recursion with preempt_count
   raised while held; a refused re-entry is reported to the host (recursed_functions).
-Both callers build two frame-pointer frames first, so guest backtraces pass through them.
+All three build two frame-pointer frames first, so guest backtraces pass through them.
 """
 from __future__ import annotations
 
+import enum
 import functools
 import struct
 
@@ -33,7 +42,7 @@ from .asm import CodeBuilder
 from .ptregs import PT_REGS_OFFSET as R
 
 HCALL_CALLBACK_PORT = 0xE0      # out 0xe0, eax=ops id: run a Python callback (args at rsp)
-HCALL_RECURSION_PORT = 0xE1     # out 0xe1: a recursion was refused (ip, parent_ip at rsp)
+HCALL_RECURSION_PORT = L.FTRACE_RECURSION_PORT   # a recursion was refused (ip, parent_ip at rsp)
 TRACE_FTRACE_START, TRACE_LIST_START = 0, 5
 MCOUNT_FRAME_SIZE = 40          # the saved rbp and two fake frames
 FRAME_SIZE = 168
@@ -230,6 +239,7 @@ def hash_test(lookup: int) -> str:
 
 
 ARG_REGS = ("rax", "rcx", "rdx", "rsi", "rdi", "r8", "r9")
+ARGS_SAVED = ("ax", "cx", "dx", "si", "di", "r8", "r9")        # the same, as pt_regs fields
 # save_mcount_regs' two frame-pointer frames (the kernel's, with CONFIG_FRAME_POINTER): one for
 # the traced function, returning to its caller, and one for the trampoline, returning into
 # the traced function; __fentry__ runs before the traced function builds a frame of its own,
@@ -241,13 +251,23 @@ MCOUNT_FRAMES = ["push rbp",                          # the original rbp
                  "push rbp", "mov rbp, rsp"]
 
 
-def emit_caller(b: CodeBuilder, name: str, regs: bool, op_load: str, target: int) -> None:
+class Frame(enum.IntEnum):
+    """What a caller saves and hands its callback as the 4th argument (module docstring)."""
+
+    NONE = 0        # NULL
+    ARGS = 1        # struct ftrace_regs: arguments, rax, rbp, ip, sp; ip honoured
+    REGS = 2        # a full struct pt_regs; ip and flags honoured
+
+
+def emit_caller(b: CodeBuilder, name: str, frame: Frame, op_load: str, target: int) -> None:
     """ftrace_caller / ftrace_regs_caller (or a private copy): labels ``name``,
     ``name``_call and ``name``_end; ``op_load`` puts the ops pointer in rdx; ``target`` is
     what the call calls."""
     b.label(name)
-    if regs:
+    if frame == Frame.REGS:
         _emit_regs_body(b, name, op_load, target)
+    elif frame == Frame.ARGS:
+        _emit_args_body(b, name, op_load, target)
     else:
         b.emit("\n".join(MCOUNT_FRAMES + [f"push {r}" for r in ARG_REGS] + [
             "mov rdi, qword ptr [rbp + 8]", "sub rdi, 5",        # ip: the site
@@ -259,6 +279,29 @@ def emit_caller(b: CodeBuilder, name: str, regs: bool, op_load: str, target: int
                          + [f"add rsp, {MCOUNT_FRAME_SIZE - 8}", "pop rbp", "ret"]))
     b.label(name + "_end")
     b.align()
+
+
+def _emit_args_body(b: CodeBuilder, name: str, op_load: str, target: int) -> None:
+    """The ftrace_caller body (save_mcount_regs, ftrace_call, the ip copy,
+    restore_mcount_regs): the ftrace_regs frame under the two frames, no pushfq."""
+    ret = FRAME_SIZE + MCOUNT_FRAME_SIZE  # from the frame to the return slot (site + 5)
+    save = MCOUNT_FRAMES + [f"sub rsp, {FRAME_SIZE}"]
+    save += [f"mov qword ptr [rsp + {R[n]}], {reg64(n)}" for n in ARGS_SAVED]
+    save += [f"mov qword ptr [rsp + {R['orig_ax']}], 0",
+             f"mov rdx, qword ptr [rsp + {ret - 8}]", f"mov qword ptr [rsp + {R['bp']}], rdx",
+             f"mov rsi, qword ptr [rsp + {ret + 8}]",                  # parent_ip
+             f"mov rdi, qword ptr [rsp + {ret}]", f"mov qword ptr [rsp + {R['ip']}], rdi",
+             "sub rdi, 5",                                             # ip: the site
+             f"lea rcx, [rsp + {ret + 8}]", f"mov qword ptr [rsp + {R['sp']}], rcx",
+             op_load, "mov rcx, rsp",
+             f"mov qword ptr [rsp + {R['cs']}], 0"]                    # not a full pt_regs
+    b.emit("\n".join(save))
+    b.label(name + "_call")
+    b.emit(f"call {target}")
+    restore = [f"mov rax, qword ptr [rsp + {R['ip']}]", f"mov qword ptr [rsp + {ret}], rax"]
+    restore += [f"mov {reg64(n)}, qword ptr [rsp + {R[n]}]" for n in reversed(ARGS_SAVED)]
+    restore += [f"mov rbp, qword ptr [rsp + {R['bp']}]", f"add rsp, {ret}", "ret"]
+    b.emit("\n".join(restore))
 
 
 def _emit_regs_body(b: CodeBuilder, name: str, op_load: str, target: int) -> None:
@@ -300,20 +343,20 @@ _MOV_RDX_OP = b"\x48\xc7\xc2" + struct.pack("<i", _PLACEHOLDER - (1 << 64))
 
 
 @functools.lru_cache(maxsize=None)
-def trampoline_template(regs: bool) -> tuple[bytes, int, int]:
+def trampoline_template(frame: Frame) -> tuple[bytes, int, int]:
     """A private trampoline assembled once: (code, offset of the op immediate, offset of the
     call). ``instantiate_trampoline`` copies and patches it, as the kernel's
     create_trampoline copies ftrace_caller and patches the op load and the call."""
     b = CodeBuilder(L.EXECMEM_VA)
-    emit_caller(b, "t", regs, f"mov rdx, {_PLACEHOLDER}", L.EXECMEM_VA)
+    emit_caller(b, "t", frame, f"mov rdx, {_PLACEHOLDER}", L.EXECMEM_VA)
     code = bytes(b.code[:b.labels["t_end"] - b.base])
     return code, code.index(_MOV_RDX_OP) + 3, b.labels["t_call"] - b.base
 
 
-def instantiate_trampoline(regs: bool, base: int, op: int, target: int) -> tuple[bytes, int]:
+def instantiate_trampoline(frame: Frame, base: int, op: int, target: int) -> tuple[bytes, int]:
     """The trampoline for an ops copy at ``op`` calling ``target``, placed at ``base``;
     returns its code and the offset of its call."""
-    code, op_off, call_off = trampoline_template(regs)
+    code, op_off, call_off = trampoline_template(frame)
     out = bytearray(code)
     struct.pack_into("<i", out, op_off, op - (1 << 64))
     struct.pack_into("<i", out, call_off + 1, target - (base + call_off + 5))

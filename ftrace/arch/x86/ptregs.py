@@ -11,6 +11,11 @@ a read-only copy of the frame as the callback left it, so a kept ``regs`` reads 
 inside the callback, and a write to it raises instead of being lost. A view nobody kept is
 re-pointed at the next frame by X86Ftrace (``_base`` and ``address``; only views of RAM,
 those without ``_write_through``).
+
+``FtraceRegs`` is the same view over ftrace_caller's ``struct ftrace_regs`` (x86-64 with
+DYNAMIC_FTRACE_WITH_ARGS: a pt_regs only partly filled): an IPMODIFY ops without SAVE_REGS
+gets it. Only the fields the kernel saves there are readable; the others were never
+written, so asking for one raises AttributeError instead of returning stale stack.
 """
 from __future__ import annotations
 
@@ -38,15 +43,18 @@ class PtRegs:
         self._mem, self._base, self.address = mem, base, address
         self._write_through = write_through
 
+    _fields = PT_REGS_FIELDS
+
     def detach(self) -> None:
         """Keep the frame's current contents as a read-only copy (the frame itself is about
         to be popped)."""
         self._mem = bytes(self._mem[self._base:self._base + FRAME_SIZE])
         self._base = 0
-        self.__class__ = _DetachedPtRegs
+        self.__class__ = _DETACHED[type(self)]
 
     def __repr__(self) -> str:
-        return "pt_regs(" + ", ".join(f"{n}=0x{getattr(self, n):x}" for n in PT_REGS_FIELDS) + ")"
+        name = "pt_regs" if type(self) in _FULL else "ftrace_regs"
+        return name + "(" + ", ".join(f"{n}=0x{getattr(self, n):x}" for n in self._fields) + ")"
 
 
 class _DetachedPtRegs(PtRegs):
@@ -55,7 +63,8 @@ class _DetachedPtRegs(PtRegs):
     __slots__ = ()
 
     def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"pt_regs.{name}: the frame is gone (its callback returned); "
+        kind = "pt_regs" if type(self) in _FULL else "ftrace_regs"
+        raise AttributeError(f"{kind}.{name}: the frame is gone (its callback returned); "
                              "registers can be changed only while the callback runs")
 
 
@@ -74,3 +83,34 @@ def _field(off: int) -> property:
 
 for _name, _off in PT_REGS_OFFSET.items():
     setattr(PtRegs, _name, _field(_off))
+
+# What ftrace_caller saves (arch/x86/kernel/ftrace_64.S save_mcount_regs, ftrace_caller).
+FTRACE_REGS_FIELDS = ("bp", "r9", "r8", "ax", "cx", "dx", "si", "di", "orig_ax", "ip", "cs", "sp")
+
+
+def _unsaved(name: str) -> property:
+    def refuse(self: PtRegs, value: int | None = None) -> int:
+        raise AttributeError(f"ftrace_regs.{name}: not saved without FTRACE_OPS_FL_SAVE_REGS "
+                             "(ftrace_caller keeps the arguments, rax, rbp, ip and sp)")
+    return property(refuse, refuse)
+
+
+class FtraceRegs(PtRegs):
+    """struct ftrace_regs: the pt_regs-shaped frame of ftrace_caller (cs = 0: not a full
+    pt_regs); its saved fields as PtRegs has them, ``ip`` writable (the call goes there)."""
+
+    __slots__ = ()
+    _fields = FTRACE_REGS_FIELDS
+
+
+for _name in PT_REGS_FIELDS:
+    if _name not in FTRACE_REGS_FIELDS:
+        setattr(FtraceRegs, _name, _unsaved(_name))
+
+
+class _DetachedFtraceRegs(FtraceRegs, _DetachedPtRegs):
+    __slots__ = ()
+
+
+_FULL = (PtRegs, _DetachedPtRegs)
+_DETACHED = {PtRegs: _DetachedPtRegs, FtraceRegs: _DetachedFtraceRegs}
