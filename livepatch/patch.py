@@ -19,9 +19,10 @@ from .structs import KlpFunc, KlpObject
 if TYPE_CHECKING:
     from emu import Machine
 
-# The kernel's DYNAMIC | IPMODIFY | PERMANENT; SAVE_REGS too, because ftemu follows the seed
-# document there (IPMODIFY requires SAVE_REGS) and the handler sets regs->ip.
-KLP_OPS_FLAGS = FL.SAVE_REGS | FL.IPMODIFY | FL.PERMANENT
+# The kernel's DYNAMIC | IPMODIFY | PERMANENT (DYNAMIC is ftrace's own doing here), without
+# SAVE_REGS as on x86-64 with DYNAMIC_FTRACE_WITH_ARGS: the ops' trampoline builds only
+# ftrace_caller's ftrace_regs, through which the handler sets the ip.
+KLP_OPS_FLAGS = FL.IPMODIFY | FL.PERMANENT
 _q = struct.Struct("<Q")
 
 

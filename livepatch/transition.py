@@ -59,7 +59,13 @@ class KlpTransition:
         self.signals_cnt = 0
         self.requester: "VCpu | None" = None     # the vCPU whose task asked (it is current)
         self.want_signal: list[int] = []          # tasks to wake with the fake signal
-        self.handler = m.image.symbol("klp_ftrace_handler")
+        # The handler: its common case and the general code. As the kernel's handler runs
+        # with preemption off, ours runs with interrupts held: a vCPU whose RIP is outside
+        # it is not in the middle of it (synchronize).
+        self.handler_ranges = [(s.addr, s.addr + s.size) for s in map(
+            m.image.symbol, ("klp_ftrace_handler", "klp_ftrace_handler_general"))]
+        for lo, hi in self.handler_ranges:
+            m.hold_interrupts_in(lo, hi)
         self.last_holdouts: dict[int, str] = {}   # task -> why it has not switched (explain)
 
     # ---- guest state ----------------------------------------------------------------------
@@ -124,12 +130,13 @@ class KlpTransition:
         self.signals_cnt = 0
 
     def synchronize(self) -> None:
-        """klp_synchronize_transition: until no vCPU is inside klp_ftrace_handler (a leaf run
-        with interrupts off), step the ones that are, as the kernel's schedule_on_each_cpu
-        waits for every CPU to pass a schedule point."""
-        lo, hi = self.handler.addr, self.handler.addr + self.handler.size
+        """klp_synchronize_transition: until no vCPU is inside klp_ftrace_handler (run with
+        interrupts held; it calls out only to preempt_schedule, after its last read of the
+        func stack), step the ones that are, as the kernel's schedule_on_each_cpu waits for
+        every CPU to pass a schedule point."""
         for _ in range(SYNC_MAX_STEPS):
-            inside = [c for c in self.m.cpus if c.state == RUNNING and lo <= c.rip() < hi]
+            inside = [c for c in self.m.cpus if c.state == RUNNING
+                      and any(lo <= c.rip() < hi for lo, hi in self.handler_ranges)]
             if not inside:
                 return
             for c in inside:
