@@ -22,7 +22,7 @@ from ftrace.records import DynFtrace, FtraceRecords
 from ftrace.update import (
     BUG_TYPE_OF_ACTION, IGNORE, MAKE_CALL, MAKE_NOP, FtraceBugType, FtraceUpdate,
     ftrace_get_addr_curr, ftrace_get_addr_new, ftrace_hash_rec_update, ftrace_test_record,
-    ftrace_update_record, hash_update_ipmodify,
+    check_ipmodify_filter, ftrace_update_record, hash_update_ipmodify,
 )
 
 ENTRIES_PER_PAGE = 4096 // 16  # PAGE_SIZE / sizeof(struct dyn_ftrace)
@@ -145,6 +145,7 @@ class Ftrace:
         orig_flags = ops.flags
         ops.flags = self._register_flags(ops)
         try:
+            check_ipmodify_filter(ops, ops.filter_hash or None)   # before anything is built
             self.arch.ftrace_ops_alloc(ops)
         except BaseException:
             ops.flags = orig_flags

@@ -171,6 +171,12 @@ def _rec_dec(rec: DynFtrace, ops: FtraceOps, ops_list: Sequence[FtraceOps]) -> N
         rec.flags &= ~FTRACE_FL_TRAMP
 
 
+def check_ipmodify_filter(ops: FtraceOps, hash_: frozenset[int] | None) -> None:
+    """An IPMODIFY ops may not trace all functions (None, an empty filter): EINVAL."""
+    if ops.flags & FtraceOpsFlags.IPMODIFY and hash_ is None:
+        raise FtraceError(errno.EINVAL, "ftrace: an IPMODIFY ops cannot trace all functions")
+
+
 def hash_update_ipmodify(records: FtraceRecords, ops: FtraceOps, old: frozenset[int] | None,
                          new: frozenset[int] | None) -> None:
     """__ftrace_hash_update_ipmodify: move the IPMODIFY claim of `ops` from `old` to `new`.
@@ -180,8 +186,8 @@ def hash_update_ipmodify(records: FtraceRecords, ops: FtraceOps, old: frozenset[
     """
     if not ops.flags & FtraceOpsFlags.ENABLED or not ops.flags & FtraceOpsFlags.IPMODIFY:
         return
-    if old is None or new is None:
-        raise FtraceError(errno.EINVAL, "ftrace: an IPMODIFY ops cannot trace all functions")
+    check_ipmodify_filter(ops, old)
+    check_ipmodify_filter(ops, new)
     live = [rec for rec in records if not rec.flags & FTRACE_FL_DISABLED]
     for n, rec in enumerate(live):
         in_old, in_new = rec.ip in old, rec.ip in new
