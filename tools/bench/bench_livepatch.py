@@ -3,9 +3,11 @@ transition costs in host time on a busy machine.
 
 1. Per call. A bench module defines klp_bench_target(x) and klp_bench_loop(n), which calls it
    n times; a patch module replaces the target. Measured side by side in one run (paired
-   rounds, min/median/max): unpatched (a NOP fentry site) against patched (the ops' private
-   trampoline, the guest's klp_ftrace_handler, the ret into new_func). Host time is the
-   thread's CPU time (the host is shared); the guest instructions added per call are exact.
+   rounds, each pair in alternating order, min/median/max): unpatched (a NOP fentry site)
+   against patched (the ops' private trampoline, which builds ftrace_regs as the kernel's
+   ftrace_caller does for klp's ops without SAVE_REGS, the guest's klp_ftrace_handler, the
+   ret into new_func). Host time is the thread's CPU time (the host is shared); the guest
+   instructions added per call are exact.
 2. Transition. 8 vCPUs, WORKERS kernel threads that call the target and sleep 1 ms in a loop
    (the guest has 64 task slots); insmod of the patch until its transition completes, then
    the unpatching transition, each from the same snapshot per round. Sleeping tasks switch by
@@ -27,8 +29,8 @@ from common import min_med_max, row, verdict
 from emu import Machine
 from emu.kbuild import build_module
 
-LOOP = 20_000
-ROUNDS = 7
+LOOP = 50_000
+ROUNDS = 21
 TARGET_ADDED_NS = 200
 CPUS, WORKERS, TRANSITION_ROUNDS = 8, 50, 5
 BUDGET_MS = 20_000
@@ -121,8 +123,11 @@ def bench_call(bench_ko: Path, patch_ko: Path) -> None:
     assert patched.call("klp_bench_loop", 3) == 2 + 3 + 4
     assert plain.call("klp_bench_loop", 3) == 1 + 2 + 3
     ratios, added, insns = [], [], 0
-    for _ in range(ROUNDS):
-        (t0, i0), (t1, i1) = loop_time(plain), loop_time(patched)
+    for n in range(ROUNDS):
+        if n % 2:
+            (t1, i1), (t0, i0) = loop_time(patched), loop_time(plain)
+        else:
+            (t0, i0), (t1, i1) = loop_time(plain), loop_time(patched)
         ratios.append(t1 / t0)
         added.append((t1 - t0) / LOOP * 1e9)
         insns = (i1 - i0) / LOOP
