@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -121,3 +122,34 @@ def test_insmod_failure_uses_kmods_words(require_tool, tmp_path):
     assert r.stderr.splitlines() == [
         "modprobe: ERROR: could not insert 'failing': No such device",
         f"insmod: ERROR: could not insert module {ko}: No such device"]
+
+
+# A task sleeping in the function a patch replaces (as the kernel's test_klp_callbacks_busy
+# with block_transition=Y): klp-explain names it, where it sleeps and what holds it, until
+# the nap ends and the next retry completes the transition.
+STALL = """
+modprobe klp_sleeper nap_ms=6000
+until dmesg | grep -q "sleeper_nap: sleeping"; do sleep 0.1; done
+modprobe klp_sleeper_patch
+klp-explain
+until klp-explain | grep -q "^no livepatch"; do sleep 0.2; done
+klp-explain
+"""
+
+
+def test_klp_explain_names_the_task_that_stalls_a_transition(require_tool):
+    require_tool("fusermount3", "fuse3")
+    r = ftemu("shell", "--no-namespace", "--module-dir", MODULES, "-c", STALL, timeout=300)
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+    lines = r.stdout.splitlines()
+    assert re.fullmatch(r"'klp_sleeper_patch': patching transition in progress, "
+                        r"[1-9]\d* attempt\(s\) so far", lines[0])
+    assert re.fullmatch(r"kworker/u:\d+:\d+ is sleeping on function sleeper_nap \(pending\)",
+                        lines[1])
+    frames = [re.fullmatch(r"    (\w+)\+0x([0-9a-f]+)/0x([0-9a-f]+)( \[klp_sleeper\])?", ln)
+              for ln in lines[2:-1]]
+    assert all(frames) and all(int(f[2], 16) < int(f[3], 16) for f in frames)
+    assert [f[1] + (f[4] or "") for f in frames] == [
+        "__schedule", "schedule", "schedule_timeout", "msleep", "sleeper_nap [klp_sleeper]",
+        "worker_thread", "ret_from_fork"]
+    assert lines[-1] == "no livepatch transition in progress"
