@@ -34,6 +34,7 @@ from .paging import PageFault, PageWalker
 from .pseudofs import PseudoFS
 from .printk import LOGLEVEL_INFO, KernelLog
 from .snapshot import Snapshot
+from .sysfs import Sysfs
 from .ticker import MIN_SLICE_NS, SliceTicker
 
 KSTAT_FIELDS = ("timer_interrupts", "softirqs", "nmis", "syscalls", "context_switches",
@@ -153,6 +154,7 @@ class Machine(CallbackContext):
         self.fs = PseudoFS(waiter=self._wait_event)     # each layer registers its files
         self.tracefs = self.fs.view(TRACEFS)
         self.dynamic_debug = DynamicDebug(self)     # pr_debug sites the layers register
+        self.sysfs = Sysfs(self)                    # the guest's kobjects under /sys
         machine_files.register(self)
         self._attach_extensions(dict(options))
 

@@ -53,8 +53,33 @@ def _parse_bool(value: str | None) -> bool:
     raise ValueError(value)
 
 
+ARRAY = "array of "          # module_param_array's type: arg points at a struct kparam_array
+
+
+def _array(m: "Machine", p: KernelParam) -> tuple[int, int, int, int, str]:
+    """struct kparam_array {max, elemsize, num *, elem *} and the element type."""
+    max_, elemsize, num, elem = struct.unpack("<IIQQ", m.read(p.arg, 24))
+    return max_, elemsize, num, elem, p.type[len(ARRAY):]
+
+
+def param_array_set(m: "Machine", mod: "Module", p: KernelParam, value: str | None) -> None:
+    """param_array_set: comma-separated elements in order, then ``*num``; more than the array
+    holds is EINVAL with the kernel's message."""
+    max_, elemsize, num, elem, etype = _array(m, p)
+    parts = (value or "").split(",")
+    if len(parts) > max_:
+        m.printk(f"{p.name}: can only take {max_} arguments", level=3)
+        raise OSError(errno.EINVAL, f"{mod.name}: `{value}' invalid for parameter `{p.name}'")
+    for i, part in enumerate(parts):
+        param_set(m, mod, KernelParam(f"{p.name}[{i}]", elem + i * elemsize, etype, p.perm), part)
+    if num:
+        m.write(num, struct.pack("<I", len(parts)))
+
+
 def param_set(m: "Machine", mod: "Module", p: KernelParam, value: str | None) -> None:
     """Set one parameter as the kernel's param_set_<type> does; EINVAL for a bad value."""
+    if p.type.startswith(ARRAY):
+        return param_array_set(m, mod, p, value)
     try:
         if p.type in _BOOLS:
             v = _parse_bool(value) != (p.type == "invbool")
@@ -81,6 +106,11 @@ def param_set(m: "Machine", mod: "Module", p: KernelParam, value: str | None) ->
 
 def param_get(m: "Machine", p: KernelParam) -> str:
     """param_get_<type>: the text /sys/module/<m>/parameters/<name> shows (with a newline)."""
+    if p.type.startswith(ARRAY):
+        max_, elemsize, num, elem, etype = _array(m, p)
+        n = struct.unpack("<I", m.read(num, 4))[0] if num else max_
+        return ",".join(param_get(m, KernelParam(p.name, elem + i * elemsize, etype, p.perm))
+                        .rstrip("\n") for i in range(min(n, max_))) + "\n"
     if p.type in _BOOLS:
         v = m.read(p.arg, 1)[0] != 0
         return ("Y" if v != (p.type == "invbool") else "N") + "\n"

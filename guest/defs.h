@@ -51,6 +51,7 @@ void uart_putc(int c);
 // printk.c
 int vsnprintf(char *buf, size_t size, const char *fmt, va_list ap);
 int snprintf(char *buf, size_t size, const char *fmt, ...) __printf(3, 4);
+int sprintf(char *buf, const char *fmt, ...) __printf(2, 3);
 int printk(const char *fmt, ...) __printf(1, 2);
 int vprintk(const char *fmt, va_list ap);
 extern int console_loglevel;
@@ -323,6 +324,29 @@ struct seq_file {
 };
 int seq_printf(struct seq_file *m, const char *fmt, ...) __printf(2, 3);
 int seq_puts(struct seq_file *m, const char *s);
+
+// kobject.c: kobjects and their sysfs files (the module headers' layout, MODULE_ABI)
+struct kobject {
+	const char *name;
+	struct kobject *parent;
+	int refcount;
+	int state_in_sysfs;
+};
+struct attribute {
+	const char *name;
+	u16 mode;
+};
+struct kobj_attribute {
+	struct attribute attr;
+	long (*show)(struct kobject *kobj, struct kobj_attribute *attr, char *buf);
+	long (*store)(struct kobject *kobj, struct kobj_attribute *attr, const char *buf, size_t count);
+};
+extern struct kobject *kernel_kobj;
+struct kobject *kobject_create_and_add(const char *name, struct kobject *parent);
+struct kobject *kobject_get(struct kobject *kobj);
+void kobject_put(struct kobject *kobj);
+int sysfs_create_file(struct kobject *kobj, const struct attribute *attr);
+void sysfs_remove_file(struct kobject *kobj, const struct attribute *attr);
 
 // proc_cmdline.c
 int cmdline_proc_show(struct seq_file *m, void *v);

@@ -67,6 +67,7 @@
 #define KMSG_PORT           0xe8        // out: one printk record, rdi = text, rsi = length, rdx = level
 #define KLP_PORT            0xe9        // out: livepatch request (guest/livepatch.c), rdi = request
 #define FTRACE_RECURSION_PORT 0xe1      // out: ftrace refused a recursion, [rsp] = ip, [rsp+8] = parent_ip
+#define SYSFS_PORT          0xea        // out: kobject/sysfs request (guest/kobject.c), rdi = request
 
 // ---- local APIC (xAPIC register offsets) ------------------------------------
 #define APIC_ID             0x20        // bits 24..31: APIC id (= CPU number)
@@ -235,13 +236,32 @@
 #define MUTEX_SIZE          0x38
 #define COMPLETION_WAITERS  0x18    // struct completion: done, a spin lock, the waiters
 #define COMPLETION_SIZE     0x20
+#define KOBJ_NAME           0x00    // struct kobject: const char *name
+#define KOBJ_PARENT         0x08    // struct kobject *parent (NULL: a directory of /sys)
+#define KOBJ_SIZE           0x18
+#define ATTR_NAME           0x00    // struct attribute: const char *name
+#define ATTR_MODE           0x08    // umode_t mode
+#define ATTR_SIZE           0x10
+#define KOBJ_ATTR_SHOW      0x10    // struct kobj_attribute: show, then store
+#define KOBJ_ATTR_SIZE      0x20
+#define SYSFS_REQ_OP        0x00    // struct sysfs_request (guest/kobject.c): SYSFS_* below
+#define SYSFS_REQ_KOBJ      0x08    // struct kobject *
+#define SYSFS_REQ_ATTR      0x10    // const struct attribute *
+#define SYSFS_REQ_RET       0x18    // long: 0 or -errno, written by the host
+#define SYSFS_ADD_DIR       1       // kobject_add: the kobject's directory
+#define SYSFS_REMOVE_DIR    2       // kobject_del: the directory and its files
+#define SYSFS_ADD_FILE      3       // sysfs_create_file
+#define SYSFS_REMOVE_FILE   4       // sysfs_remove_file
 #define MODULE_ABI(CHECK)							\
 	CHECK(struct work_struct, func, WORK_FUNC, WORK_SIZE)				\
 	CHECK(struct timer_list, function, TIMER_FUNCTION, TIMER_SIZE)			\
 	CHECK(struct delayed_work, timer, DWORK_TIMER, DWORK_SIZE)			\
 	CHECK(struct seq_file, count, SEQ_FILE_COUNT, SEQ_FILE_SIZE)			\
 	CHECK(struct mutex, sem.count, MUTEX_COUNT, MUTEX_SIZE)				\
-	CHECK(struct completion, waiters, COMPLETION_WAITERS, COMPLETION_SIZE)
+	CHECK(struct completion, waiters, COMPLETION_WAITERS, COMPLETION_SIZE)		\
+	CHECK(struct kobject, parent, KOBJ_PARENT, KOBJ_SIZE)				\
+	CHECK(struct attribute, mode, ATTR_MODE, ATTR_SIZE)				\
+	CHECK(struct kobj_attribute, show, KOBJ_ATTR_SHOW, KOBJ_ATTR_SIZE)
 #define MODULE_ABI_CHECK(type, field, off, size)					\
 	_Static_assert(__builtin_offsetof(type, field) == (off), #type "." #field);	\
 	_Static_assert(sizeof(type) == (size), "sizeof " #type);

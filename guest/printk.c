@@ -171,6 +171,18 @@ int snprintf(char *buf, size_t size, const char *fmt, ...)
 	return n;
 }
 
+// The kernel's sprintf: an unbounded snprintf (sysfs show functions write into a page).
+int sprintf(char *buf, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(buf, 0x7fffffff, fmt, ap);
+	va_end(ap);
+	return n;
+}
+
 // Write n bytes to the console under console_output_lock (a panicking CPU skips the lock).
 void console_write(const char *s, size_t n)
 {

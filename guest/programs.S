@@ -17,6 +17,7 @@ UPROG ping
 UPROG pong
 UPROG faulter
 UPROG ioport
+UPROG call_getpid
 
 	.section .rodata
 	.balign 8
@@ -27,4 +28,5 @@ uprog_table:
 	.quad uprog_pong_name, uprog_pong_start, uprog_pong_end
 	.quad uprog_faulter_name, uprog_faulter_start, uprog_faulter_end
 	.quad uprog_ioport_name, uprog_ioport_start, uprog_ioport_end
+	.quad uprog_call_getpid_name, uprog_call_getpid_start, uprog_call_getpid_end
 	.quad 0, 0, 0

@@ -62,6 +62,13 @@ static long sys_spawn(const char *uname)
 	return -EINVAL;
 }
 
+// SYSCALL_DEFINE0(getpid), under the kernel's name, so a live patch of the syscall finds it
+// (the guest has no thread groups: a task's tgid is its pid).
+noinline long __x64_sys_getpid(const struct pt_regs *regs)
+{
+	return current->pid;
+}
+
 // Entered from entry_SYSCALL_64 with irqs off; the result goes to regs->ax.
 long do_syscall_64(struct pt_regs *regs, unsigned long nr)
 {
@@ -81,7 +88,7 @@ long do_syscall_64(struct pt_regs *regs, unsigned long nr)
 		ret = sys_nanosleep(regs->di);
 		break;
 	case SYS_getpid:
-		ret = current->pid;
+		ret = __x64_sys_getpid(regs);
 		break;
 	case SYS_exit:
 		do_exit(regs->di);

@@ -55,6 +55,7 @@ typedef __builtin_va_list va_list;
 #define ENOMEM  12
 #define EFAULT  14
 #define EBUSY   16
+#define EEXIST  17
 #define EINVAL  22
 #define ENOSYS  38
 

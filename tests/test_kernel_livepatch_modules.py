@@ -36,9 +36,13 @@ def modules61(linux61, tmp_path_factory) -> dict[str, Path]:
     return {name: build_module(linux61 / LIB61 / f"{name}.c", out / f"{name}.ko") for name in MODULES}
 
 
-def test_every_module_of_6_1_and_6_12_builds_unchanged(modules61, linux61, tmp_path, require_tool):
-    linux612 = extract("6.12", require_tool, SAMPLES, TEST_MODULES_612)
-    sources = [linux612 / TEST_MODULES_612 / f"{n}.c" for n in MODULES]
+@pytest.fixture(scope="module")
+def linux612(require_tool) -> Path:
+    return extract("6.12", require_tool, SAMPLES, SELFTESTS)
+
+
+def test_every_module_of_6_1_and_6_12_builds_unchanged(modules61, linux61, linux612, tmp_path):
+    sources = [linux612 / TEST_MODULES_612 / f"{n}.c" for n in [*MODULES, SYSCALL]]
     sources += sorted((linux61 / SAMPLES).glob("*.c")) + sorted((linux612 / SAMPLES).glob("*.c"))
     for i, src in enumerate(sources):
         ko = build_module(src, tmp_path / f"{i}-{src.stem}.ko")
@@ -51,6 +55,7 @@ LP, REPLACE = "test_klp_livepatch", "test_klp_atomic_replace"
 DEMO, DEMO2 = "test_klp_callbacks_demo", "test_klp_callbacks_demo2"
 TARGET, BUSY = "test_klp_callbacks_mod", "test_klp_callbacks_busy"
 STATE, STATE2, STATE3 = "test_klp_state", "test_klp_state2", "test_klp_state3"
+SYSCALL = "test_klp_syscall"          # 6.12 only: patches __x64_sys_getpid
 PATCHED_LINE = f"{LP}: this has been live patched\n"
 
 
@@ -154,6 +159,31 @@ def test_selftest_scenario_gives_the_kernels_transcript(cpus, scenario, booted_s
         getattr(st, verb)(*args)
     assert st.result() == expected(linux61 / SELFTESTS / script, test)
     assert m.modules.modules == {} and m.livepatch.patches == []
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4])
+def test_getpid_patched_while_being_hammered(cpus, booted_snapshots, linux612, tmp_path):
+    """6.12's test-syscall.sh: one task per CPU calls getpid(2) in a loop (the guest's
+    call_getpid, as the kernel's test_klp-call_getpid); test_klp_syscall gets their pids and
+    counts down in /sys/kernel/test_klp_syscall/npids as each calls the patched syscall, which
+    it can only do once it switched to the patched state at its return to user space."""
+    ko = build_module(linux612 / TEST_MODULES_612 / f"{SYSCALL}.c", tmp_path / f"{SYSCALL}.ko")
+    m = booted_snapshots(cpus)
+    st = KlpSelftest(m, {SYSCALL: ko})
+    name = m.symbol_address("uprog_call_getpid_name")
+    pid_list = ",".join(str(m.call("user_spawn", name)) for _ in range(cpus))
+    st.log(f"% insmod test_modules/{SYSCALL}.ko klp_pids={pid_list}")   # 6.12's load_lp
+    m.insmod(ko, f"klp_pids={pid_list}")
+    st.wait_transition(SYSCALL, 0)
+    st.loop_until(lambda: m.fs.read(f"/sys/kernel/{SYSCALL}/npids") == "0\n", "see npids 0")
+    st.log(f"{SYSCALL}: Remaining not livepatched processes: "
+           f"{m.fs.read(f'/sys/kernel/{SYSCALL}/npids').strip()}")
+    st.disable_lp(SYSCALL)
+    st.unload_lp(SYSCALL)
+    want = expected(linux612 / SELFTESTS / "test-syscall.sh",
+                    "patch getpid syscall while being heavily hammered")
+    assert st.result() == want.replace("$pid_list", pid_list)
+    assert not m.fs.exists(f"/sys/kernel/{SYSCALL}")
 
 
 def test_sample_patches_proc_cmdline(booted_snapshots, linux61, tmp_path):

@@ -4,7 +4,9 @@
 #include <linux/livepatch.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/sched.h>
 #include <linux/seq_file.h>
+#include <linux/threads.h>
 #include <linux/workqueue.h>
 #include "../memlayout.h"
 
@@ -18,3 +20,7 @@ MODULE_ABI_CHECK(struct klp_object, mod, KLP_OBJ_MOD, KLP_OBJ_SIZE)
 MODULE_ABI_CHECK(struct klp_state, data, KLP_STATE_DATA, KLP_STATE_SIZE)
 MODULE_ABI_CHECK(struct klp_patch, states, KLP_PATCH_STATES, KLP_PATCH_SIZE)
 MODULE_ABI_CHECK(struct klp_patch, forced, KLP_PATCH_FORCED, KLP_PATCH_SIZE)
+_Static_assert(__builtin_offsetof(struct task_struct, pid) == TASK_PID, "task_struct.pid");
+_Static_assert(__builtin_offsetof(struct task_struct, comm) == TASK_COMM, "task_struct.comm");
+_Static_assert(__PCPU_CURRENT == PCPU_CURRENT, "get_current");
+_Static_assert(NR_CPUS == NCPU, "NR_CPUS");

@@ -7,6 +7,8 @@
 #include <linux/errno.h>
 #include <linux/printk.h>
 #include <linux/container_of.h>
+#include <linux/linkage.h>
+#include <linux/threads.h>
 
 #define ARRAY_SIZE(arr) (sizeof(arr) / sizeof((arr)[0]))
 #define min(a, b) ((a) < (b) ? (a) : (b))
@@ -17,6 +19,7 @@
 #define ULONG_MAX	(~0UL)
 
 int snprintf(char *buf, size_t size, const char *fmt, ...) __printf(3, 4);
+int sprintf(char *buf, const char *fmt, ...) __printf(2, 3);
 int vsnprintf(char *buf, size_t size, const char *fmt, __builtin_va_list args);
 void __noreturn panic(const char *fmt, ...) __printf(1, 2);
 void dump_stack(void);

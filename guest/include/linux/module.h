@@ -8,6 +8,7 @@
 #include <linux/moduleparam.h>
 #include <linux/printk.h>
 /* What the kernel's module.h brings in through its own includes, which modules rely on. */
+#include <linux/kobject.h>
 #include <linux/list.h>
 #include <linux/mutex.h>
 #include <linux/stat.h>

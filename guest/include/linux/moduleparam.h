@@ -43,4 +43,27 @@ typedef char *__param_type_charp;
 
 #define module_param(name, type, perm) module_param_named(name, name, type, perm)
 
+/* An array parameter: "1,2,3" sets the first three elements and *num to 3; its
+ * kernel_param's arg points here and its type reads "array of <type>". */
+struct kparam_array {
+	unsigned int max;
+	unsigned int elemsize;
+	unsigned int *num;
+	void *elem;
+};
+
+#define module_param_array_named(name, array, type, nump, perm)		\
+	static inline __param_type_##type *__check_##name(void)		\
+	{ return &(array)[0]; }						\
+	static const struct kparam_array __param_arr_##name =		\
+	{ sizeof(array) / sizeof((array)[0]), sizeof((array)[0]), nump, (array) }; \
+	static const char __param_str_##name[] = #name;			\
+	static struct kernel_param __param_##name __used		\
+	__section("__param") __aligned(sizeof(void *)) =		\
+	{ __param_str_##name, (void *)&__param_arr_##name, "array of " #type, perm }; \
+	__MODULE_INFO(parmtype, name##type, #name ":array of " #type)
+
+#define module_param_array(name, type, nump, perm)			\
+	module_param_array_named(name, name, type, nump, perm)
+
 #endif
