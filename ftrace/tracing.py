@@ -16,7 +16,7 @@ from .arch.x86.asm import CodeBuilder
 from .arch.x86.func_stack_64 import emit_function_stack_trace_call
 from .arch.x86.fgraph_64 import CELL_GRAPH, CELL_NOTRACE, emit_fgraph
 from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, FAST_CLOCKS, TR_NO_PIDS, TR_PIDS,
-                                USER_HZ, emit_function_trace_call, emit_trace_clock)
+                                USER_HZ, clock_page, emit_function_trace_call, emit_trace_clock)
 from .calltrace import CallTrace
 from .errors import FtraceError
 from .flags import FtraceOpsFlags as FL
@@ -105,7 +105,7 @@ class Tracing:
     def _build_code(self) -> None:
         m = self.m
         self.clock_data = m.execmem.alloc(4096, align=4096, executable=False)
-        self.pages.write(self.clock_data, bytes(4096))
+        self.pages.write(self.clock_data, clock_page(self.clock_data))
         base = m.execmem.alloc(CODE_SIZE, align=64)
         b = CodeBuilder(base)
         emit_trace_clock(b, self.clock_data, m.symbol_address("jiffies"))

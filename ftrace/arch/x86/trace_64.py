@@ -20,12 +20,13 @@ tracing_on, the clock id and tracing_cpumask.
 from __future__ import annotations
 
 import re
+import struct
 
 from emu import memlayout as L
 
-from ...ring_buffer import (BUF_PAGE_SIZE, PGT_START, RB_DROPPED, RB_ENTRIES, RB_HEAD_PAGE,
-                            RB_LOST, RB_NEST, RB_NR_PAGES, RB_OVERRUN, RB_OVERWRITE, RB_PAGES,
-                            RB_READ, RB_TAIL_PAGE, RB_WRITE_STAMP, RINGBUF_TYPE_PADDING,
+from ...ring_buffer import (BUF_PAGE_SIZE, PGT_START, PGT_VA, RB_CPU_SIZE, RB_DROPPED, RB_ENTRIES,
+                            RB_HEAD_PAGE, RB_LOST, RB_NEST, RB_NR_PAGES, RB_OVERRUN, RB_OVERWRITE,
+                            RB_PAGES, RB_READ, RB_TAIL_PAGE, RB_WRITE_STAMP, RINGBUF_TYPE_PADDING,
                             RINGBUF_TYPE_TIME_EXTEND, TS_DELTA_MAX)
 from .asm import CodeBuilder, assemble
 
@@ -41,8 +42,21 @@ TRACE_FN = 1
 BH_OFF_MASK = 0xFE00                     # softirq-disable depth above SOFTIRQ_OFFSET
 TIF_SHIFT = L.TIF_NEED_RESCHED - (TRACE_FLAG_NEED_RESCHED.bit_length() - 1)  # task->flags -> flag
 
-# Shared clock state (one page per machine): the last global time, the counter.
-CLK_GLOBAL_LAST, CLK_COUNTER = 0x00, 0x08
+# Shared clock state (one page per machine): the last global time, the counter. The page
+# also holds a ring_buffer_per_cpu that refuses every reserve (its tail page is itself, whose
+# commit, its nr_pages, is 0): a one-branch fast path points at it when its gate refuses, so
+# each read it makes before that branch reads valid memory.
+CLK_GLOBAL_LAST, CLK_COUNTER, CLK_REFUSING = 0x00, 0x08, 0x80
+
+
+def clock_page(clock_data: int) -> bytes:
+    """The clock page's first contents (at ``clock_data``): zeros but the refusing buffer's
+    page table, whose one slot points back at it."""
+    page = bytearray(4096)
+    refusing = clock_data + CLK_REFUSING
+    struct.pack_into("<Q", page, CLK_REFUSING + RB_PAGES, refusing + RB_CPU_SIZE)
+    struct.pack_into("<Q", page, CLK_REFUSING + RB_CPU_SIZE + PGT_VA, refusing)
+    return bytes(page)
 
 
 def insns(src: str) -> int:
@@ -111,11 +125,12 @@ def emit_trace_clock(b: CodeBuilder, clock_data: int, jiffies: int) -> None:
     b.align()
 
 
-# r11 = the tail page of this CPU's buffer rdi (rax = its slot in the page table)
-TAIL_PAGE = f"""
-        mov rax, qword ptr [rdi + {RB_TAIL_PAGE}]
+def tail_page(buf: str) -> str:
+    """r11 = the tail page of this CPU's buffer ``buf`` (rax = its slot in the page table)."""
+    return f"""
+        mov rax, qword ptr [{buf} + {RB_TAIL_PAGE}]
         shl rax, 4
-        add rax, qword ptr [rdi + {RB_PAGES}]
+        add rax, qword ptr [{buf} + {RB_PAGES}]
         mov r11, qword ptr [rax]"""
 
 
@@ -127,7 +142,7 @@ def reserve(length: int) -> str:
     27 bits or more gets a TIME_EXTEND first; a full page is closed with padding and the
     next page taken, dropping the oldest page in overwrite mode."""
     assert length % 4 == 0 and 0 < length <= 112
-    return TAIL_PAGE + f"""
+    return tail_page("rdi") + f"""
         mov rcx, qword ptr [r11 + 8]
         test rcx, rcx
         jnz 21f
@@ -338,37 +353,50 @@ def begin_event(tr: str, length: int, type_id: int, busy: str, dropped: str) -> 
         jz {dropped}""" + trace_ctx(type_id)
 
 
-def reserve_fast(length: int, slow: str) -> str:
-    """The common case of ``reserve`` (this CPU's buffer rdi, time rdx, nest flag taken):
-    the tail page already has events and room for this one, and the time delta fits 27 bits.
-    Anything else jumps to ``slow`` with nothing changed. Same results as ``reserve``: rax =
-    the payload, r11 = the page, r9 = the new commit; clobbers rcx. The tests run
-    branch-free and end in one branch: each branch ends a translation block."""
-    room = BUF_PAGE_SIZE - (length + 4)
-    return TAIL_PAGE + f"""
-        mov r9, qword ptr [r11 + 8]
+def reserve_test(length: int, buf: str, commit: str, refused: str) -> str:
+    """The common case of ``reserve`` tested for buffer ``buf`` at time rdx: the tail page
+    already has events and room for this one, and the time delta fits 27 bits; branch-free
+    but the one branch to ``refused``, with nothing changed. Leaves r11 = the tail page,
+    ``commit`` = its commit, rax = the time delta; clobbers rcx."""
+    return tail_page(buf) + f"""
+        mov {commit}, qword ptr [r11 + 8]
         mov rax, rdx
-        sub rax, qword ptr [rdi + {RB_WRITE_STAMP}]
-        lea rcx, [r9 - 1]
-        cmp rcx, {room}
+        sub rax, qword ptr [{buf} + {RB_WRITE_STAMP}]
+        lea rcx, [{commit} - 1]
+        cmp rcx, {BUF_PAGE_SIZE - (length + 4)}
         cmc
         sbb rcx, rcx
         or rcx, rax
         cmp rcx, {TS_DELTA_MAX}
-        ja {slow}
-        mov qword ptr [rdi + {RB_WRITE_STAMP}], rdx
+        ja {refused}"""
+
+
+def reserve_take(length: int, buf: str, commit: str) -> str:
+    """After ``reserve_test`` passed: the event's header written, rax = its payload,
+    ``commit`` = the page's new commit (stored after the payload)."""
+    return f"""
+        mov qword ptr [{buf} + {RB_WRITE_STAMP}], rdx
         shl eax, 5
         or eax, {length // 4}
-        mov dword ptr [r11 + r9 + 16], eax
-        lea rax, [r11 + r9 + 20]
-        add r9, {length + 4}"""
+        mov dword ptr [r11 + {commit} + 16], eax
+        lea rax, [r11 + {commit} + 20]
+        add {commit}, {length + 4}"""
 
 
-def fast_gate(tr: str, slow: str, extra: str = "") -> str:
+def reserve_fast(length: int, slow: str) -> str:
+    """The common case of ``reserve`` (this CPU's buffer rdi, time rdx, nest flag taken),
+    anything else to ``slow`` with nothing changed: same results as ``reserve`` (rax = the
+    payload, r11 = the page, r9 = the new commit); clobbers rcx. The tests run branch-free
+    and end in one branch: each branch ends a translation block."""
+    return reserve_test(length, "rdi", "r9", slow) + reserve_take(length, "rdi", "r9")
+
+
+def fast_gate(tr: str, slow: str, extra: str = "", branch: bool = True) -> str:
     """Jump to ``slow`` (registers intact but rax, rcx, r9) unless the plain case holds:
     ``tr`` records on this CPU (tracing_on, tracing_cpumask), no pid filter is set and no
     write holds this CPU's buffer, and ``extra`` (code that ORs a nonzero value into rcx
-    to refuse) agrees. Leaves r9 = this CPU's buffer; one branch."""
+    to refuse) agrees. Leaves r9 = this CPU's buffer; one branch (or none: ZF clear then
+    refuses)."""
     return f"""
         mov eax, dword ptr gs:[{L.PCPU_CPU}]
         bt qword ptr [{tr} + {TR_CPUMASK}], rax
@@ -380,8 +408,8 @@ def fast_gate(tr: str, slow: str, extra: str = "") -> str:
         add r9, rax
         or ecx, dword ptr [r9 + {RB_NEST}]
         or rcx, qword ptr [{tr} + {TR_PIDS}]
-        or rcx, qword ptr [{tr} + {TR_NO_PIDS}]""" + extra + f"""
-        jnz {slow}"""
+        or rcx, qword ptr [{tr} + {TR_NO_PIDS}]""" + extra + (f"""
+        jnz {slow}""" if branch else "")
 
 
 FAST_CLOCKS = {CLOCK_LOCAL: "local", CLOCK_COUNTER: "counter"}
@@ -429,8 +457,9 @@ def write_fast(length: int, type_id: int, fill: str, clock: int) -> tuple[str, s
 def emit_function_trace_call(b: CodeBuilder, clock_data: int) -> None:
     """function_trace_call (see the module docstring), then a fast variant per clock in
     FAST_CLOCKS (``function_trace_call_<clock>``, which the trace array's thunk points at
-    while that clock is selected): the plain case in a few translation blocks; pid filters,
-    a busy buffer or tracing off go to the general code before anything is read."""
+    while that clock is selected): the plain case in two or three translation blocks; pid
+    filters, a busy buffer or tracing off go to the general code before anything is written
+    (local: a page to start or close too)."""
     clock = b.labels["trace_clock"]
     b.label("function_trace_call")
     b.emit(tracing_gate("r8", "99f") + pid_gate("r8", "99f") + f"""
@@ -450,18 +479,39 @@ def emit_function_trace_call(b: CodeBuilder, clock_data: int) -> None:
         ret""")
     b.align()
     general = b.labels["function_trace_call"]
-    for clock_id, name in FAST_CLOCKS.items():
-        write, tail = write_fast(24, TRACE_FN, """
+    write, tail = write_fast(24, TRACE_FN, """
         mov qword ptr [rax + 8], rsi
-        mov qword ptr [rax + 16], r10""", clock_id)
-        b.label(f"function_trace_call_{name}")
-        b.emit(fast_gate("r8", str(general), HAS_TASK) + fast_begin("""
+        mov qword ptr [rax + 16], r10""", CLOCK_COUNTER)
+    b.label("function_trace_call_counter")
+    b.emit(fast_gate("r8", str(general), HAS_TASK) + fast_begin("""
         mov r10, rsi
         mov rsi, rdi
-        mov rdi, r9""", clock_id, clock_data) + write + """
+        mov rdi, r9""", CLOCK_COUNTER, clock_data) + write + """
         add rsp, 8
         ret""" + tail)
-        b.align()
+    b.align()
+    # local: the clock has no side effect, so the gate, the clock and the reserve's tests all
+    # go before one branch (each branch ends a translation block), which leaves anything but
+    # the plain case, a page to start or close included, to the general code.
+    b.label("function_trace_call_local")
+    checks = fast_gate("r8", "", HAS_TASK, branch=False) + f"""
+        movabs rax, {clock_data + CLK_REFUSING}
+        cmovnz r9, rax
+        mov dword ptr [r9 + {RB_NEST}], 1"""
+    b.emit(checks + clock_read(CLOCK_LOCAL, clock_data, insns(checks))
+           + reserve_test(24, "r9", "r10", "80f") + """
+        pushfq""" + reserve_take(24, "r9", "r10") + f"""
+        mov qword ptr [rax + 8], rdi
+        mov qword ptr [rax + 16], rsi""" + trace_ctx(TRACE_FN, has_task=True) + f"""
+        mov qword ptr [rax], rcx
+        mov qword ptr [r11 + 8], r10
+        inc qword ptr [r9 + {RB_ENTRIES}]
+        mov dword ptr [r9 + {RB_NEST}], 0
+        add rsp, 8
+        ret
+    80: mov dword ptr [r9 + {RB_NEST}], 0
+        jmp {general}""")
+    b.align()
 
 
 def function_trace_thunk(at: int, tr: int, target: int) -> bytes:
