@@ -24,8 +24,9 @@ from ...ring_buffer import RB_DROPPED, RB_NEST
 from .asm import CodeBuilder
 from .ftrace_64 import MCOUNT_FRAME_SIZE
 from .ptregs import PT_REGS_OFFSET
-from .trace_64 import (CLOCK_COUNTER, CLOCK_LOCAL, COMMIT, FAST_CLOCKS, TR_CLOCK, begin_event,
-                       clock_read, fast_begin, fast_gate, pid_gate, tracing_gate, write_fast)
+from .trace_64 import (CLK_NO_TRACE, CLOCK_LOCAL, COMMIT, FAST_CLOCKS, TR_CLOCK, begin_event,
+                       clock_read, fast_begin, fast_gate, insns, pid_gate, tracing_gate,
+                       write_fast)
 
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 FTRACE_RETFUNC_DEPTH = 50
@@ -326,10 +327,12 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
     emit_entry_fast(b, idle, tasks, table, cells, clock_data)
 
 
-def shadow_page(idle: tuple[int, int], tasks: tuple[int, int], table: int, bad: str) -> str:
-    """r10 = the shadow stack page of task rax (shadow_stack_lookup without branches but
-    one: to ``bad`` when rax is not a task slot). Only once function_graph has run, when
-    every slot has its page. Clobbers rcx."""
+def shadow_page(idle: tuple[int, int], tasks: tuple[int, int], table: int, refuse: str) -> str:
+    """r10 = the shadow stack page of task rax (shadow_stack_lookup without a branch), when
+    rax is a task slot; if not, ``refuse`` (a register) gets all ones ORed in, r10 is slot 0's
+    page and rax that page too, so reads through either stay valid until the caller's one
+    branch refuses. Only once function_graph has run, when every slot has its page.
+    Clobbers rcx, rdx."""
     idle_span = (idle[1] + 63) & ~63
     return f"""
         movabs rcx, {(idle_span - tasks[0]) % (1 << 64)}
@@ -338,23 +341,37 @@ def shadow_page(idle: tuple[int, int], tasks: tuple[int, int], table: int, bad: 
         add r10, rax
         cmp r10, {idle[1]}
         cmovb rcx, r10
+        xor edx, edx
         cmp rcx, {idle_span + tasks[1]}
-        jae {bad}
+        cmovae rcx, rdx
+        sbb rdx, rdx
+        not rdx
+        or {refuse}, rdx
         shr rcx, 6
         movabs r10, {table}
-        mov r10, qword ptr [r10 + rcx*8]"""
+        mov r10, qword ptr [r10 + rcx*8]
+        test rdx, rdx
+        cmovnz rax, r10"""
+
+
+def return_handler(clock: int) -> str:
+    """The label of the return handler for a fast clock's entries."""
+    return "return_to_handler" + ("" if clock == CLOCK_LOCAL else "_" + FAST_CLOCKS[clock])
 
 
 def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int],
                      table: int, clock_data: int) -> None:
-    """return_to_handler: the plain case (no graph filter state and no profiler entries on
-    the task's shadow stack, the entry's trace array recording on this CPU with a fast
-    clock, its buffer free) pops
-    the entry and writes funcgraph_exit in a few translation blocks; anything else unwinds
-    its frame and takes ftrace_return_to_handler. The entry is released only after the
-    event is written (an NMI meanwhile pushes above it)."""
+    """return_to_handler (local clock) and return_to_handler_counter, the handler a fast
+    entry with that clock hijacks returns to: the plain case (no graph filter state and no
+    profiler entries on the task's shadow stack, the entry's trace array recording on this
+    CPU with that clock, its buffer free), tested before one branch, pops the entry and
+    writes funcgraph_exit in three translation blocks; anything else unwinds its frame and
+    takes ftrace_return_to_handler. The entry is released only after the event is written
+    (an NMI meanwhile pushes above it). Until the branch every read must be valid: without
+    an entry, the trace array read is one that records nothing (CLK_NO_TRACE)."""
     general = b.labels["ftrace_return_to_handler"]
-    write, tail = write_fast(48, TRACE_GRAPH_RET, f"""
+    for clock_id, name in FAST_CLOCKS.items():
+        write, tail = write_fast(48, TRACE_GRAPH_RET, f"""
         mov rcx, qword ptr [r10 + {ENT_FUNC}]
         mov qword ptr [rax + 8], rcx
         mov rcx, qword ptr [rsp + 16]
@@ -367,48 +384,49 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
         mov dword ptr [rax + 28], 0
         mov rcx, qword ptr [r10 + {ENT_CALLTIME}]
         mov qword ptr [rax + 32], rcx
-        mov qword ptr [rax + 40], rdx""", CLOCK_LOCAL)
-    # Frame: [rsp] flags, rdx, rax (the return value), then the real return address.
-    b.label("return_to_handler")
-    b.emit(f"""
+        mov qword ptr [rax + 40], rdx""", clock_id)
+        take = f"""
+        mov rdi, r9
+        mov rax, qword ptr [r10 + {ENT_RET}]
+        mov qword ptr [rsp + 24], rax
+        mov dword ptr [rdi + {RB_NEST}], 1"""
+        # Frame: [rsp] flags, rdx, rax (the return value), then the real return address.
+        b.label(return_handler(clock_id))
+        b.emit(f"""
         sub rsp, 8
         push rax
         push rdx
         pushfq
-        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_page(idle, tasks, table, "79f") + f"""
+        xor edi, edi
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_page(idle, tasks, table, "rdi") + f"""
         mov rcx, qword ptr [r10 + {SS_CURR}]
         cmp rcx, 1
         sbb rdx, rdx
         or rdx, qword ptr [r10 + {SS_GRAPH}]
         or rdx, qword ptr [r10 + {SS_PROF}]
-        jnz 79f
         shl rcx, 5
         mov rsi, r10
         lea r10, [r10 + rcx + {SS_ENTRIES - SS_ENTRY}]
-        mov r8, qword ptr [r10 + {ENT_TR}]""" + fast_gate("r8", "79f", f"""
+        mov r8, qword ptr [r10 + {ENT_TR}]
+        or rdi, rdx
+        movabs rax, {clock_data + CLK_NO_TRACE}
+        cmovnz r8, rax""" + fast_gate("r8", "", f"""
         mov eax, dword ptr [r8 + {TR_CLOCK}]
-        and eax, {~CLOCK_COUNTER & 0xFFFFFFFF}
-        or rcx, rax""") + f"""
-        mov rdi, r9
-        mov rax, qword ptr [r10 + {ENT_RET}]
-        mov qword ptr [rsp + 24], rax
-        mov dword ptr [rdi + {RB_NEST}], 1
-        test dword ptr [r8 + {TR_CLOCK}], {CLOCK_COUNTER}
-        jnz 60f""" + clock_read(CLOCK_LOCAL, clock_data, 0) + """
-    61:""" + write + f"""
+        xor eax, {clock_id}
+        or rcx, rax
+        or rcx, rdi""", branch=False) + """
+        jnz 79f""" + take + clock_read(clock_id, clock_data, insns(take)) + write + f"""
         dec qword ptr [rsi + {SS_CURR}]
         add rsp, 8
         pop rdx
         pop rax
         ret
-    60:""" + clock_read(CLOCK_COUNTER, clock_data, 0) + f"""
-        jmp 61b
     79: add rsp, 8
         pop rdx
         pop rax
         add rsp, 8
         jmp {general}""" + tail)
-    b.align()
+        b.align()
 
 
 def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], table: int,
@@ -419,7 +437,7 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
     profiler entries, the array recording with its buffer free) pushes the shadow entry, hijacks the return and
     writes funcgraph_entry in a few translation blocks; anything else goes to
     function_graph_entry before anything is written."""
-    general, handler = b.labels["function_graph_entry"], b.labels["return_to_handler"]
+    general = b.labels["function_graph_entry"]
     plain = f"""
         mov eax, dword ptr [r8 + {TR_MAX_DEPTH}]
         or eax, dword ptr [r8 + {TR_GRAPH_FLAGS}]
@@ -432,10 +450,13 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         mov qword ptr [rax + 8], rsi
         mov dword ptr [rax + 16], r10d
         mov dword ptr [rax + 20], 0""", clock_id)
+        handler = b.labels[return_handler(clock_id)]
         b.label(f"function_graph_entry_{name}")
+        # rsi (parent_ip, which function_graph_entry does not read either) gathers refusals.
         b.emit("""
-        mov r11, rcx""" + fast_gate("r8", "79f", plain) + f"""
-        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_page(idle, tasks, table, "79f") + f"""
+        mov r11, rcx""" + fast_gate("r8", "", plain, branch=False) + f"""
+        mov rsi, rcx
+        mov rax, qword ptr gs:[{L.PCPU_CURRENT}]""" + shadow_page(idle, tasks, table, "rsi") + f"""
         mov ecx, dword ptr [rax + {L.TASK_PID}]
         xor rcx, qword ptr [r10 + {SS_PID}]
         cmp qword ptr [r10 + {SS_CURR}], {FTRACE_RETFUNC_DEPTH}
@@ -443,8 +464,9 @@ def emit_entry_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int
         sbb rax, rax
         or rcx, rax
         or rcx, qword ptr [r10 + {SS_GRAPH}]
-        or rcx, qword ptr [r10 + {SS_PROF}]""" + return_slot("rdx", "r11", "rdi", "rax") + f"""
-        or rcx, rax
+        or rcx, qword ptr [r10 + {SS_PROF}]
+        or rsi, rcx""" + return_slot("rdx", "r11", "rdi", "rax") + f"""
+        or rsi, rax
         jnz 79f""" + fast_begin("""
         mov rsi, rdi
         mov rdi, r9

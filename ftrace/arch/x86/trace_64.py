@@ -43,19 +43,22 @@ BH_OFF_MASK = 0xFE00                     # softirq-disable depth above SOFTIRQ_O
 TIF_SHIFT = L.TIF_NEED_RESCHED - (TRACE_FLAG_NEED_RESCHED.bit_length() - 1)  # task->flags -> flag
 
 # Shared clock state (one page per machine): the last global time, the counter. The page
-# also holds a ring_buffer_per_cpu that refuses every reserve (its tail page is itself, whose
-# commit, its nr_pages, is 0): a one-branch fast path points at it when its gate refuses, so
-# each read it makes before that branch reads valid memory.
-CLK_GLOBAL_LAST, CLK_COUNTER, CLK_REFUSING = 0x00, 0x08, 0x80
+# also holds, for the one-branch fast paths, whose reads before their branch must all be
+# valid: a ring_buffer_per_cpu that refuses every reserve (its tail page is itself, whose
+# commit, its nr_pages, is 0), pointed at when a gate refuses, and a trace_array that
+# records on no CPU (its per-CPU buffers: this page), read when there is no real one.
+CLK_GLOBAL_LAST, CLK_COUNTER, CLK_REFUSING, CLK_NO_TRACE = 0x00, 0x08, 0x80, 0x200
 
 
 def clock_page(clock_data: int) -> bytes:
     """The clock page's first contents (at ``clock_data``): zeros but the refusing buffer's
-    page table, whose one slot points back at it."""
+    page table, whose one slot points back at it, and the no-trace array's buffers."""
     page = bytearray(4096)
     refusing = clock_data + CLK_REFUSING
     struct.pack_into("<Q", page, CLK_REFUSING + RB_PAGES, refusing + RB_CPU_SIZE)
     struct.pack_into("<Q", page, CLK_REFUSING + RB_CPU_SIZE + PGT_VA, refusing)
+    struct.pack_into("<Q", page, CLK_NO_TRACE + TR_BUFFERS, clock_data)
+    assert RB_CPU_SIZE * L.NCPU <= len(page)
     return bytes(page)
 
 
