@@ -57,15 +57,16 @@ class _VcpuCount(ctypes.Structure):
     _fields_ = [("ran", ctypes.c_uint64), ("budget", ctypes.c_uint64),
                 ("stop", ctypes.c_uint32), ("stopped", ctypes.c_uint32),
                 ("block_pc", ctypes.c_uint64), ("block_size", ctypes.c_uint32),
-                ("block_icount", ctypes.c_uint32), ("misses", ctypes.c_uint64),
-                ("unknown", ctypes.c_uint64), ("generation", ctypes.c_uint32),
-                ("pad", ctypes.c_uint32), ("uc", ctypes.c_void_p), ("ctl", ctypes.c_void_p),
+                ("block_icount", ctypes.c_uint32), ("pvclock", ctypes.c_void_p),
+                ("generation", ctypes.c_uint32), ("pad", ctypes.c_uint32),
+                ("misses", ctypes.c_uint64), ("unknown", ctypes.c_uint64),
+                ("uc", ctypes.c_void_p), ("ctl", ctypes.c_void_p),
                 ("emu_stop", ctypes.c_void_p),
                 ("tsc_mode", ctypes.c_uint32), ("ns_per_insn", ctypes.c_uint32),
                 ("tsc_base", ctypes.c_uint64), ("host_start", ctypes.c_uint64),
                 ("env", ctypes.c_void_p), ("counter", ctypes.c_void_p), ("miss", ctypes.c_void_p),
                 ("tsc_native", ctypes.c_uint64), ("tsc_host", ctypes.c_uint64),
-                ("pvclock", ctypes.c_void_p), ("pvclock_sink", ctypes.c_uint64)]
+                ("pvclock_sink", ctypes.c_uint64)]
 
 
 # How the C rdtsc hook reads the clock (enum in blockcount.c).

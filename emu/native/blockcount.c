@@ -51,10 +51,12 @@ struct vcpu_count {
 	uint64_t block_pc;      /* the last block counted, and its size and count */
 	uint32_t block_size;
 	uint32_t block_icount;
-	uint64_t misses;        /* blocks whose count was looked up in Unicorn's cache */
-	uint64_t unknown;       /* blocks Unicorn could not describe (counted as 1 each) */
+	uint64_t *pvclock;      /* guest-visible: `ran` before the block now running (the
+				   vCPU's per-CPU PCPU_PVCLOCK word), else &pvclock_sink */
 	uint32_t generation;    /* bumped by ftemu_count_invalidate */
 	uint32_t pad;
+	uint64_t misses;        /* blocks whose count was looked up in Unicorn's cache */
+	uint64_t unknown;       /* blocks Unicorn could not describe (counted as 1 each) */
 	void *uc;
 	uc_ctl_fn ctl;
 	uc_emu_stop_fn emu_stop;
@@ -68,8 +70,6 @@ struct vcpu_count {
 	tsc_miss_fn miss;       /* the host's answer where this file has none (VCpu.now) */
 	uint64_t tsc_native;    /* rdtsc answered here */
 	uint64_t tsc_host;      /* rdtsc answered by `miss` */
-	uint64_t *pvclock;      /* guest-visible: `ran` before the block now running (the
-				   vCPU's per-CPU PCPU_PVCLOCK word), else &pvclock_sink */
 	uint64_t pvclock_sink;
 	struct slot slots[SLOTS];
 	struct tsc_slot tsc_slots[TSC_SLOTS];
