@@ -1,13 +1,15 @@
 """Tracer benchmarks, side by side in one run: min / median / max of interleaved samples.
 
 - Per traced call on bench_fib (one traced function, one event per call), each sample runs
-  without tracing (before and after; the faster counts) beside runs with: the function tracer with the default ``local`` clock (the
-  TSC) and with the ``counter`` clock (no rdtsc), function_graph likewise (per entry+exit
-  pair), and the fair naive peer: a lean Python UC_HOOK_CODE on the function's entry that
-  records the same event as TRACE_FN (ip from its address argument, parent ip from the stack
-  through a raw RSP read and a cached translation, RFLAGS, preempt_count, pid and the
-  virtual time from the native block counter) in a list. Goals: function tracer <= 0.2 us
-  per event and >= 8x cheaper than the peer; function_graph <= 0.5 us per pair.
+  without tracing (before and after; the faster counts) beside runs with: the function
+  tracer with the default ``local`` clock (the TSC, which the fast paths read from the
+  vCPU's pvclock rather than with rdtsc) and with the ``counter`` clock (an atomic count),
+  function_graph likewise (per entry+exit pair), and the fair naive peer: a lean Python
+  UC_HOOK_CODE on the function's entry that records the same event as TRACE_FN (ip from its
+  address argument, parent ip from the stack through a raw RSP read and a cached
+  translation, RFLAGS, preempt_count, pid and the virtual time from the native block
+  counter) in a list. Goals: function tracer <= 0.2 us per event and >= 8x cheaper than
+  the peer; function_graph <= 0.5 us per pair.
 - Every function traced while the guest runs on two CPUs with two busy threads (``bench=2``:
   bench_fib in a loop, the timer, the scheduler): guest slowdown (bench_fib loops finished
   per CPU second, untraced over traced) and events written per CPU second.
