@@ -146,3 +146,26 @@ def test_the_hijacked_return_is_found_through_every_kind_of_trampoline():
     assert "kalloc();" in alone and "free_page();" in alone and "kfree() {" in alone
     assert graph(0) == alone
     assert graph(FTRACE_OPS_FL_SAVE_REGS) == alone
+
+
+@pytest.mark.parametrize("clock", ["local", "counter"])
+@pytest.mark.parametrize("graph_function", ["", "bench_fib"])
+def test_a_hijacked_return_goes_to_the_handler_of_its_arrays_clock(clock, graph_function):
+    """Each fast clock has its own return handler (it tests that clock, no branch on it);
+    the fast entry and the general one (set_graph_function) both hijack returns to it."""
+    m = Machine(cpus=1)
+    m.boot()
+    t = m.tracefs
+    m.ftrace.ftrace_set_filter(m.tracing.top.ops, "bench_fib", True)
+    t.write("set_graph_function", graph_function)
+    t.write("trace_clock", clock)
+    t.write("current_tracer", "function_graph")
+    symbols = {name: addr for addr, (name, _size) in m.tracing.ft.x86.symbols.items()}
+    hits = {"local": 0, "counter": 0}
+    hooks = [m.add_code_hook(symbols[name], lambda cpu, k=k: hits.__setitem__(k, hits[k] + 1))
+             for k, name in (("local", "return_to_handler"), ("counter", "return_to_handler_counter"))]
+    m.call("bench_fib", 6)
+    for h in hooks:
+        h.remove()
+    calls = t.read("trace").count("bench_fib(")
+    assert calls > 10 and hits == {clock: calls, ("counter" if clock == "local" else "local"): 0}

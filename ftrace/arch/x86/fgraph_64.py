@@ -24,7 +24,7 @@ from ...ring_buffer import RB_DROPPED, RB_NEST
 from .asm import CodeBuilder
 from .ftrace_64 import MCOUNT_FRAME_SIZE
 from .ptregs import PT_REGS_OFFSET
-from .trace_64 import (CLK_NO_TRACE, CLOCK_LOCAL, COMMIT, FAST_CLOCKS, TR_CLOCK, begin_event,
+from .trace_64 import (CLK_NO_TRACE, CLOCK_COUNTER, CLOCK_LOCAL, COMMIT, FAST_CLOCKS, TR_CLOCK, begin_event,
                        clock_read, fast_begin, fast_gate, insns, pid_gate, tracing_gate,
                        write_fast)
 
@@ -128,10 +128,15 @@ RETURN_HIJACK_EXIT = """
         ret"""
 
 
-def shadow_push(handler: int, owner: str, reserved: str = "") -> str:
+def shadow_push(handler: int | str, owner: str, reserved: str = "") -> str:
     """Reserve the next entry of the shadow stack r14 (rcx = its index while ``reserved``
     runs), fill it with the return address at [r13], func r12, calltime rdx and ``owner``,
-    then make the return go to ``handler``. Clobbers rax, rcx, r9."""
+    then make the return go to ``handler`` (an address, or a register holding one).
+    Clobbers rax, rcx, r9."""
+    hijack = (f"""
+        mov qword ptr [r13], {handler}""" if isinstance(handler, str) else f"""
+        movabs r9, {handler}
+        mov qword ptr [r13], r9""")
     return f"""
         mov rcx, qword ptr [r14 + {SS_CURR}]
         inc qword ptr [r14 + {SS_CURR}]""" + reserved + f"""
@@ -141,9 +146,7 @@ def shadow_push(handler: int, owner: str, reserved: str = "") -> str:
         mov qword ptr [rax + {ENT_RET}], r9
         mov qword ptr [rax + {ENT_FUNC}], r12
         mov qword ptr [rax + {ENT_CALLTIME}], rdx
-        mov qword ptr [rax + {ENT_TR}], {owner}
-        movabs r9, {handler}
-        mov qword ptr [r13], r9"""
+        mov qword ptr [rax + {ENT_TR}], {owner}""" + hijack
 
 
 def return_hijack_enter(idle: tuple[int, int], tasks: tuple[int, int], table: int) -> str:
@@ -303,7 +306,11 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         cmp rcx, rdx
         jae 98f
     3:  mov r8, rbx
-        call {clock}""" + shadow_push(handler, "rbx") + f"""
+        call {clock}
+        movabs r10, {handler}
+        movabs r11, {b.labels[return_handler(CLOCK_COUNTER)]}
+        cmp dword ptr [rbx + {TR_CLOCK}], {CLOCK_COUNTER}
+        cmove r10, r11""" + shadow_push("r10", "rbx") + f"""
         mov r13, qword ptr [r14 + {SS_CURR}]
         test r15d, r15d
         jz 8f
