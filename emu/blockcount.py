@@ -104,9 +104,10 @@ def why_unavailable() -> str | None:
 
 
 class BlockCounter:
-    """The native counter of one vCPU: ``begin(budget)`` before an emu_start, ``ran`` after it."""
+    """The native counter of one vCPU: ``begin(budget)`` before an emu_start, ``ran`` after it.
+    With ``count=False`` it installs no block hook and only answers rdtsc (``hook_rdtsc``)."""
 
-    def __init__(self, uc: Uc, read_code) -> None:
+    def __init__(self, uc: Uc, read_code, count: bool = True) -> None:
         assert _lib is not None, "call available() first"
         self._buf = ctypes.create_string_buffer(_lib.ftemu_count_size())
         self.addr = ctypes.addressof(self._buf)
@@ -118,7 +119,8 @@ class BlockCounter:
         v.pvclock = self.addr + _VcpuCount.pvclock_sink.offset
         self._read_code = read_code          # read_code(va, n) -> bytes, at the vCPU's CR3
         self._offsets: dict[tuple[int, int], int] = {}
-        _hook(uc, UC_HOOK_BLOCK, _lib.ftemu_count_block, self.addr, 1, 0)
+        if count:                            # else only rdtsc (free-running: nothing counts)
+            _hook(uc, UC_HOOK_BLOCK, _lib.ftemu_count_block, self.addr, 1, 0)
         # Never let a Python code hook be the only one (see ftemu_no_code in the C file).
         _hook(uc, UC_HOOK_CODE, _lib.ftemu_no_code, 0, 0, 0)
 
@@ -211,6 +213,12 @@ class BlockCounter:
         v = self.v
         (v.ran, v.budget, v.stop, v.stopped, v.block_pc, v.block_size, v.block_icount) = saved
         self._sync_pvclock()           # the nested run wrote its own
+
+
+def empty_block_hook(uc: Uc) -> None:
+    """A native block hook that does nothing (the benchmarks' floor for any block hook)."""
+    assert _lib is not None, "call available() first"
+    _hook(uc, UC_HOOK_BLOCK, _lib.ftemu_no_code, 0, 1, 0)
 
 
 def _hook(uc: Uc, kind: int, cfunc, user: int, begin: int, end: int, *insn: int) -> None:

@@ -3,33 +3,32 @@ from __future__ import annotations
 
 import ctypes
 import struct
-import time
 from typing import TYPE_CHECKING
 
 from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
-                     UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc, UcError)
+                     UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc)
 from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_SYSCALL,
                                UC_X86_REG_CR3, UC_X86_REG_EFLAGS,
                                UC_X86_REG_RIP, UC_X86_REG_RSP)
 
 from . import memlayout as L
-from . import blockcount, crash, hypercall, trap, ucx
+from . import blockcount, crash, hypercall, kick, trap, ucx
 from .apic import LocalApic
 from .errors import EmuError, GuestMemoryError
 from .paging import PageFault
-from .ticker import MIN_SLICE_NS
+from .slicerun import HALTED, PARKED, RFLAGS_IF, RUNNING, STOPPED, SliceRunning
 
 if TYPE_CHECKING:
     from .machine import Machine
 
-STOPPED, RUNNING, HALTED, PARKED = "stopped", "running", "halted", "parked"
+__all__ = ["VCpu", "STOPPED", "RUNNING", "HALTED", "PARKED"]
 MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000081, 0xC0000082, 0xC0000084
-RFLAGS_IF, RFLAGS_DF = 1 << 9, 1 << 10
+RFLAGS_DF = 1 << 10
 T_UD, T_NMI = 6, 2
 _u64 = struct.Struct("<Q")
 
 
-class VCpu:
+class VCpu(SliceRunning):
     """A vCPU. ``state`` is stopped (never started, or reset), running, halted (``hlt`` with
     interrupts on: waits for an interrupt) or parked (``cli; hlt``: waits for INIT/STARTUP)."""
 
@@ -40,9 +39,13 @@ class VCpu:
         self.uc.mem_map_ptr(0, machine.ram_size, UC_PROT_ALL, machine.ram_ptr)
         self.regs = ucx.RawRegs(self.uc)
         self.counter, self.limit = ucx.counter_cells(self.uc)
-        # The native block counter, or None: Unicorn's count= then counts (slower).
-        self.blocks = (blockcount.BlockCounter(self.uc, self._read_code)
+        # The native block counter, or None: Unicorn's count= then counts (slower). Free-
+        # running, it only answers rdtsc: nothing counts, kicks end the slices (slicerun.py).
+        self.blocks = (blockcount.BlockCounter(self.uc, self._read_code, machine.deterministic)
                        if blockcount.available() else None)
+        self.kicker = None if machine.deterministic or not kick.available() else kick.Kicker(self.uc)
+        if self.kicker is not None:
+            self.kicker.checks(False)
         self._free_ips = 0.05          # fallback free-running: instructions per host ns
         self.precise = False           # count= even with the native counter (set_precise)
         self.ctx = self.uc.context_save()
@@ -96,18 +99,6 @@ class VCpu:
         h = self.uc.hook_add(UC_HOOK_CODE, hook, None, addr, addr)
         self.remove_cache(addr, addr + 1)
         return h
-
-    @property
-    def native(self) -> "blockcount.BlockCounter | None":
-        """The native counter if it counts this CPU's runs now, else None (count= counts)."""
-        return None if self.precise else self.blocks
-
-    def set_precise(self, on: bool) -> None:
-        """Instruction-precise runs, for a debugger's single steps and watchpoints: count=
-        instead of the native counter, which ends runs only at block starts."""
-        if on != self.precise:
-            self.precise = on
-            self.flush_tb()               # count= only counts code translated while it is on
 
     def _read_code(self, va: int, n: int) -> bytes:
         return self.machine.walker.read(self.cr3(), va, n)
@@ -215,16 +206,8 @@ class VCpu:
         # hook with a stale RIP, which is harmless here since after_emu_start restores the
         # context saved above; a block-boundary stop would let the rest of the block run.
         self._stop_requested = True
-        self.uc.emu_stop()
-
-    def _hook_failed(self, exc: BaseException) -> None:
-        """A raw hook raised: stop, and re-raise once emu_start has returned."""
-        if self.hook_error is None:
-            self.hook_error = exc
-        if self.native is not None:
-            # Not emu_stop: from an instruction hook Unicorn may leave the block right after
-            # it with RIP still at the block start, and the resumed run would replay it.
-            self.native.request_stop()
+        if self.kicking:        # free-running: the rest of the block runs (slicerun.py)
+            self.kicker.kick()
         else:
             self.uc.emu_stop()
 
@@ -249,57 +232,6 @@ class VCpu:
         return fn(self, port) if fn is not None else 0xFFFFFFFF & ((1 << (8 * size)) - 1)
 
     # ---- state helpers -----------------------------------------------------
-    def now(self) -> int:
-        """This CPU's virtual time in ns: exact to the instruction inside a deterministic
-        slice, host-clock based in free-running mode."""
-        if not self.in_slice:
-            return max(self.machine.now, self.clock_ns)
-        if self.machine.deterministic:
-            if self.native is not None:
-                return self.slice_start + self.native.retired(self.rip()) * L.NS_PER_INSN
-            return self.slice_start + max(self.counter.value - 1, 0) * L.NS_PER_INSN
-        return self.slice_start + time.perf_counter_ns() - self._host_start
-
-    def _rdtsc_miss(self) -> int:
-        """rdtsc's value where the C hook has no answer (it cannot raise into C)."""
-        try:
-            return self.now()
-        except BaseException as e:  # noqa: BLE001 - re-raised by after_emu_start
-            self._hook_failed(e)
-            return 0
-
-    def attach_pvclock(self) -> None:
-        """Keep this vCPU's PCPU_PVCLOCK words (guest/memlayout.h) for guest code that reads
-        the TSC without rdtsc: the block counter updates the first at every block start,
-        ``_set_clock`` the second (the slice's start, or PVCLOCK_INVALID)."""
-        percpu = self.machine.kernel.percpu
-        if percpu is None:
-            return
-        host = (self.machine.ram_ptr + percpu - L.KERNEL_VA_OFFSET + self.index * L.PCPU_SIZE
-                + L.PCPU_PVCLOCK)
-        self._pvclock_start = ctypes.c_uint64.from_address(host + 8)
-        self._pvclock_start.value = L.PVCLOCK_INVALID
-        if self.blocks is not None:
-            self.blocks.set_pvclock(host)
-
-    def _set_clock(self) -> None:
-        """Tell the C rdtsc hook how now() reads this CPU's clock in the coming run (before
-        every emu_start, and when a nested call moved ``slice_start``), and the guest's
-        pvclock whether the block counter keeps it (only while counting blocks exactly)."""
-        bc, start = self.blocks, L.PVCLOCK_INVALID
-        if bc is None:
-            pass
-        elif not self.in_slice:
-            bc.set_clock(blockcount.TSC_PYTHON, 0)
-        elif not self.machine.deterministic:
-            bc.set_clock(blockcount.TSC_HOST, self.slice_start, self._host_start)
-        elif self.precise:
-            bc.set_clock(blockcount.TSC_COUNTER, self.slice_start, 0, ctypes.addressof(self.counter))
-        else:
-            bc.set_clock(blockcount.TSC_BLOCKS, self.slice_start)
-            start = self.slice_start
-        self._pvclock_start.value = start
-
     def rflags(self) -> int:
         return self.regs.read(UC_X86_REG_EFLAGS)
 
@@ -308,38 +240,6 @@ class VCpu:
 
     def rip(self) -> int:
         return self.regs.read(UC_X86_REG_RIP)
-
-    def request_stop(self) -> None:
-        """End the current slice (the run loop then looks at events). From a code hook: before
-        the hooked instruction. From an instruction or MMIO hook: with count=, after this
-        instruction; with the native counter, at the next block start (the rest of the block
-        still runs), and reports name the instruction that asked (``stop_rip``)."""
-        if not self.in_slice:
-            return
-        self._stop_requested = True
-        if self.native is None:
-            self.uc.emu_stop()
-        elif self._code_hook_rip is not None:
-            self._stop_before = self._code_hook_rip      # exact: Unicorn stops right here
-            self.uc.emu_stop()
-        else:
-            # Not emu_stop (see _hook_failed). RIP is the instruction's where Unicorn syncs it
-            # (rdtsc, port I/O checks), else the block's start.
-            self.stop_rip = self.rip()
-            self.blocks.request_stop()
-
-    def stop_after_instruction(self) -> None:
-        """End the current slice once the instruction now executing has completed, with RIP
-        past it. For memory hooks: ``emu_stop`` there leaves RIP on the access, which has
-        already happened and would happen again on resume. Needs instruction counting (the
-        deterministic mode): the engine's limit is lowered to what has run. Under the native
-        counter (not ``set_precise``) the run ends at the next block start instead."""
-        if self.in_slice:
-            self._stop_requested = True
-            if self.native is not None:
-                self.native.request_stop()
-            else:
-                self.limit.value = self.counter.value
 
     def load_cs_ss(self, buf, cs_sel: int, ss_sel: int, cpl: int) -> None:
         """Load CS and SS with their hidden state and set CPL, in a saved context buffer.
@@ -376,98 +276,6 @@ class VCpu:
 
     def stack_pointer(self) -> int:
         return self.regs.read(UC_X86_REG_RSP)
-
-    # ---- running -----------------------------------------------------------
-    def run_slice(self, start_ns: int, count: int) -> int:
-        """Run up to ``count`` instructions' worth of time from ``start_ns``.
-
-        Returns the virtual ns used. Deterministic: the instructions run (the native counter
-        ends slices at a block boundary at or before ``count``; count= ends exactly there), or
-        the whole slice if the CPU halted. Free-running: the host-time budget, never shorter
-        than the ticker's ``MIN_SLICE_NS``; the ticker's stop is a flag the native block hook
-        acts on at the next block start (Unicorn's own emu_stop from another thread can end a
-        run mid-block with RIP rolled back, re-executing instructions). Without the native
-        counter, free-running slices are counted too, sized by the host speed measured."""
-        self.slice_start = start_ns
-        self._stop_requested = False
-        self._stop_before = self.stop_rip = None
-        self.in_slice = True
-        self._host_start = time.perf_counter_ns()
-        det, bc = self.machine.deterministic, self.native
-        budget_ns = count * L.NS_PER_INSN if det else max(count * L.NS_PER_INSN, MIN_SLICE_NS)
-        if not det and bc is None:
-            count = max(1, int(budget_ns * self._free_ips))
-        try:
-            if det or bc is None:
-                ran, exhausted = self.emu_counted(self.rip(), 0, count)
-            else:
-                bc.begin(0)                   # before arm: the ticker may fire at once
-                self.machine.ticker.arm(bc.request_stop, budget_ns)
-                try:
-                    ran, _ = self._emu_blocks(self.rip(), 0)
-                finally:
-                    self.machine.ticker.disarm()
-                exhausted = bool(bc.v.stopped)
-        except UcError as e:
-            raise self.fatal(EmuError, f"unicorn stopped: {e}") from None
-        finally:
-            self.in_slice = False
-        self.after_emu_start()
-        if not det and bc is None:
-            host_ns = max(time.perf_counter_ns() - self._host_start, 1)
-            self._free_ips = 0.5 * self._free_ips + 0.5 * max(ran / host_ns, 1e-3)
-        self.instructions += ran
-        if not exhausted and not self._stop_requested:
-            # Nothing asked Unicorn to stop early, so it stopped at a hlt.
-            self.state = HALTED if self.rflags() & RFLAGS_IF else PARKED
-        elif det and bc is not None:
-            return ran * L.NS_PER_INSN
-        return budget_ns
-
-    def run_from(self, start_ns: int, count: int) -> int:
-        """run_slice over the part of [start_ns, start_ns + count instructions) this CPU has
-        not run yet: a CPU already ahead of ``start_ns`` (bursts of Machine.sync_cores, calls
-        from callbacks) runs only the rest, so its clock never steps back. Returns the ns
-        the whole span takes, as run_slice does."""
-        skip = max(0, self.clock_ns - start_ns) // L.NS_PER_INSN
-        if skip < count:
-            before = self.instructions
-            self.run_slice(start_ns + skip * L.NS_PER_INSN, count - skip)
-            self.clock_ns = self.slice_start + (self.instructions - before) * L.NS_PER_INSN
-        return count * L.NS_PER_INSN
-
-    def resume_after_call(self, in_slice: bool, slice_start: int, spent_ns: int) -> None:
-        """After Machine.call: a call made inside a slice (from a callback) took time on this
-        CPU's clock, so the slice resumes that much later. A call between slices runs outside
-        the machine's timeline: the clock stays where the round left it."""
-        self.in_slice = in_slice
-        self.slice_start = slice_start + spent_ns if in_slice else slice_start
-        self._set_clock()
-
-    def emu_counted(self, begin: int, until: int, count: int) -> tuple[int, bool]:
-        """emu_start from ``begin`` (to ``until``, 0: none) for at most ``count`` instructions
-        (0: no limit); returns (instructions retired, whether the limit ended the run). The
-        native counter ends the run at the last block boundary within ``count``."""
-        bc = self.native
-        if bc is None:
-            if self.blocks is not None:
-                self.blocks.begin(0)      # precise: the block hook must not stop this run
-            self._set_clock()
-            self.uc.emu_start(begin, until, count=count)
-            ran = min(self.counter.value, count)
-            return ran, ran == count
-        bc.begin(count)
-        return self._emu_blocks(begin, until)
-
-    def _emu_blocks(self, begin: int, until: int) -> tuple[int, bool]:
-        """emu_start under the native counter (already given its budget)."""
-        bc = self.blocks
-        self._stop_before = None
-        self._set_clock()
-        self.uc.emu_start(begin, until)
-        if self._stop_before is not None and self.rip() == self._stop_before:
-            bc.settle(self._stop_before)          # a code hook stopped it inside a block
-        return bc.v.ran, bool(bc.v.stopped) and not self._stop_requested
 
     def nmi_blocked(self) -> bool:
         """NMIs are held while RSP is inside this CPU's NMI IST stack (as if until its iretq),
@@ -513,12 +321,3 @@ class VCpu:
             trap.deliver(self, vector)
             self.state = RUNNING
 
-    def save_counters(self) -> tuple:
-        """The instruction counters of the current run (a nested emu_start reuses them)."""
-        native = self.blocks.save() if self.blocks is not None else None
-        return self.counter.value, self.limit.value, native
-
-    def restore_counters(self, saved: tuple) -> None:
-        self.counter.value, self.limit.value, native = saved
-        if native is not None:
-            self.blocks.restore(native)

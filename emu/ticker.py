@@ -2,15 +2,15 @@
 when its host time is up (Unicorn's own ``timeout`` starts a thread per slice, which costs
 more than short slices can afford).
 
-The ticker never calls ``uc_emu_stop`` itself: from another thread, Unicorn 2.1.4 may end a
-run in the middle of a translation block with RIP rolled back to the block start, so the
-block's first instructions run twice (a ``sub`` on preempt_count did, and the guest
-panicked), and a stop landing while ``uc_emu_start`` is still setting up is lost (the slice
-then never ends). It calls ``stop()`` instead, which sets a flag the native block hook
-checks at every block start (emu/blockcount.py): the flag stays set until the next slice
-begins, so it cannot be lost, and the stop is exact. No slice is shorter than
-``MIN_SLICE_NS``, so hand-offs stay rare next to the work they bound. The thread ends after
-``IDLE_EXIT_S`` without a slice and comes back on the next ``arm``.
+The ticker never calls ``uc_emu_stop``: from another thread that skips hooks and can end a
+run mid-instruction (emu/kick.py says why). It calls ``stop()`` (a kick), and calls it again
+every ``RETRY_S`` until the slice is disarmed, since a kick that lands while ``uc_emu_start``
+is still setting up is forgotten, and a run nested in a hook may take the outer run's kick.
+No slice is shorter than ``MIN_SLICE_NS``, so hand-offs stay rare next to the work they
+bound. The thread sleeps until the armed deadline and is woken only when a new deadline is
+earlier than the one it sleeps towards (a slice that ends early costs no wake-up: the thread
+finds the slice gone at its deadline). It ends after ``IDLE_EXIT_S`` without a slice and
+comes back on the next ``arm``.
 """
 from __future__ import annotations
 
@@ -19,45 +19,62 @@ import time
 from typing import Callable
 
 MIN_SLICE_NS = 50_000
+RETRY_S = 0.001
 IDLE_EXIT_S = 1.0
+_NEVER = float("inf")
 
 
 class SliceTicker:
-    """``arm(stop, ns)`` before an emu_start; ``disarm()`` after it returns."""
+    """``outer = arm(stop, ns)`` before an emu_start; ``disarm(outer)`` after it returns."""
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
         self._stop: Callable[[], None] | None = None
-        self._deadline = 0.0
+        self._deadline = _NEVER
+        self._wake_at = _NEVER           # when the thread wakes by itself (it sleeps till then)
         self._thread: threading.Thread | None = None
 
-    def arm(self, stop: Callable[[], None], ns: int) -> None:
+    def arm(self, stop: Callable[[], None], ns: int) -> tuple:
         """Call ``stop()`` (from the ticker thread) once ``max(ns, MIN_SLICE_NS)`` host ns
-        have passed, unless ``disarm`` comes first."""
+        have passed, and again every RETRY_S, until ``disarm``. Returns what was armed
+        before (a slice nested in a hook), for ``disarm`` to put back."""
         with self._cv:
+            outer = (self._stop, self._deadline)
             self._stop = stop
             self._deadline = time.perf_counter() + max(ns, MIN_SLICE_NS) / 1e9
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="ftemu-ticker", daemon=True)
+                self._wake_at = _NEVER
                 self._thread.start()
-            self._cv.notify()
+            elif self._deadline < self._wake_at:
+                self._cv.notify()
+            return outer
 
-    def disarm(self) -> None:
-        """The slice has ended: no stop for it any more."""
+    def disarm(self, outer: tuple = (None, _NEVER)) -> None:
+        """The slice has ended: no stop for it any more (``outer``: the slice it was nested
+        in goes on, with its own deadline)."""
         with self._cv:
-            self._stop = None
-            self._cv.notify()
+            self._stop, self._deadline = outer
+            if self._deadline < self._wake_at:
+                self._cv.notify()
 
     def _loop(self) -> None:
         cv = self._cv
         with cv:
+            idle_since = time.perf_counter()
             while True:
-                if self._stop is None and not cv.wait_for(lambda: self._stop is not None, IDLE_EXIT_S):
-                    self._thread = None
-                    return
-                delay = self._deadline - time.perf_counter()
-                if delay > 0:
-                    cv.wait(delay)              # woken early by disarm or a new arm
+                now = time.perf_counter()
+                if self._stop is None:
+                    if now - idle_since >= IDLE_EXIT_S:
+                        self._thread = None
+                        return
+                    self._wake_at = idle_since + IDLE_EXIT_S
+                    cv.wait(self._wake_at - now)
                     continue
-                stop, self._stop = self._stop, None
-                stop()
+                if now < self._deadline:
+                    self._wake_at = self._deadline
+                    cv.wait(self._deadline - now)
+                else:
+                    self._stop()
+                    self._deadline = now + RETRY_S      # again, unless disarmed by then
+                idle_since = time.perf_counter()

@@ -199,12 +199,12 @@ def _env_at(uc: Uc, path: tuple[int, int]) -> int | None:
     live = True
     for probe in (0x0BAD_F00D_DEAD_BEEF, 0x1357_9BDF_2468_ACE0):
         _lib.uc_reg_write(uc._uch, _RAX, ctypes.byref(ctypes.c_uint64(probe)))
-        live = live and _readable(env, 8) and ctypes.c_uint64.from_address(env + CTX_REGS - CTX_HDR).value == probe
+        live = live and readable(env, 8) and ctypes.c_uint64.from_address(env + CTX_REGS - CTX_HDR).value == probe
     _lib.uc_reg_write(uc._uch, _RAX, ctypes.byref(ctypes.c_uint64(rax)))
     return env if live else None
 
 
-def _readable(addr: int, n: int) -> bool:
+def readable(addr: int, n: int) -> bool:
     return any(lo <= addr and addr + n <= hi for lo, hi in _readable_ranges())
 
 

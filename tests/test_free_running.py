@@ -1,8 +1,9 @@
 """Free-running mode (``deterministic=False``): slices end on the host clock, and every launch
-boots. The slice stop is a flag the native block hook acts on at a block start; Unicorn's own
-emu_stop from the timer thread could be lost (a slice that never ends) or end a run mid-block
-with RIP rolled back, replaying instructions (a replayed ``sub`` on preempt_count made the
-guest panic with "scheduling while atomic")."""
+boots. The slice timer kicks the engine, which leaves at the next block start (emu/kick.py);
+Unicorn's own emu_stop from the timer thread could be lost (a slice that never ends), end a
+run mid-block with RIP rolled back, replaying instructions (a replayed ``sub`` on
+preempt_count made the guest panic with "scheduling while atomic"), or skip the hooks of the
+instructions it still ran (a lost hypercall)."""
 from __future__ import annotations
 
 import faulthandler
@@ -55,5 +56,28 @@ def test_a_stop_from_the_timer_thread_never_replays_instructions(counting, no_ha
         a, b = struct.unpack_from("<QQ", m.ram, data)
         rip = cpu.rip()
         assert a - b == (1 if rip == second_add else 0), (hex(rip - loop), a, b)
+        assert cpu.state == RUNNING
+    assert a > 1000
+
+
+def test_a_stop_from_the_timer_thread_never_skips_a_hook(counting, no_hang):
+    """Two ``out``s and two counters per loop: wherever a slice ends, the port handler has
+    seen exactly as many writes as the guest made (emu_stop would have skipped some)."""
+    m = Machine(cpus=1, deterministic=False)
+    cpu, port, seen = m.cpus[0], 0x3F0, []
+    m.add_port(port, lambda c, p, v: seen.append(v))
+    loop, data = 0x100000, 0x180000
+    code, _ = Ks(KS_ARCH_X86, KS_MODE_64).asm(
+        f"mov rdi, {data}\nmov dx, {port}\n"
+        "top: out dx, al\nadd qword ptr [rdi], 1\nout dx, al\nadd qword ptr [rdi+8], 1\njmp top", loop)
+    m.ram[loop:loop + len(code)] = bytes(code)
+    insns = [i.address for i in Cs(CS_ARCH_X86, CS_MODE_64).disasm(bytes(code), loop)]
+    after_an_out = {insns[3], insns[5]}           # the adds: one more write than a + b
+    cpu.regs.write(UC_X86_REG_RIP, loop)
+    for _ in range(100):
+        cpu.run_slice(m.now, MIN_SLICE_NS // 10)
+        a, b = struct.unpack_from("<QQ", m.ram, data)
+        rip = cpu.rip()
+        assert len(seen) == a + b + (rip in after_an_out), (hex(rip - loop), a, b, len(seen))
         assert cpu.state == RUNNING
     assert a > 1000

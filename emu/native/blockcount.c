@@ -78,7 +78,8 @@ struct vcpu_count {
 /* A code hook that never runs (bound to address 0): with it, a Python code hook is never the
  * only UC_HOOK_CODE, which Unicorn 2.1.4 would call directly from the translated block; after
  * hook_del that block would call a freed callback. With two, it goes through a helper that
- * skips deleted hooks. (count= gets the same from its own counting hook.) */
+ * skips deleted hooks. (count= gets the same from its own counting hook.) The benchmarks also
+ * use it as a do-nothing block hook (same signature). */
 void ftemu_no_code(void *uc, uint64_t pc, uint32_t size, void *user)
 {
 	(void)uc; (void)pc; (void)size; (void)user;

@@ -29,7 +29,7 @@ from common import min_med_max, row, verdict
 from unicorn import UC_ARCH_X86, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn.x86_const import UC_X86_REG_RDI, UC_X86_REG_RIP, UC_X86_REG_RSP
 
-from emu import Machine, blockcount
+from emu import Machine, blockcount, kick
 from emu.paging import ADDR_MASK
 
 FIB_N = 24                  # about 1.5M instructions a call: the per-call setup is noise
@@ -68,11 +68,13 @@ def clear_nx(ram: bytearray, cr3: int) -> None:
 
 class RawPeer:
     """A bare Unicorn over a copy of ``m``'s RAM and CPU 0 (no hooks, unless ``block_hook``:
-    ftemu's native block counter alone). ``call()`` runs bench_fib(FIB_N); ``run_for(s)``
-    goes on with the interrupted benchd thread (no interrupts: just its loop) and returns
-    the bench_fib iterations it finished per second."""
+    "counter", ftemu's native block counter alone; "empty", a native block hook that does
+    nothing). ``checks=False`` translates without Unicorn's exit checks after every load and
+    store (emu/kick.py), as free-running ftemu does. ``call()`` runs bench_fib(FIB_N);
+    ``run_for(s)`` goes on with the interrupted benchd thread (no interrupts: just its loop)
+    and returns the bench_fib iterations it finished per second."""
 
-    def __init__(self, m: Machine, rwx: bool = False, block_hook: bool = False) -> None:
+    def __init__(self, m: Machine, rwx: bool = False, block_hook: str = "", checks: bool = True) -> None:
         self.buf = bytearray(m.ram)
         cr3 = m.cpus[0].cr3()
         if rwx:
@@ -82,9 +84,13 @@ class RawPeer:
         self.uc.mem_map_ptr(0, m.ram_size, UC_PROT_ALL, ctypes.addressof(self.cbuf))
         self.uc.context_restore(m.cpus[0].uc.context_save())
         self.counter = None
-        if block_hook:
+        if block_hook == "counter":
             self.counter = blockcount.BlockCounter(self.uc, lambda va, n: m.walker.read(cr3, va, n))
             self.counter.begin(0)
+        elif block_hook == "empty":
+            blockcount.empty_block_hook(self.uc)
+        if not checks:
+            kick.Kicker(self.uc).checks(False)
         self.thread = self.uc.context_save()          # where benchd was interrupted
         self.rsp = (m.cpus[0].stack_pointer() - 512) & ~0xF
         self.ret = m.call_return_va
@@ -134,7 +140,9 @@ def machine_rate(m: Machine, ms: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=15)
-    n = ap.parse_args().samples
+    ap.add_argument("--speed-only", action="store_true", help="skip boot, snapshot and restore")
+    args = ap.parse_args()
+    n = args.samples
     native = "native block counter" if blockcount.available() else \
         f"count= fallback ({blockcount.why_unavailable() or 'FTEMU_NATIVE=0'})"
     print(f"ftemu machine benchmarks ({native}); min / median / max of {n} interleaved samples")
@@ -142,15 +150,19 @@ def main() -> None:
     det, free = busy_machine(True), busy_machine(False)
     det.call("bench_fib", FIB_N)
     insns = det.last_call_instructions
-    nx, rwx, hooked = RawPeer(det), RawPeer(det, rwx=True), RawPeer(det, block_hook=True)
-    raw_t, rwx_t, hook_t, call_t = [], [], [], []
-    raw_rate, det_rate, free_rate = [], [], []
+    nx, rwx = RawPeer(det), RawPeer(det, rwx=True)
+    hooked, empty = RawPeer(det, block_hook="counter"), RawPeer(det, block_hook="empty")
+    unchecked = RawPeer(det, checks=False)
+    raw_t, rwx_t, hook_t, empty_t, call_t = [], [], [], [], []
+    raw_rate, unchecked_rate, det_rate, free_rate = [], [], [], []
     for _ in range(n):
         raw_t.append(cpu_clock(nx.call))
         rwx_t.append(cpu_clock(rwx.call))
         hook_t.append(cpu_clock(hooked.call))
+        empty_t.append(cpu_clock(empty.call))
         call_t.append(cpu_clock(lambda: det.call("bench_fib", FIB_N)))
         raw_rate.append(nx.run_for(RUN_MS / 1e3))
+        unchecked_rate.append(unchecked.run_for(RUN_MS / 1e3))
         det_rate.append(machine_rate(det, RUN_MS))
         free_rate.append(machine_rate(free, FREE_MS))
 
@@ -159,17 +171,23 @@ def main() -> None:
     mips = lambda v: min_med_max([insns / x / 1e6 for x in v], "{:.0f}") + " MIPS"  # noqa: E731
     row(f"raw Unicorn, bench_fib({FIB_N}), text X / data NX", mips(raw_t))
     row("raw Unicorn, same code, every page RWX", mips(rwx_t))
-    row("raw Unicorn + ftemu's native block hook alone / raw", min_med_max(ratio(raw_t, hook_t)),
-        "(Unicorn's inline hook call per block)")
+    row("raw Unicorn + an empty native block hook / raw", min_med_max(ratio(raw_t, empty_t)),
+        "(the floor of any block hook)")
+    row("raw Unicorn + ftemu's native block counter alone / raw", min_med_max(ratio(raw_t, hook_t)))
     def goal_row(label: str, r: list[float], goal: float) -> None:
         row(label, min_med_max(r), verdict(median(r) >= goal) + f" goal >= {goal:g}")
     goal_row("deterministic: Machine.call bench_fib / raw (same code+pages)", ratio(raw_t, call_t), 0.85)
     goal_row("deterministic / raw Unicorn on all-RWX mappings", ratio(rwx_t, call_t), 4)
     row("raw Unicorn running benchd (bench_fib(18) iterations/s)", min_med_max(raw_rate, "{:.0f}"))
     goal_row("  Machine.run busy guest, deterministic / raw", ratio(det_rate, raw_rate), 0.85)
+    row("  raw Unicorn without exit checks / raw", min_med_max(ratio(unchecked_rate, raw_rate)),
+        "(what free-running translates)")
     goal_row("  Machine.run busy guest, free-running / raw", ratio(free_rate, raw_rate), 0.95)
+    row("  free-running / raw without exit checks", min_med_max(ratio(free_rate, unchecked_rate)))
     row("  free-running / deterministic (same guest)", min_med_max(ratio(free_rate, det_rate)))
 
+    if args.speed_only:
+        return
     boots = [cpu_clock(lambda: Machine(cpus=2).boot()) for _ in range(n)]
     row("boot to ready (Machine(cpus=2) + boot())", min_med_max([b * 1e3 for b in boots], "{:.0f}") + " ms",
         verdict(sorted(boots)[n // 2] <= 1.0) + " goal <= 1 s")
