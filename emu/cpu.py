@@ -43,11 +43,13 @@ class VCpu(SliceRunning):
         # running, it only answers rdtsc: nothing counts, kicks end the slices (slicerun.py).
         self.blocks = (blockcount.BlockCounter(self.uc, self._read_code, machine.deterministic)
                        if blockcount.available() else None)
-        self.kicker = None if machine.deterministic or not kick.available() else kick.Kicker(self.uc)
-        if self.kicker is not None:
-            self.kicker.checks(False)
+        # Kicks end free-running slices; both modes translate without exit checks where
+        # nothing needs them (SliceRunning.update_checks).
+        self.kicker = kick.Kicker(self.uc) if kick.available() else None
         self._free_ips = 0.05          # fallback free-running: instructions per host ns
         self.precise = False           # count= even with the native counter (set_precise)
+        self.code_hooks = 0
+        self.update_checks()
         self.ctx = self.uc.context_save()
         self.ctx_buf = ucx.context_buffer(self.ctx)
         self._rc_ctx = self.uc.context_save()     # remove_cache's own (hooks edit ctx)
@@ -96,9 +98,17 @@ class VCpu(SliceRunning):
                 fn(self)
             finally:
                 self._code_hook_rip = None
+        self.code_hooks += 1
+        self.update_checks()              # before the hooked block is translated again
         h = self.uc.hook_add(UC_HOOK_CODE, hook, None, addr, addr)
         self.remove_cache(addr, addr + 1)
         return h
+
+    def remove_code_hook(self, handle: int) -> None:
+        """Undo add_code_hook (the blocks translated with exit checks meanwhile keep them)."""
+        self.uc.hook_del(handle)
+        self.code_hooks -= 1
+        self.update_checks()
 
     def _read_code(self, va: int, n: int) -> bytes:
         return self.machine.walker.read(self.cr3(), va, n)
@@ -122,6 +132,8 @@ class VCpu(SliceRunning):
             self.blocks.invalidate()
 
     def _on_intr(self, uc: Uc, vector: int, _ud) -> None:
+        if self._io_fault_ctx is not None:     # the rest of a refused in/out's block
+            return
         uc.context_update(self.ctx)
         if self.blocks is not None:       # the block ended here, not at its end
             self.blocks.settle(_u64.unpack_from(self.ctx_buf, ucx.CTX_RIP)[0])
@@ -148,6 +160,8 @@ class VCpu(SliceRunning):
         return True
 
     def _on_syscall(self, uc: Uc, _ud) -> None:
+        if self._io_fault_ctx is not None:     # the rest of a refused in/out's block
+            return
         if self._syscall_msrs is None:
             self._syscall_msrs = (uc.msr_read(MSR_STAR), uc.msr_read(MSR_LSTAR), uc.msr_read(MSR_FMASK))
         star, lstar, fmask = self._syscall_msrs
@@ -170,6 +184,8 @@ class VCpu(SliceRunning):
         """``out`` checked as a CPU does, then its port's handler: the out hook itself where
         the native one cannot be built (a raw ctypes callback), else the native hook's path
         at CPL > 0 (hypercall.py). An exception cannot cross into C: kept for after emu_start."""
+        if self._io_fault_ctx is not None:     # the rest of a refused in/out's block
+            return
         try:
             if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
                 return self._io_fault()
@@ -200,13 +216,17 @@ class VCpu(SliceRunning):
 
     def _io_fault(self) -> None:
         """``in``/``out`` refused at this CPL: stop after it, then put the state back as it was
-        before it and raise #GP(0) on it (a hook cannot redirect RIP; see after_emu_start)."""
+        before it and raise #GP(0) on it (a hook cannot redirect RIP; see after_emu_start).
+        Nothing after it may run, not even the rest of its block: with exit checks Unicorn
+        leaves right after this hook (emu_stop; the stale RIP is harmless since the saved
+        context is put back); without them (kick.py) the rest of the block would run, so the
+        CPU is given page tables that map nothing: its next memory access faults, and that
+        fault, like every hook until the run ends, is ignored (``_io_fault_ctx`` is set)."""
         self._io_fault_ctx = self.uc.context_save()
-        # emu_stop even under the native counter: Unicorn leaves the block right after this
-        # hook with a stale RIP, which is harmless here since after_emu_start restores the
-        # context saved above; a block-boundary stop would let the rest of the block run.
         self._stop_requested = True
-        if self.kicking:        # free-running: the rest of the block runs (slicerun.py)
+        if not self.checked:
+            self.regs.write(UC_X86_REG_CR3, self.machine.no_pages_pa)
+        if self.kicking:
             self.kicker.kick()
         else:
             self.uc.emu_stop()
@@ -217,6 +237,7 @@ class VCpu(SliceRunning):
         ctx, self._io_fault_ctx = self._io_fault_ctx, None
         if ctx is not None:
             self.uc.context_restore(ctx)
+            self.regs.write(UC_X86_REG_CR3, self.cr3())     # flushes the TLB
             if self.blocks is not None:    # the refused in/out did not retire
                 self.blocks.settle(self.rip())
             trap.deliver(self, trap.T_GP, 0)
@@ -225,6 +246,8 @@ class VCpu(SliceRunning):
             raise exc
 
     def _on_in(self, uc: Uc, port: int, size: int, _ud) -> int:
+        if self._io_fault_ctx is not None:     # the rest of a refused in/out's block
+            return 0
         if self.hflags.value & ucx.HF_CPL_MASK and not self.io_permitted(port, size):
             self._io_fault()
             return 0

@@ -94,6 +94,7 @@ class Kicker:
         uc.context_save()                      # the engine creates its CPU on first use
         cpu = ctypes.c_uint64.from_address(base + LAYOUT.cpu_ptr).value
         self._stores = [(ctypes.c_uint8.from_address(cpu + off), v) for off, v in LAYOUT.cpu_exit]
+        self.checked = True                    # Unicorn's default
 
     def run(self, begin: int, until: int) -> bool:
         """emu_start(begin, until) with no count; True if a kick ended it (False: it ended
@@ -117,6 +118,7 @@ class Kicker:
         """Translate code from now on with (True: Unicorn's default) or without exit checks
         after loads, stores and code hooks. Cached translations keep what they were made with."""
         self._no_checks.value = not on
+        self.checked = on
 
 
 def _calibrate() -> None:

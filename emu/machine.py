@@ -55,7 +55,7 @@ class CodeHook:
         if self._entry in self._machine.code_hooks:
             self._machine.code_hooks.remove(self._entry)
         for cpu, h in self._handles:
-            cpu.uc.hook_del(h)
+            cpu.remove_code_hook(h)
         self._handles = []
 
 
@@ -133,6 +133,8 @@ class Machine(CallbackContext):
         # Not page-aligned: Unicorn raises a spurious #PF for an ``until`` address at the
         # start of a page that follows an unmapped one.
         self.call_return_va = self.execmem.alloc(32) + 16
+        # Page tables that map nothing (a zero PML4): VCpu._io_fault's way to stop a block.
+        self.no_pages_pa = ExecMem.to_phys(self.execmem.alloc(4096, 4096, executable=False))
         self.ram[ExecMem.to_phys(self.call_return_va)] = 0xCC
         self.add_symbol_source(lambda a: f"{crash.CALL_RETURN}+0x0/0x1" if a == self.call_return_va else None)
         self.cpus = [VCpu(self, i) for i in range(cpus)]

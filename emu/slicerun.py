@@ -38,26 +38,47 @@ class SliceRunning:
     blocks: "blockcount.BlockCounter | None"
     kicker: "Kicker | None"
     precise: bool
+    code_hooks: int
 
     @property
     def native(self) -> "blockcount.BlockCounter | None":
         """The native counter if it counts this CPU's runs now, else None (count= counts, or
         nothing counts: ``kicking``)."""
-        return None if self.precise or self.kicker is not None else self.blocks
+        return None if self.precise or not self.machine.deterministic else self.blocks
 
     @property
     def kicking(self) -> bool:
         """Free-running without counting: runs end by a kick at a block start."""
-        return self.kicker is not None and not self.precise
+        return self.kicker is not None and not self.precise and not self.machine.deterministic
 
     def set_precise(self, on: bool) -> None:
         """Instruction-precise runs, for a debugger's single steps and watchpoints: count=
         instead of the native counter or kicks, which end runs only at block starts."""
         if on != self.precise:
             self.precise = on
-            if self.kicker is not None:         # count= needs the exit checks kicks omit
-                self.kicker.checks(on)
+            self.update_checks()
             self.flush_tb()               # count= only counts code translated while it is on
+
+    @property
+    def checked(self) -> bool:
+        """Is code translated now with Unicorn's exit checks?"""
+        return self.kicker is None or self.kicker.checked
+
+    def update_checks(self) -> None:
+        """Translate with Unicorn's exit checks (after every load, store and code hook) only
+        where a stop must land inside a block: count= (precise, or no native counter) and a
+        code hook's stop under the native counter (exact, before the hooked instruction,
+        while any code hook is installed). Kicks need them gone; without them the native
+        counter's stops, at block starts, are unchanged and the guest runs ~1.3x faster."""
+        if self.kicker is None:
+            return
+        if self.kicking:
+            on = False
+        elif self.native is None:
+            on = True
+        else:
+            on = self.code_hooks > 0
+        self.kicker.checks(on)
 
     def now(self) -> int:
         """This CPU's virtual time in ns: exact to the instruction inside a deterministic
