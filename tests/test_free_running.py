@@ -14,7 +14,7 @@ from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 from keystone import KS_ARCH_X86, KS_MODE_64, Ks
 from unicorn.x86_const import UC_X86_REG_RIP
 
-from emu import Machine
+from emu import BudgetExceeded, Machine
 from emu.cpu import RUNNING
 from emu.ticker import MIN_SLICE_NS
 
@@ -81,3 +81,15 @@ def test_a_stop_from_the_timer_thread_never_skips_a_hook(counting, no_hang):
         assert len(seen) == a + b + (rip in after_an_out), (hex(rip - loop), a, b, len(seen))
         assert cpu.state == RUNNING
     assert a > 1000
+
+
+def test_a_call_runs_to_its_return_and_its_budget_is_time(no_hang):
+    """Machine.call in free-running mode: the result is exact; nothing counts instructions,
+    so ``max_insns`` bounds the call's host time (in instruction units) instead."""
+    m = Machine(cpus=1, deterministic=False)
+    m.boot()
+    assert m.call("bench_fib", 20) == 6765
+    assert m.last_call_instructions > 0
+    with pytest.raises(BudgetExceeded):
+        m.call("bench_fib", 40, max_insns=10_000)      # ~100 us of host time, far too little
+    assert m.call("bench_fib", 10) == 55                # the machine is whole again

@@ -2,7 +2,8 @@
 
 Per traced call, measured side by side in one run (headline figures as min / median / max of
 interleaved samples; in each sample every variant is timed right after a run without it):
-NOP sites vs a kernel built without -pg; a guest-native counting callback through its
+the untraced call (NOP sites against a kernel without -pg: bench_nop_sites.py); a
+guest-native counting callback through its
 private trampoline; a Python callback with and without SAVE_REGS; a fair naive peer (a lean
 Unicorn code hook on the function entry, a raw ctypes callback as ftemu's own hooks are,
 taking ip from its address argument and parent_ip from the stack through a raw RSP read and
@@ -26,7 +27,7 @@ from unicorn import UC_HOOK_CODE, UcError
 from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import UC_X86_REG_RSP
 
-from emu import Machine, hypercall, kbuild
+from emu import Machine, hypercall
 from ftrace import FTRACE_OPS_FL_SAVE_REGS, FtraceOps
 from ftrace.arch.x86.asm import assemble
 
@@ -39,8 +40,8 @@ _uc.uc_reg_read.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 CODE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_void_p)
 
 
-def booted(kernel=None) -> Machine:
-    m = Machine(cpus=1, kernel=kernel)
+def booted() -> Machine:
+    m = Machine(cpus=1)
     m.boot()
     return m
 
@@ -148,15 +149,10 @@ def main() -> None:
     CALLS = count_calls(m)
     print(f"ftemu ftrace benchmarks: bench_fib({FIB_N}) = {CALLS} traced calls per run; "
           f"headline figures are min / median / max of {SAMPLES} interleaved samples "
-          f"({SAMPLES_MORE} for the many-ops and registration rows, {2 * SAMPLES} of "
-          f"bench_fib({FIB_N + 4}) for NOP sites)")
-    nopg = booted(kbuild.kernel_path("kernel-nopg"))
-    longer = [lambda: x.call("bench_fib", FIB_N + 4) for x in (m, nopg)]   # ~7x the calls
-    ratios = [cpu_clock(longer[0]) / cpu_clock(longer[1]) for _ in range(2 * SAMPLES)]
-    row("NOP sites vs kernel without -pg", min_med_max(ratios, "{:.3f}"),
-        verdict(median(ratios) <= 1.02) + " goal <= 1.02")
+          f"({SAMPLES_MORE} for the many-ops and registration rows; NOP sites: "
+          f"bench_nop_sites.py)")
     t_nop = run_fib(m)
-    row("  (one bench_fib call per traced call)", f"{t_nop / CALLS * 1e9:.0f} ns/call")
+    row("untraced bench_fib call (NOP sites)", f"{t_nop / CALLS * 1e9:.0f} ns/call")
 
     def only_fib(func, flags=0, machine: Machine = m) -> FtraceOps:
         ops = FtraceOps(func, flags)
