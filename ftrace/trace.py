@@ -21,8 +21,9 @@ from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_
                                 TR_ON, TR_PIDS, function_trace_thunk)
 from .errors import FtraceError
 from .ring_buffer import BUF_PAGE_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT, RingBuffer, nr_pages_for
-from .trace_output import (TRACE_PRINT, TRACE_STACK, TraceEntry, TraceFormatter, context_flags,
+from .trace_output import (TraceEntry, TraceFormatter,
                            format_trace, merge_by_time)
+from .trace_marker import HostEvents
 from .trace_snapshot import TraceSnapshot
 
 if TYPE_CHECKING:
@@ -34,10 +35,6 @@ if TYPE_CHECKING:
 TRACE_CLOCKS = {"local": CLOCK_LOCAL, "global": CLOCK_GLOBAL, "counter": CLOCK_COUNTER,
                 "uptime": CLOCK_UPTIME, "mono": CLOCK_MONO}
 CLOCK_IN_NS = {"local": True, "global": True, "counter": False, "uptime": False, "mono": True}
-TRACE_MARKER_MAX_SIZE = 4096
-RB_MAX_EVENT_DATA = BUF_PAGE_SIZE - 8  # ring_buffer_max_event_size: a page less two header words
-PRINT_META = 16 + 2                   # struct print_entry before buf, the '\n' and '\0'
-FTRACE_STACK_ENTRIES = 64
 DESCRIPTORS = 0x400          # offset of the ring_buffer_per_cpu array in a trace array's page
 SNAPSHOT_DESCRIPTORS = 0x800  # and of the other one (the live and snapshot buffers swap them)
 
@@ -77,7 +74,7 @@ class Tracer:
         """One of the tracer's own options is about to change (tracer->set_flag)."""
 
 
-class TraceArray:
+class TraceArray(HostEvents):
     """One trace array: the top level (``name`` "") or an instance. ``inst`` is the ftrace
     side the tracefs files set (filters, pids, cpumask, tr->ops); this is the tracing side,
     and the TraceActions the function commands (traceon, dump, ...) act through."""
@@ -228,51 +225,6 @@ class TraceArray:
         log.extend(self.consume(cpu).splitlines())
         log.append("---------------------------------")
 
-    def trace_dump_stack(self, cpu: int) -> None:
-        """__trace_stack for the stacktrace command: a TRACE_STACK entry (``<stack trace>``
-        then `` => func`` lines) of the vCPU that hit the function, in its buffer."""
-        if not self._on or not self.inst.tracing_cpumask >> cpu & 1:
-            return
-        ft = self.tracing.ft
-        callers = ft.stack_trace_save()[:FTRACE_STACK_ENTRIES]
-        pc = ft.preempt_count(cpu)
-        flags = (0 if self.m.cpus[cpu].rflags() & 0x200 else 0x01) | context_flags(pc)
-        payload = struct.pack("<HBBiI4x", TRACE_STACK, flags, min(pc & 0xFF, 15),
-                              self.tracing.current_pid(cpu), len(callers))
-        payload += b"".join(struct.pack("<Q", a) for a in callers)
-        self.ring_buffer().write_event(cpu, payload, self.tracing.clock_now(self, cpu))
-
-    # ---- host-written events --------------------------------------------------------------
-    def trace_marker_write(self, data: bytes) -> int:
-        """trace_marker (tracing_mark_write): one write(2) becomes a TRACE_PRINT entry
-        (``tracing_mark_write: text``) in CPU 0's buffer, as written by the task running
-        there (the writer is the host, not a guest task), with a newline added if it has
-        none. It takes at most what one event holds and says so: the writer's next write(2)
-        brings the rest as another entry. EINVAL with the markers option off, EBADF while
-        tracing is off."""
-        if "markers" not in self.options:
-            raise FtraceError(errno.EINVAL, "the markers option is off")
-        if not self._on:
-            raise FtraceError(errno.EBADF, "tracing is off")
-        cnt = min(len(data), TRACE_MARKER_MAX_SIZE, RB_MAX_EVENT_DATA - PRINT_META)
-        text = data[:cnt] if data[:cnt].endswith(b"\n") else data[:cnt] + b"\n"
-        self.quiesce_writers()
-        if not self._print(self.m.online_cpus()[0], self.tracing.tracing_mark_write, text):
-            raise FtraceError(errno.EBADF, "the buffer is full")
-        return cnt
-
-    def _print(self, cpu: int, ip: int, data: bytes) -> bool:
-        """A TRACE_PRINT entry (``<ip's symbol>: text``) in ``cpu``'s buffer, as written by
-        the task running there; False if the buffer dropped it."""
-        payload = struct.pack("<HBBiQ", TRACE_PRINT, 0, 0, self.tracing.current_pid(cpu), ip) + data + b"\0"
-        return self.ring_buffer().write_event(cpu, payload, self.tracing.clock_now(self, cpu))
-
-    def _printk(self, cpu: int, *lines: str) -> None:
-        """trace_array_printk_buf from tracing_snapshot_instance_cond."""
-        if self._on:
-            for line in lines:
-                self._print(cpu, self.tracing.snapshot_instance_cond, line.encode())
-
     # ---- buffer --------------------------------------------------------------------------
     def ring_buffer(self) -> RingBuffer:
         """The buffer, allocated on first use (while nothing records: the descriptors are
@@ -378,6 +330,8 @@ class TraceArray:
             self.tracer.set_flag(self, name, on)
         if name == "function-fork":
             self.inst.pid_filter.follow_fork(on)
+        if name == "record-tgid" and on:
+            self.tracing.tgids.allocated = True     # trace_alloc_tgid_map
         (self.options.add if on else self.options.discard)(name)
         if name == "overwrite":
             for buf in (self.buffer, self.snap.buffer):
@@ -395,7 +349,8 @@ class TraceArray:
     # ---- reading -------------------------------------------------------------------------
     def formatter(self, time_start: int | None = None) -> TraceFormatter:
         return TraceFormatter(self.tracing.lookup, self.tracing.comm, self.options,
-                              CLOCK_IN_NS[self.clock], self.time_start if time_start is None else time_start)
+                              CLOCK_IN_NS[self.clock], self.time_start if time_start is None else time_start,
+                              self.tracing.tgid)
 
     def _cpus(self) -> list[int]:
         return list(range(len(self.m.cpus))) if self.buffer is not None else []
@@ -420,9 +375,9 @@ class TraceArray:
         return self.format(self.entries(), self.counts())
 
     def format(self, entries: list[TraceEntry], counts: tuple[int, int],
-               snapshot: "TraceSnapshot | None" = None) -> str:
-        """``trace`` text of ``entries`` (of the live buffer, or of the ``snapshot``'s): the
-        current tracer's header and lines."""
+               snapshot: "TraceSnapshot | None" = None, cpus: list[int] | None = None) -> str:
+        """``trace`` text of ``entries`` (of the live buffer, or of the ``snapshot``'s; of
+        every CPU, or of ``cpus``): the current tracer's header and lines."""
         buf, time_start, owner = self.buffer, None, (0, ("", 0))
         if snapshot is not None:          # __update_max_tr: the snapshot's start and taker
             buf, time_start, owner = snapshot.buffer, 0, snapshot.owner
@@ -436,7 +391,7 @@ class TraceArray:
                     return f"# tracer: {self.tracer.name}\n#\n"
                 head = fmt.latency_header(self.tracer.name, counts, online, *owner)
             return f"# tracer: {self.tracer.name}\n#\n" + head + g.header() + g.format(entries)
-        overruns = buf is not None and any(buf.stats(c, 0).overrun for c in self._cpus())
+        overruns = buf is not None and any(buf.stats(c, 0).overrun for c in cpus or self._cpus())
         return format_trace(self.tracer.name, fmt, entries, counts, online,
                             annotate_cpus=overruns, lat_owner=owner)
 

@@ -13,11 +13,12 @@ from emu.pseudofs import Handle, TextFile, TextHandle, fs_error, wants_read, wan
 from .filter_file import RegexFile
 from .ring_buffer import PAGE_SIZE, header_event_format, header_page_format
 from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS, tracer_options
-from .trace_output import format_trace, merge_by_time
+from .trace_output import merge_by_time
 
 if TYPE_CHECKING:
     from emu.pseudofs import PseudoFS
 
+    from .ring_buffer import RingBuffer
     from .trace import TraceArray, Tracing
 
 COMMON_FIELDS = ("\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"
@@ -45,6 +46,8 @@ FTRACE_EVENTS = {
                      '(void *)REC->caller[6], (void *)REC->caller[7]'),
     "print": (5, [("unsigned long ip", 8, 8, 0), ("char buf[]", 16, 0, 1)],
               '"%ps: %s", (void *)REC->ip, REC->buf'),
+    "raw_data": (18, [("unsigned int id", 8, 4, 0), ("char buf[]", 12, 0, 1)],
+                 '"id:%04x %08x", REC->id, (int)REC->buf[0]'),
 }
 
 
@@ -64,11 +67,13 @@ def _bool(text: str) -> int:
 
 
 class PipeHandle(Handle):
-    """trace_pipe (text) or trace_pipe_raw (pages): consuming reads that block while the
-    buffer is empty (EAGAIN with O_NONBLOCK) and end once tracing is off after data came."""
+    """trace_pipe (text), trace_pipe_raw or snapshot_raw (pages of the live buffer, or of
+    the snapshot): consuming reads that block while the buffer is empty (EAGAIN with
+    O_NONBLOCK) and end once tracing is off after data came."""
 
-    def __init__(self, tr: "TraceArray", fs: "PseudoFS", cpu: int | None, raw: bool, flags: int) -> None:
-        self.tr, self.fs, self.cpu, self.raw = tr, fs, cpu, raw
+    def __init__(self, tr: "TraceArray", fs: "PseudoFS", cpu: int | None, raw: bool, flags: int,
+                 snapshot: bool = False) -> None:
+        self.tr, self.fs, self.cpu, self.raw, self.snapshot = tr, fs, cpu, raw, snapshot
         self.nonblock = bool(flags & os.O_NONBLOCK)
         self.pending = b""
         self.seen = False
@@ -77,13 +82,18 @@ class PipeHandle(Handle):
     def release(self) -> None:
         self.tr.refs -= 1
 
+    def _buffer(self) -> "RingBuffer | None":
+        """The buffer read: the snapshot's is looked up at each read, as a swap makes the
+        live one the snapshot (wait_on_pipe re-reads tr->max_buffer)."""
+        return self.tr.snap.buffer if self.snapshot else self.tr.buffer
+
     def _fetch(self, size: int) -> bytes:
-        tr = self.tr
-        if tr.buffer is None:
+        buf = self._buffer()
+        if buf is None:
             return b""
         if self.raw:
-            return tr.buffer.read_full_page(self.cpu) or b""
-        return tr.consume(self.cpu, max(1, size // 48)).encode()
+            return buf.read_full_page(self.cpu) or b""
+        return self.tr.consume(self.cpu, max(1, size // 48)).encode()
 
     def read(self, size: int, offset: int) -> bytes:
         while not self.pending:
@@ -102,7 +112,7 @@ class PipeHandle(Handle):
         return out
 
     def _has_data(self) -> bool:
-        buf = self.tr.buffer
+        buf = self._buffer()
         if buf is None:
             return False
         cpus = range(buf.ncpus) if self.cpu is None else [self.cpu]
@@ -112,13 +122,14 @@ class PipeHandle(Handle):
 class PipeFile:
     mode = 0o444
 
-    def __init__(self, tr: "TraceArray", fs: "PseudoFS", cpu: int | None, raw: bool) -> None:
-        self.tr, self.fs, self.cpu, self.raw = tr, fs, cpu, raw
+    def __init__(self, tr: "TraceArray", fs: "PseudoFS", cpu: int | None, raw: bool,
+                 snapshot: bool = False) -> None:
+        self.tr, self.fs, self.cpu, self.raw, self.snapshot = tr, fs, cpu, raw, snapshot
 
     def open(self, flags: int) -> Handle:
         if wants_write(flags):
             raise fs_error(errno.EACCES)
-        return PipeHandle(self.tr, self.fs, self.cpu, self.raw, flags)
+        return PipeHandle(self.tr, self.fs, self.cpu, self.raw, flags, self.snapshot)
 
 
 class ArrayTextFile(TextFile):
@@ -155,33 +166,34 @@ class ArrayTextHandle(TextHandle):
 
 
 class MarkerHandle(Handle):
-    """trace_marker: each write(2) is one entry; a short count sends the rest to the next."""
+    """trace_marker / trace_marker_raw: each write(2) is one entry; a short count sends the
+    rest to the next."""
 
-    def __init__(self, tr: "TraceArray") -> None:
-        self.tr = tr
+    def __init__(self, write: Callable[[bytes], int]) -> None:
+        self.write_entry = write
 
     def write(self, data: bytes, offset: int) -> int:
-        return self.tr.trace_marker_write(data)
+        return self.write_entry(data)
 
 
 class MarkerFile:
     mode = 0o220
 
-    def __init__(self, tr: "TraceArray") -> None:
-        self.tr = tr
+    def __init__(self, write: Callable[[bytes], int]) -> None:
+        self.write_entry = write
 
     def open(self, flags: int) -> Handle:
         if not wants_write(flags) or wants_read(flags):
             raise fs_error(errno.EACCES)
-        return MarkerHandle(self.tr)
+        return MarkerHandle(self.write_entry)
 
 
 def _cpu_trace(tr: "TraceArray", cpu: int) -> str:
+    """per_cpu/cpuN/trace: that CPU's entries, formatted by the current tracer as ``trace``."""
     tr.tracing.refresh_cmdlines()
     buf = tr.buffer
     entries = list(merge_by_time([(cpu, buf.events(cpu))])) if buf is not None else []
-    counts = buf.counts(cpu) if buf is not None else (0, 0)
-    return format_trace(tr.tracer.name, tr.formatter(), entries, counts, len(tr.m.online_cpus()))
+    return tr.format(entries, buf.counts(cpu) if buf is not None else (0, 0), cpus=[cpu])
 
 
 def _stats(tr: "TraceArray", cpu: int) -> str:
@@ -225,15 +237,20 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
         fs.register(f"{d}/stats", ArrayTextFile(tr, lambda c=cpu: _stats(tr, c)))
         fs.register(f"{d}/snapshot", ArrayTextFile(tr, lambda c=cpu: tr.snap.read(c),
                                                    lambda t, c=cpu: tr.snap.write(t, c)))
+        fs.register(f"{d}/snapshot_raw", PipeFile(tr, fs, cpu, raw=True, snapshot=True))
         fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
                          lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
-    fs.register("trace_marker", MarkerFile(tr))
+    fs.register("trace_marker", MarkerFile(tr.trace_marker_write))
+    fs.register("trace_marker_raw", MarkerFile(tr.trace_marker_raw_write))
     fs.register_text("events/header_page", header_page_format)
     fs.register_text("events/header_event", header_event_format)
     for name in FTRACE_EVENTS:
         fs.register_text(f"events/ftrace/{name}/format", lambda n=name: event_format(n))
     if top:
         fs.register_text("saved_cmdlines", tracing.saved_cmdlines_text)
+        fs.register_text("saved_cmdlines_size", lambda: f"{tracing.cmdlines.num}\n",
+                         tracing.saved_cmdlines_size_write, mode=0o644)
+        fs.register_text("saved_tgids", tracing.saved_tgids_text)
         fs.register_text("max_graph_depth", lambda: f"{tracing.max_graph_depth}\n",
                          lambda t: tracing.set_max_graph_depth(_bool(t)), mode=0o644)
         for name, notrace in (("set_graph_function", False), ("set_graph_notrace", True)):

@@ -17,6 +17,7 @@ from .ring_buffer import RingBufferEvent
 
 TRACE_FN, TRACE_STACK, TRACE_PRINT = 1, 4, 5
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
+TRACE_RAW_DATA = 18
 
 # trace_flag_type
 IRQS_OFF, NEED_RESCHED_LAZY, NEED_RESCHED, HARDIRQ = 0x01, 0x02, 0x04, 0x08
@@ -97,6 +98,11 @@ def trace_find_mark(ns: int) -> str:
     return next((m for limit, m in MARKS if ns > limit), " ")
 
 
+def raw_data_text(e: TraceEntry) -> str:
+    """trace_raw_data: ``# <id in hex> buf:`` then every byte of the entry after the id."""
+    return f"# {struct.unpack_from('<I', e.body, 0)[0]:x} buf:" + "".join(f" {b:02x}" for b in e.body[4:]) + "\n"
+
+
 def _nibble(v: int) -> str:
     return f"{v:x}" if v else "."
 
@@ -106,12 +112,14 @@ class TraceFormatter:
 
     ``options`` is the set of trace options that are on (``print-parent``, ``sym-offset``,
     ``sym-addr``, ``irq-info``, ``context-info``, ``record-tgid``, ``raw``, ``verbose``...);
-    ``comm(pid)`` gives a saved command name or None; ``in_ns`` says whether the clock counts
-    nanoseconds (else timestamps print raw)."""
+    ``comm(pid)`` gives a saved command name or None, ``tgid(pid)`` a saved tgid or 0;
+    ``in_ns`` says whether the clock counts nanoseconds (else timestamps print raw)."""
 
     def __init__(self, lookup: Symbolizer, comm: Callable[[int], str | None],
-                 options: set[str], in_ns: bool = True, time_start: int = 0) -> None:
+                 options: set[str], in_ns: bool = True, time_start: int = 0,
+                 tgid: Callable[[int], int] | None = None) -> None:
         self.lookup, self.comm, self.options, self.in_ns = lookup, comm, options, in_ns
+        self.tgid = tgid or (lambda pid: 0)     # trace_find_tgid: 0 = not recorded
         self.time_start = time_start        # the buffer's last reset: latency times count from it
 
     # ---- symbols (seq_print_ip_sym) ----------------------------------------------------
@@ -150,7 +158,8 @@ class TraceFormatter:
         """trace_print_context: task-pid, [tgid], [cpu], latency flags, timestamp, ': '."""
         out = f"{self.task(e.pid):>16s}-{e.pid:<7d} "
         if "record-tgid" in self.options:
-            out += f"({e.pid:7d}) "
+            tgid = self.tgid(e.pid)
+            out += f"({tgid:7d}) " if tgid else "(-------) "
         out += f"[{e.cpu:03d}] "
         if "irq-info" in self.options:
             out += self.lat(e)
@@ -213,6 +222,8 @@ class TraceFormatter:
             ip = struct.unpack_from("<Q", e.body, 0)[0]
             msg = e.body[8:].split(b"\0", 1)[0].decode("utf-8", "replace")
             return f"{self.sym(ip)}: {msg}" + ("" if msg.endswith("\n") else "\n")
+        if e.type == TRACE_RAW_DATA:
+            return raw_data_text(e)
         if e.type in EVENT_PRINTERS:
             name, printer = EVENT_PRINTERS[e.type]
             return f"{name}: {printer(e.body)}\n"
@@ -224,6 +235,8 @@ class TraceFormatter:
         if e.type == TRACE_FN:
             ip, parent = _fn.unpack_from(e.body, 0)
             return out + f"{ip:x} {parent:x}\n"
+        if e.type == TRACE_RAW_DATA:
+            return out + raw_data_text(e)
         return out + f"type:{e.type}\n"
 
     # ---- headers --------------------------------------------------------------------------

@@ -39,6 +39,10 @@ ftemu tracing mini-HOWTO: the files of this directory, as on Linux.
   tracing_cpumask       hex mask of the CPUs that record
   instances             mkdir instances/<name> makes another trace array, rmdir removes it
   trace_marker          text written here is recorded as a tracing_mark_write event
+  trace_marker_raw      binary writes: a 4-byte id, then data, recorded as one raw_data event
+  saved_cmdlines        the pid -> comm names trace prints tasks by
+  saved_cmdlines_size   how many of them are kept (write a number to resize and empty it)
+  saved_tgids           pid -> tgid, recorded while options/record-tgid is on
   available_filter_functions  the functions filters can name, one per line
   enabled_functions     the functions that call out to ftrace now, and to what
   set_ftrace_filter     trace only the functions written here
@@ -60,7 +64,7 @@ ftemu tracing mini-HOWTO: the files of this directory, as on Linux.
   max_graph_depth       function_graph: nesting depth recorded (0: no limit)
   snapshot              a second buffer: `echo 1 > snapshot` allocates it and swaps it with
                         the live one, `echo 2` clears it, `echo 0` frees it; per_cpu/cpuN/snapshot
-                        swaps one CPU
+                        swaps one CPU; per_cpu/cpuN/snapshot_raw reads its pages as trace_pipe_raw
   function_profile_enabled  1 counts hits and time per function in trace_stat/functionN
   stack_trace           the deepest kernel stack seen while the stack tracer runs
   stack_max_size        its size in bytes; write 0 to start over

@@ -22,6 +22,7 @@ from .errors import FtraceError
 from .flags import FtraceOpsFlags as FL
 from .ring_buffer import GuestPages
 from .trace import TraceArray, Tracer
+from .trace_sched_switch import SavedCmdlines, SavedTgids, resize_saved_cmdlines
 
 if TYPE_CHECKING:
     from emu import Machine
@@ -39,7 +40,8 @@ class Tracing:
         self.m = machine
         self.ft = machine.ftrace
         self.pages = GuestPages(machine)
-        self.saved_cmdlines: dict[int, str] = {}
+        self.cmdlines = SavedCmdlines()
+        self.tgids = SavedTgids()
         self.tracers: dict[str, Tracer] = {}
         from .trace_functions import FunctionTracer
         from .trace_functions_graph import FunctionGraphTracer
@@ -72,14 +74,14 @@ class Tracing:
                          for b in (tr.buffer, tr.snap.buffer))
             arrays[name] = (tr, {f: copy.copy(getattr(tr, f)) for f in self._ARRAY_FIELDS}, set(tr.options),
                             bufs, tr.snap.owner)
-        return (arrays, dict(self.saved_cmdlines), self.max_graph_depth, self._shadow_ready,
+        return (arrays, copy.deepcopy((self.cmdlines, self.tgids)), self.max_graph_depth, self._shadow_ready,
                 self.events.state(), self.graph_hash, self.graph_notrace_hash)
 
     def restore_state(self, st: tuple) -> None:
         (arrays, cmdlines, self.max_graph_depth, self._shadow_ready, events,
          self.graph_hash, self.graph_notrace_hash) = st
         self.events.restore(events)
-        self.saved_cmdlines = dict(cmdlines)
+        self.cmdlines, self.tgids = copy.deepcopy(cmdlines)
         self.arrays = {}
         for name, (tr, fields, options, bufs, tr.snap.owner) in arrays.items():
             for f, v in fields.items():
@@ -262,19 +264,34 @@ class Tracing:
         return self.ft.arch.lookup(addr)
 
     def comm(self, pid: int) -> str | None:
-        return self.saved_cmdlines.get(pid)
+        return self.cmdlines.find(pid)
+
+    def tgid(self, pid: int) -> int:
+        return self.tgids.find(pid)
 
     def refresh_cmdlines(self) -> None:
-        """Record the comm of every live task (the kernel saves them at sched_switch)."""
+        """Save the comm of every live task (the kernel saves them at sched_switch), and
+        its tgid while an array records tgids (sched_tgid_ref)."""
+        tgids = any("record-tgid" in tr.options for tr in self.arrays.values())
         for t in self.m.kernel.tasks():
             pid, comm = self.m.kernel.task_name(t)
-            if pid:
-                self.saved_cmdlines[pid] = comm
+            self.cmdlines.save(pid, comm)
+            if tgids:
+                self.tgids.save(pid, pid)
 
     def saved_cmdlines_text(self) -> str:
         """saved_cmdlines: ``<pid> <comm>`` per line."""
         self.refresh_cmdlines()
-        return "".join(f"{pid} {comm}\n" for pid, comm in sorted(self.saved_cmdlines.items()))
+        return self.cmdlines.text()
+
+    def saved_cmdlines_size_write(self, text: str) -> None:
+        """saved_cmdlines_size: a new, empty map of (at least) that many slots."""
+        self.cmdlines = resize_saved_cmdlines(text)
+
+    def saved_tgids_text(self) -> str:
+        """saved_tgids: ``<pid> <tgid>`` per line."""
+        self.refresh_cmdlines()
+        return self.tgids.text()
 
     def available_tracers(self) -> str:
         """Most recently registered first, as register_tracer links them."""

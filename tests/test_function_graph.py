@@ -169,3 +169,14 @@ def test_a_hijacked_return_goes_to_the_handler_of_its_arrays_clock(clock, graph_
         h.remove()
     calls = t.read("trace").count("bench_fib(")
     assert calls > 10 and hits == {clock: calls, ("counter" if clock == "local" else "local"): 0}
+
+
+def test_a_cpus_trace_file_is_in_the_graph_format_too():
+    """per_cpu/cpuN/trace under function_graph: the graph header and that CPU's lines, as
+    the whole ``trace`` shows them."""
+    m, text = graph_run()
+    header = "".join(text.splitlines(keepends=True)[:4])
+    for cpu in (0, 1):
+        lines = [line for line in text.splitlines(keepends=True)[4:] if line.startswith(f" {cpu}) ")]
+        assert lines
+        assert m.tracefs.read(f"per_cpu/cpu{cpu}/trace") == header + "".join(lines)

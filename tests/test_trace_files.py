@@ -1,10 +1,14 @@
 """The files of a trace array a tutorial meets after ``trace``: ``trace_marker`` (a write per
 entry, long ones continued in the next entry as the kernel's short write makes the writer
-do) and ``options/pause-on-trace`` (an open ``trace`` stops recording until it is closed)."""
+do), ``trace_marker_raw`` (binary entries) and ``options/pause-on-trace`` (an open ``trace``
+stops recording until it is closed)."""
 from __future__ import annotations
 
 import errno
 import os
+import struct
+
+import pytest
 
 from emu import Machine
 from emu.pseudofs import O_RDONLY
@@ -104,3 +108,50 @@ def test_a_file_opened_before_rmdir_and_written_after_changes_nothing():
         h.release()
     m.run(ms=5)                                      # sched_switch fires: no guest panic
     assert tfs.read("instances/lab/events/sched/sched_switch/enable") == "0\n"
+
+
+def test_trace_marker_raw_records_an_id_and_binary_data():
+    """A write is one raw_data entry: the id in hex, then the entry's bytes after it. The
+    entry is as long as the kernel makes it (struct raw_data_entry + the whole write, at
+    least room for ``<faulted>``, 4-byte aligned), so zeros follow short data. Fewer than
+    4 bytes, or more than a page holds, is EINVAL; with tracing off EBADF."""
+    m = tracing_fib()
+    tfs = m.tracefs
+    h = tfs.open("trace_marker_raw", os.O_WRONLY)
+    try:
+        assert h.write(struct.pack("<I", 0x1234) + b"\x01\x02", 0) == 6
+        assert h.write(struct.pack("<I", 7) + bytes(range(1, 21)), 0) == 24
+        for bad in (b"", b"abc", bytes(4061)):
+            with pytest.raises(OSError) as e:
+                h.write(bad, 0)
+            assert e.value.errno == errno.EINVAL
+        assert h.write(bytes(4060), 0) == 4060           # 12 + 4060 = the largest event
+        tfs.write("tracing_on", "0")
+        with pytest.raises(OSError) as e:
+            h.write(b"\x01\x00\x00\x00", 0)
+        assert e.value.errno == errno.EBADF
+    finally:
+        h.release()
+    lines = events(m)
+    assert lines[:2] == ["# 1234 buf: 01 02" + " 00" * 14,
+                         "# 7 buf: " + " ".join(f"{b:02x}" for b in range(1, 21)) + " 00 00 00 00"]
+    assert lines[2] == "# 0 buf:" + " 00" * 4060 and len(lines) == 3
+    assert "# 1234 buf: 01 02" in tfs.read("trace").split("\n")[-4]     # after the context
+    assert tfs.read("events/ftrace/raw_data/format").startswith("name: raw_data\nID: 18\n")
+
+
+def test_trace_marker_raw_in_an_instance_and_with_markers_off():
+    m = tracing_fib()
+    tfs = m.tracefs
+    tfs.mkdir("instances/lab")
+    h = tfs.open("instances/lab/trace_marker_raw", os.O_WRONLY)
+    try:
+        assert h.write(b"\xff\xff\xff\xff" + b"hi", 0) == 6
+        tfs.write("instances/lab/options/markers", "0")
+        with pytest.raises(OSError) as e:
+            h.write(b"\xff\xff\xff\xff", 0)
+        assert e.value.errno == errno.EINVAL
+    finally:
+        h.release()
+    assert events(m, "instances/lab/trace") == ["# ffffffff buf: 68 69" + " 00" * 14]
+    assert events(m) == []

@@ -1,15 +1,18 @@
 """The snapshot buffer, as ftrace.rst's "Snapshot" section uses it: ``echo 1 > snapshot`` keeps
 what the live buffer held and goes on tracing into an empty one, ``echo 2`` clears, ``echo 0``
-frees, per CPU files swap one CPU, and the ``snapshot`` filter command takes one when a
-function runs. Also ``buffer_size_kb`` changes, which keep the contents as the kernel does."""
+frees, per CPU files swap one CPU (and ``snapshot_raw`` reads its pages), and the
+``snapshot`` filter command takes one when a function runs. Also ``buffer_size_kb`` changes, which keep the contents as the kernel does."""
 from __future__ import annotations
 
 import errno
+import os
+import struct
 
 import pytest
 
 from emu import Machine
-from ftrace.ring_buffer import BUF_PAGE_SIZE
+from ftrace.ring_buffer import BUF_PAGE_SIZE, decode_page
+from ftrace.trace_output import parse_entry
 
 FN = "trace_selftest_dynamic_test_func"
 FREED_HELP = """# tracer: function
@@ -189,3 +192,37 @@ def test_shrinking_the_buffer_drops_the_oldest_pages_as_overrun():
     assert after == before[2 * per_page:]
     assert tfs.read("per_cpu/cpu0/stats").startswith(
         f"entries: {len(after)}\noverrun: {987 - len(after)}\n")
+
+
+def test_snapshot_raw_gives_the_snapshot_pages_as_trace_pipe_raw_gives_live_ones():
+    """per_cpu/cpuN/snapshot_raw: whole ring-buffer pages of that CPU's snapshot, consumed
+    as read (the next read of an empty snapshot is EAGAIN with O_NONBLOCK); the live
+    buffer is untouched, and its own pages come from trace_pipe_raw the same way."""
+    m = tracing_fib(cpus=2)
+    tfs = m.tracefs
+    m.call("bench_fib", 2, cpu=1)
+    tfs.write("snapshot", "1")
+    m.call(FN, cpu=1)
+    h = tfs.open("per_cpu/cpu1/snapshot_raw", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        page = h.read(4096, 0)
+        with pytest.raises(OSError) as e:
+            h.read(4096, 0)
+        assert e.value.errno == errno.EAGAIN
+    finally:
+        h.release()
+    fns = [struct.unpack_from("<Q", parse_entry(1, ev).body)[0] for ev in decode_page(page).events]
+    assert fns == [m.symbol_address("bench_fib")] * 2
+    assert body(tfs.read("snapshot")) == []                  # consumed
+    assert body(tfs.read("trace")) == [f"001 {FN} <-0xffffffffa0000010"]
+    live = tfs.open("per_cpu/cpu1/trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        assert [parse_entry(1, ev).body[:8] for ev in decode_page(live.read(4096, 0)).events] == \
+            [struct.pack("<Q", m.symbol_address(FN))]
+    finally:
+        live.release()
+    for cpu in (0, 1):                                       # nothing on CPU 0, nothing left
+        h = tfs.open(f"per_cpu/cpu{cpu}/snapshot_raw", os.O_RDONLY | os.O_NONBLOCK)
+        with pytest.raises(OSError):
+            h.read(4096, 0)
+        h.release()
