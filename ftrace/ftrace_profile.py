@@ -155,14 +155,18 @@ class FunctionProfiler:
         return out
 
     def stat_text(self, cpu: int) -> str:
-        """trace_stat/function<cpu>: the header, then one line per function hit, by total
-        time, largest first; equal times in reverse order of first hit (the kernel's
-        rbtree puts a new node before its equals)."""
+        """trace_stat/function<cpu>: the header, then one line per function hit (whose
+        average reaches tracing_thresh, if set), by total time, largest first; equal times
+        in reverse order of first hit (the kernel's rbtree puts a new node before its
+        equals)."""
         rows = self.records(cpu)
         order = sorted(range(len(rows)), key=lambda i: (-rows[i][2], -i))
         out = [HEADER]
+        thresh = self.tracing.tracing_thresh
         for i in order:
             ip, hits, time, time_sq = rows[i]
+            if thresh and time // hits < thresh:
+                continue                    # function_stat_show: average below tracing_thresh
             sym = self.ft.arch.lookup(ip)
             name = sym[0] if sym else f"0x{ip:x}"
             out.append(stat_line(name, hits, time, time_sq))

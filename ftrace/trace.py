@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from emu import memlayout as L
 
-from .arch.x86.fgraph_64 import TR_MAX_DEPTH
+from .arch.x86.fgraph_64 import TR_MAX_DEPTH, TR_THRESH
 from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_MONO,
                                 CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_NO_PIDS,
                                 TR_ON, TR_PIDS, function_trace_thunk)
@@ -49,6 +49,11 @@ TRACE_OPTIONS: dict[str, bool] = {
     "hash-ptr": True, "function-trace": True, "function-fork": False, "display-graph": False,
     "stacktrace": False,
 }
+
+
+# Tracer options whose effect is machine-wide (fgraph_graph_time, fgraph_sleep_time): one
+# value for every trace array, as the kernel keeps one set of flags per tracer.
+GLOBAL_TRACER_OPTIONS = ("graph-time", "sleep-time")
 
 
 def tracer_options(tracer: str | None = None) -> dict[str, bool]:
@@ -88,6 +93,9 @@ class TraceArray(HostEvents):
         self.snap = TraceSnapshot(self, (self.va + DESCRIPTORS, self.va + SNAPSHOT_DESCRIPTORS))
         self.tracer: Tracer = tracing.tracers["nop"]
         self.options = {k for k, on in (TRACE_OPTIONS | tracer_options()).items() if on}
+        top = tracing.arrays.get("")
+        if top is not None:
+            self.options = self.options - set(GLOBAL_TRACER_OPTIONS) | top.options & set(GLOBAL_TRACER_OPTIONS)
         self.clock = "local"
         self.time_start = 0                     # array_buffer.time_start: the last reset
         self._on = True
@@ -122,8 +130,9 @@ class TraceArray(HostEvents):
         self.m.invalidate_code(va, len(code))
 
     def sync_graph_settings(self) -> None:
-        """max_graph_depth and the funcgraph options the guest code reads."""
+        """max_graph_depth, tracing_thresh and the funcgraph options the guest code reads."""
         from .trace_functions_graph import graph_flags
+        self.pages.write(self.va + TR_THRESH, struct.pack("<Q", self.tracing.tracing_thresh))
         self.pages.write(self.va + TR_MAX_DEPTH, struct.pack(
             "<II", self.tracing.max_graph_depth, graph_flags(self)))
 
@@ -280,6 +289,13 @@ class TraceArray(HostEvents):
             raise FtraceError(errno.EINVAL, "buffer size must be positive")
         self._resize(kb << 10, cpu)
 
+    def free_buffer(self) -> None:
+        """free_buffer's close: tracing off if ``disable_on_free`` is set, then the buffers
+        (the snapshot's too) resized to 0, which is their minimum of two pages per CPU."""
+        if "disable_on_free" in self.options:
+            self.tracer_tracing_off()
+        self._resize(0, None)
+
     def buffer_size_kb(self, cpu: int | None = None) -> str:
         """What buffer_size_kb reads: ``N``, ``N (expanded: M)`` or ``X`` if CPUs differ."""
         sizes = [self._size(c) for c in (range(len(self.m.cpus)) if cpu is None else [cpu])]
@@ -337,8 +353,11 @@ class TraceArray(HostEvents):
             for buf in (self.buffer, self.snap.buffer):
                 if buf is not None:
                     buf.set_overwrite(on)
-        if name == "graph-time" and self.name == "":
+        if name in GLOBAL_TRACER_OPTIONS:
+            for tr in self.tracing.arrays.values():
+                (tr.options.add if on else tr.options.discard)(name)
             self.tracing.profiler.sync_options()
+            self.tracing.events.publish_tracepoint("sched_switch")
         self.sync_graph_settings()
 
     def trace_options(self) -> str:

@@ -258,11 +258,19 @@ class TraceEvents:
         ptr = self.list_ptrs[name]
         old = struct.unpack("<Q", self.tracing.pages.read(ptr, 8))[0]
         self.tracing.pages.write(ptr, struct.pack("<Q", block))
-        self.m.write(self.m.symbol_address(f"__tracepoint_{name}"),
-                     struct.pack("<Q", self.probes[name] if arrays else 0))
+        self.publish_tracepoint(name)
         rcu = self.tracing.ft.x86.rcu
         rcu.call_rcu([old])
         rcu.poll()
+
+    def publish_tracepoint(self, name: str) -> None:
+        """__tracepoint_<name>: the event's probe while an array records it, else NULL; for
+        sched_switch, fgraph's sleep-time probe (which calls the event's probe on) while
+        ``sleep-time`` is off. One aligned store."""
+        probe = self.probes[name] if self.enabled[name] else 0
+        if name == "sched_switch" and self.tracing.graph_sleep_probe_on:
+            probe = self.tracing.graph_sleep_probe
+        self.m.write(self.m.symbol_address(f"__tracepoint_{name}"), struct.pack("<Q", probe))
 
     def state(self) -> tuple:
         return ({k: list(v) for k, v in self.enabled.items()},

@@ -188,6 +188,39 @@ class MarkerFile:
         return MarkerHandle(self.write_entry)
 
 
+class FreeBufferHandle(Handle):
+    """free_buffer: writes are accepted and ignored; the close frees (tracing_free_buffer_
+    release). The FUSE view frees at the flush, as close(2) returns before FUSE's RELEASE."""
+
+    def __init__(self, tr: "TraceArray") -> None:
+        self.tr, self.done = tr, False
+        tr.refs += 1
+
+    def write(self, data: bytes, offset: int) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        if not self.done:
+            self.done = True
+            self.tr.free_buffer()
+
+    def release(self) -> None:
+        self.tr.refs -= 1
+        self.flush()
+
+
+class FreeBufferFile:
+    mode = 0o200
+
+    def __init__(self, tr: "TraceArray") -> None:
+        self.tr = tr
+
+    def open(self, flags: int) -> Handle:
+        if not wants_write(flags) or wants_read(flags):
+            raise fs_error(errno.EACCES)
+        return FreeBufferHandle(self.tr)
+
+
 def _cpu_trace(tr: "TraceArray", cpu: int) -> str:
     """per_cpu/cpuN/trace: that CPU's entries, formatted by the current tracer as ``trace``."""
     tr.tracing.refresh_cmdlines()
@@ -240,6 +273,7 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
         fs.register(f"{d}/snapshot_raw", PipeFile(tr, fs, cpu, raw=True, snapshot=True))
         fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
                          lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
+    fs.register("free_buffer", FreeBufferFile(tr))
     fs.register("trace_marker", MarkerFile(tr.trace_marker_write))
     fs.register("trace_marker_raw", MarkerFile(tr.trace_marker_raw_write))
     fs.register_text("events/header_page", header_page_format)
@@ -251,6 +285,7 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
         fs.register_text("saved_cmdlines_size", lambda: f"{tracing.cmdlines.num}\n",
                          tracing.saved_cmdlines_size_write, mode=0o644)
         fs.register_text("saved_tgids", tracing.saved_tgids_text)
+        fs.register_text("tracing_thresh", tracing.tracing_thresh_text, tracing.set_tracing_thresh, mode=0o644)
         fs.register_text("max_graph_depth", lambda: f"{tracing.max_graph_depth}\n",
                          lambda t: tracing.set_max_graph_depth(_bool(t)), mode=0o644)
         for name, notrace in (("set_graph_function", False), ("set_graph_notrace", True)):

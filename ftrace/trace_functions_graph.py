@@ -8,7 +8,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from .arch.x86.fgraph_64 import (FTRACE_RETFUNC_DEPTH, GRAPH_NO_IRQS, TRACE_GRAPH_ENT,
+from .arch.x86.fgraph_64 import (FTRACE_RETFUNC_DEPTH, GRAPH_NO_IRQS, GRAPH_THRESH, TRACE_GRAPH_ENT,
                                  TRACE_GRAPH_RET)
 from .trace import Tracer
 from .trace_output import TraceEntry, TraceFormatter, trace_find_mark
@@ -45,8 +45,9 @@ class FunctionGraphTracer(Tracer):
 
 
 def graph_flags(tr: "TraceArray") -> int:
-    """What the guest code reads of the funcgraph options."""
-    return 0 if "funcgraph-irqs" in tr.options else GRAPH_NO_IRQS
+    """What the guest code reads of the funcgraph options and tracing_thresh."""
+    return ((0 if "funcgraph-irqs" in tr.options else GRAPH_NO_IRQS) |
+            (GRAPH_THRESH if tr.tracing.tracing_thresh else 0))
 
 
 def duration_text(ns: int) -> str:

@@ -34,6 +34,8 @@ ftemu tracing mini-HOWTO: the files of this directory, as on Linux.
   current_tracer        the tracer in use; available_tracers lists the others
   tracing_on            1 records, 0 does not
   buffer_size_kb        per-CPU ring buffer size; buffer_total_size_kb sums them
+  free_buffer           closing it shrinks the buffer to its minimum (and turns tracing off
+                        with options/disable_on_free)
   trace_clock           the clock of the timestamps: local global counter uptime mono
   trace_options         options by name, `no<name>` turns one off; options/ has one file each
   tracing_cpumask       hex mask of the CPUs that record
@@ -62,6 +64,10 @@ ftemu tracing mini-HOWTO: the files of this directory, as on Linux.
   set_graph_function    function_graph: trace these functions and what they call
   set_graph_notrace     function_graph: leave out these functions and what they call
   max_graph_depth       function_graph: nesting depth recorded (0: no limit)
+  tracing_thresh        function_graph: record only the returns of calls that took at least
+                        this many microseconds (0: off); trace_stat leaves out faster ones
+  options/sleep-time    0: time a task spends scheduled out does not count in its calls'
+                        durations (function_graph, function profiler)
   snapshot              a second buffer: `echo 1 > snapshot` allocates it and swaps it with
                         the live one, `echo 2` clears it, `echo 0` frees it; per_cpu/cpuN/snapshot
                         swaps one CPU; per_cpu/cpuN/snapshot_raw reads its pages as trace_pipe_raw

@@ -15,11 +15,13 @@ from emu import memlayout as L
 from .arch.x86.asm import CodeBuilder
 from .arch.x86.func_stack_64 import emit_function_stack_trace_call
 from .arch.x86.fgraph_64 import CELL_GRAPH, CELL_NOTRACE, emit_fgraph
+from .arch.x86.fgraph_sleep_64 import emit_graph_sleep_probe
 from .arch.x86.trace_64 import (CLK_COUNTER, CLK_GLOBAL_LAST, FAST_CLOCKS, TR_NO_PIDS, TR_PIDS,
                                 USER_HZ, clock_page, emit_function_trace_call, emit_trace_clock)
 from .calltrace import CallTrace
 from .errors import FtraceError
 from .flags import FtraceOpsFlags as FL
+from .func_probe import kstrtoul
 from .ring_buffer import GuestPages
 from .trace import TraceArray, Tracer
 from .trace_sched_switch import SavedCmdlines, SavedTgids, resize_saved_cmdlines
@@ -48,6 +50,7 @@ class Tracing:
         for t in (Tracer(), FunctionTracer(), FunctionGraphTracer()):
             self.tracers[t.name] = t
         self.max_graph_depth = 0
+        self.tracing_thresh = 0             # ns (tracing_thresh holds it as written x 1000)
         # set_graph_function / set_graph_notrace (ftrace_graph_hash / ftrace_graph_notrace_hash):
         # machine-wide, as in the kernel; the guest reads them through graph_cells.
         self.graph_hash: frozenset[int] = frozenset()
@@ -75,11 +78,11 @@ class Tracing:
             arrays[name] = (tr, {f: copy.copy(getattr(tr, f)) for f in self._ARRAY_FIELDS}, set(tr.options),
                             bufs, tr.snap.owner)
         return (arrays, copy.deepcopy((self.cmdlines, self.tgids)), self.max_graph_depth, self._shadow_ready,
-                self.events.state(), self.graph_hash, self.graph_notrace_hash)
+                self.events.state(), self.graph_hash, self.graph_notrace_hash, self.tracing_thresh)
 
     def restore_state(self, st: tuple) -> None:
         (arrays, cmdlines, self.max_graph_depth, self._shadow_ready, events,
-         self.graph_hash, self.graph_notrace_hash) = st
+         self.graph_hash, self.graph_notrace_hash, self.tracing_thresh) = st
         self.events.restore(events)
         self.cmdlines, self.tgids = copy.deepcopy(cmdlines)
         self.arrays = {}
@@ -124,6 +127,9 @@ class Tracing:
         emit_fgraph(b, self._idle, self._tasks, self.shadow_table, self.graph_cells, self.clock_data)
         from .trace_events import TraceEvents
         self.events = TraceEvents(self, b)
+        emit_graph_sleep_probe(b, self._idle, self._tasks, self.shadow_table,
+                               self.events.probes["sched_switch"])
+        self.graph_sleep_probe = b.labels["ftrace_graph_probe_sched_switch"]
         if len(b.code) > CODE_SIZE:
             raise RuntimeError("tracer guest code outgrew its block")
         self.pages.write(base, bytes(b.code))
@@ -232,11 +238,31 @@ class Tracing:
             return struct.unpack("<Q", self.pages.read(self.clock_data + CLK_COUNTER, 8))[0]
         return self.clock_now(tr, self.m.online_cpus()[0])
 
+    @property
+    def graph_sleep_probe_on(self) -> bool:
+        """fgraph_sleep_time off (the ``sleep-time`` option, one for every trace array as
+        the kernel's graph tracer flags are): the sched_switch probe takes the time a task
+        was scheduled out off its calls."""
+        top = self.arrays.get("")
+        return top is not None and "sleep-time" not in top.options
+
     def set_max_graph_depth(self, depth: int) -> None:
         """max_graph_depth: 0 = no limit; entries at depth >= the limit are not recorded."""
         if depth < 0:
             raise FtraceError(errno.EINVAL, "max_graph_depth must be >= 0")
         self.max_graph_depth = depth
+        for tr in self.arrays.values():
+            tr.sync_graph_settings()
+
+    def tracing_thresh_text(self) -> str:
+        """tracing_thresh (tracing_nsecs_read): microseconds."""
+        return f"{self.tracing_thresh // 1000}\n"
+
+    def set_tracing_thresh(self, text: str) -> None:
+        """tracing_thresh (tracing_nsecs_write): decimal microseconds, kept as ns (0: off).
+        function_graph then writes only the returns of calls that lasted at least that
+        long, and trace_stat leaves out functions whose average is below it."""
+        self.tracing_thresh = kstrtoul(text, base=10) * 1000 & (1 << 64) - 1
         for tr in self.arrays.values():
             tr.sync_graph_settings()
 

@@ -3,6 +3,7 @@ funcgraph options, max_graph_depth; return values survive the return hijack; tas
 CPUs go offline and NMIs arrive while functions are hijacked."""
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from pathlib import Path
@@ -180,3 +181,38 @@ def test_a_cpus_trace_file_is_in_the_graph_format_too():
         lines = [line for line in text.splitlines(keepends=True)[4:] if line.startswith(f" {cpu}) ")]
         assert lines
         assert m.tracefs.read(f"per_cpu/cpu{cpu}/trace") == header + "".join(lines)
+
+
+def test_tracing_thresh_keeps_only_returns_that_took_at_least_that_long():
+    """tracing_thresh in microseconds: function_graph writes no entries, and a return only
+    for a call that lasted at least that long (printed ``} /* name */``, as its entry is
+    not there); the profiler leaves out functions whose average is below it. Bad numbers
+    are EINVAL; 0 turns it off."""
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    assert tfs.read("tracing_thresh") == "0\n"
+    for bad in ("abc", "-1", "1.5"):
+        with pytest.raises(OSError) as e:
+            tfs.write("tracing_thresh", bad)
+        assert e.value.errno == errno.EINVAL
+    tfs.write("set_ftrace_filter", "bench_fib")
+    tfs.write("current_tracer", "function_graph")
+    tfs.write("tracing_thresh", "5\n")
+    assert tfs.read("tracing_thresh") == "5\n"
+    m.call("bench_fib", 6)
+    lines = [line for line in tfs.read("trace").splitlines() if not line.startswith("#")]
+    assert lines and all(line.endswith("} /* bench_fib */") for line in lines)
+    durations = [float(line.split(")")[1].split("us")[0].strip(" +!")) for line in lines]
+    assert min(durations) >= 5.0
+    tfs.write("tracing_thresh", "0")
+    tfs.write("trace", "")
+    m.call("bench_fib", 6)
+    every = [line for line in tfs.read("trace").splitlines() if not line.startswith("#")]
+    assert len(every) > len(lines) and any(line.endswith("bench_fib() {") for line in every)
+    tfs.write("current_tracer", "nop")
+    tfs.write("function_profile_enabled", "1")
+    m.call("bench_fib", 6)
+    assert "bench_fib" in tfs.read("trace_stat/function0")
+    tfs.write("tracing_thresh", "100000")
+    assert tfs.read("trace_stat/function0").count("\n") == 2          # the header only

@@ -185,3 +185,35 @@ def test_bad_writes_change_nothing(m):
     with pytest.raises(OSError) as e:
         t.write("trace_stat/function0", "1")
     assert e.value.errno == errno.EACCES
+
+
+def msleep_times(m, sleep_time: str) -> tuple[float, list[float]]:
+    """60 ms of the guest's own kthreads sleeping in msleep (1 ms and 20 ms naps), with
+    options/sleep-time as given: the profiler's average for msleep, and the durations
+    function_graph printed for its msleep() leaves over the next 60 ms."""
+    t = m.tracefs
+    t.write("options/sleep-time", sleep_time)
+    t.write("set_ftrace_filter", "msleep")
+    t.write("function_profile_enabled", "1")
+    m.run(ms=60)
+    t.write("function_profile_enabled", "0")
+    avg = us(rows(t.read("trace_stat/function0"))["msleep"][2])
+    t.write("current_tracer", "function_graph")
+    m.run(ms=60)
+    t.write("tracing_on", "0")
+    graph = [float(line.split("|")[0].split(")")[1].strip(" +!#*@$").removesuffix(" us"))
+             for line in t.read("trace").splitlines() if line.endswith("msleep();")]
+    return avg, graph
+
+
+def test_nosleep_time_leaves_the_time_scheduled_out_out_of_the_times(machine_factory):
+    """With sleep-time (the default) a call's time includes its naps; with it off the
+    sched_switch probe takes the time a task was scheduled out off every call it is in, for
+    the profiler and function_graph alike. One option for every trace array."""
+    avg, graph = msleep_times(machine_factory(cpus=2), "1")
+    assert avg > 1000 and graph and min(graph) > 1000
+    m = machine_factory(cpus=2)
+    m.tracefs.mkdir("instances/lab")
+    avg, graph = msleep_times(m, "0")
+    assert avg < 50 and graph and max(graph) < 50
+    assert m.tracefs.read("instances/lab/options/sleep-time") == "0\n"

@@ -155,3 +155,33 @@ def test_trace_marker_raw_in_an_instance_and_with_markers_off():
         h.release()
     assert events(m, "instances/lab/trace") == ["# ffffffff buf: 68 69" + " 00" * 14]
     assert events(m) == []
+
+
+def test_closing_free_buffer_shrinks_the_buffer_and_with_disable_on_free_stops_tracing():
+    """Whatever is written, the close frees: the buffer goes to its minimum (two pages per
+    CPU: 7 KiB). Tracing goes on unless options/disable_on_free is set. free_buffer is
+    write-only, per trace array, and an open one keeps its instance from being removed."""
+    m = tracing_fib()
+    tfs = m.tracefs
+    assert tfs.read("buffer_size_kb") == "1410\n"
+    tfs.write("free_buffer", "anything")
+    assert (tfs.read("buffer_size_kb"), tfs.read("tracing_on")) == ("7\n", "1\n")
+    m.call("bench_fib", 1)
+    assert len(events(m)) == 1
+    tfs.write("buffer_size_kb", "100")
+    tfs.mkdir("instances/lab")
+    h = tfs.open("instances/lab/free_buffer", os.O_WRONLY)
+    with pytest.raises(OSError) as e:
+        tfs.rmdir("instances/lab")
+    assert e.value.errno == errno.EBUSY
+    assert tfs.read("instances/lab/buffer_size_kb") == "1410\n"      # not before the close
+    h.release()
+    assert tfs.read("instances/lab/buffer_size_kb") == "7\n"
+    assert tfs.read("buffer_size_kb") == "103\n"                   # 26 pages of 4080 bytes
+    tfs.write("options/disable_on_free", "1")
+    h = tfs.open("free_buffer", os.O_WRONLY | os.O_TRUNC)
+    h.release()                                                      # `: > free_buffer`
+    assert (tfs.read("buffer_size_kb"), tfs.read("tracing_on")) == ("7\n", "0\n")
+    with pytest.raises(OSError) as e:
+        tfs.open("free_buffer", os.O_RDONLY)
+    assert e.value.errno == errno.EACCES

@@ -31,7 +31,11 @@ from .trace_64 import (CLK_NO_TRACE, CLOCK_COUNTER, CLOCK_LOCAL, COMMIT, FAST_CL
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 FTRACE_RETFUNC_DEPTH = 50
 TR_MAX_DEPTH, TR_GRAPH_FLAGS = 0x18, 0x1C       # in struct trace_array (trace_64.TR_*)
+TR_THRESH = 0x30                                # u64: tracing_thresh in clock units (0: none)
 GRAPH_NO_IRQS = 1                               # nofuncgraph-irqs: hardirq context not recorded
+# tracing_thresh is set: funcgraph_entry is not written and funcgraph_exit only for a call
+# that lasted at least TR_THRESH (trace_graph_thresh_return); the fast paths step aside.
+GRAPH_THRESH = 0x100
 # A shadow stack page: owner pid, depth in use, overruns, the graph-filter state, the
 # function profiler's entries among those in use, then the entries. SS_GRAPH / SS_NOTRACE:
 # 1 + the index of the entry that matched set_graph_function / set_graph_notrace (0: none on
@@ -253,7 +257,11 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
     32:""" + tracing_gate("rbx", "80f") + f"""
         mov r8, rbx
         call {clock}
-        mov r12, rdx""" + begin_event("rbx", 48, TRACE_GRAPH_RET, "81f", "79f") + f"""
+        mov r12, rdx
+        mov rcx, rdx
+        sub rcx, r15
+        cmp rcx, qword ptr [rbx + {TR_THRESH}]
+        jb 80f""" + begin_event("rbx", 48, TRACE_GRAPH_RET, "81f", "79f") + f"""
         mov qword ptr [rax], rcx
         mov qword ptr [rax + 8], r13
         mov rcx, qword ptr [rsp + {RET_SAVED_RAX}]
@@ -319,7 +327,9 @@ def emit_fgraph(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, int], t
         mov dword ptr [r14 + {SS_NOTRACE}], r13d
         jmp 98f
     9:  mov dword ptr [r14 + {SS_GRAPH}], r13d
-    8:  dec r13
+    8:  test dword ptr [rbx + {TR_GRAPH_FLAGS}], {GRAPH_THRESH}
+        jnz 98f
+        dec r13
         sub r13, qword ptr [r14 + {SS_PROF}]""" + begin_event("rbx", 24, TRACE_GRAPH_ENT, "96f", "95f") + f"""
         mov qword ptr [rax], rcx
         mov qword ptr [rax + 8], r12
@@ -371,9 +381,9 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
     """return_to_handler (local clock) and return_to_handler_counter, the handler a fast
     entry with that clock hijacks returns to: the plain case (no graph filter state and no
     profiler entries on the task's shadow stack, the entry's trace array recording on this
-    CPU with that clock, its buffer free), tested before one branch, pops the entry and
-    writes funcgraph_exit in three translation blocks; anything else unwinds its frame and
-    takes ftrace_return_to_handler. The entry is released only after the event is written
+    CPU with that clock and no tracing_thresh, its buffer free), tested before one branch,
+    pops the entry and writes funcgraph_exit in three translation blocks; anything else
+    unwinds its frame and takes ftrace_return_to_handler. The entry is released only after the event is written
     (an NMI meanwhile pushes above it). Until the branch every read must be valid: without
     an entry, the trace array read is one that records nothing (CLK_NO_TRACE)."""
     general = b.labels["ftrace_return_to_handler"]
@@ -418,7 +428,9 @@ def emit_return_fast(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[int, in
         or rdi, rdx
         movabs rax, {clock_data + CLK_NO_TRACE}
         cmovnz r8, rax""" + fast_gate("r8", "", f"""
-        mov eax, dword ptr [r8 + {TR_CLOCK}]
+        mov eax, dword ptr [r8 + {TR_GRAPH_FLAGS}]
+        and eax, {GRAPH_THRESH}
+        or eax, dword ptr [r8 + {TR_CLOCK}]
         xor eax, {clock_id}
         or rcx, rax
         or rcx, rdi""", branch=False) + """
