@@ -11,6 +11,7 @@ import errno
 import struct
 from typing import TYPE_CHECKING
 
+from .arch.x86.func_stack_64 import FTRACE_KSTACK_ENTRIES, MAX_CALLERS
 from .errors import FtraceError
 from .ring_buffer import BUF_PAGE_SIZE
 from .trace_output import TRACE_PRINT, TRACE_RAW_DATA, TRACE_STACK, context_flags
@@ -23,7 +24,6 @@ RB_MAX_EVENT_DATA = BUF_PAGE_SIZE - 8  # ring_buffer_max_event_size: a page less
 PRINT_META = 16 + 2                   # struct print_entry before buf, the '\n' and '\0'
 RAW_DATA_ENTRY = 12                   # sizeof(struct raw_data_entry): trace_entry, u32 id
 FAULT_SIZE_ID = len("<faulted>") + 4  # room kept for "<faulted>" after an id
-FTRACE_STACK_ENTRIES = 64
 
 
 class HostEvents:
@@ -31,11 +31,15 @@ class HostEvents:
 
     def trace_dump_stack(self: "TraceArray", cpu: int) -> None:
         """__trace_stack for the stacktrace command: a TRACE_STACK entry (``<stack trace>``
-        then `` => func`` lines) of the vCPU that hit the function, in its buffer."""
+        then `` => func`` lines) of the vCPU that hit the function, in its buffer, as many
+        callers long as the chain (up to the kernel's per-CPU stack; none if the event would
+        not fit a page, as the kernel's reserve refuses it)."""
         if not self._on or not self.inst.tracing_cpumask >> cpu & 1:
             return
         ft = self.tracing.ft
-        callers = ft.stack_trace_save()[:FTRACE_STACK_ENTRIES]
+        callers = ft.stack_trace_save()[:FTRACE_KSTACK_ENTRIES]
+        if len(callers) > MAX_CALLERS:
+            return
         pc = ft.preempt_count(cpu)
         flags = (0 if self.m.cpus[cpu].rflags() & 0x200 else 0x01) | context_flags(pc)
         payload = struct.pack("<HBBiI4x", TRACE_STACK, flags, min(pc & 0xFF, 15),

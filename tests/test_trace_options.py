@@ -4,6 +4,7 @@ symbol offsets and addresses, tgid, raw; for both tracers."""
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from test_function_graph import graph_run
 from test_tracers import golden_run
 
 from emu import Machine
-from ftrace.trace_output import IRQS_OFF, TRACE_FN, TraceEntry, TraceFormatter, format_trace
+from ftrace.ring_buffer import decode_page
+from ftrace.trace_output import (IRQS_OFF, TRACE_FN, TRACE_STACK, TraceEntry, TraceFormatter, format_trace,
+                                 parse_entry)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -126,3 +129,37 @@ def test_func_stack_trace_follows_each_function_with_its_call_chain():
     m.run(ms=5)
     text = tfs.read("trace")
     assert "spin_lock_irqsave <-" in text and "<stack trace>" not in text
+
+
+def test_func_stack_trace_records_a_deep_chain_whole_in_an_event_of_its_size():
+    """Deeper than the 12 callers a small event holds: bench_fib(16) nests 16 deep, and its
+    innermost call's stack has every frame; each TRACE_STACK event is as long as the kernel
+    makes it (16 bytes, then 8 per caller), read back from trace_pipe_raw."""
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    tfs.write("set_ftrace_filter", "bench_fib")
+    tfs.write("current_tracer", "function")
+    tfs.write("options/func_stack_trace", "1")
+    m.call("bench_fib", 16)
+    tail = [" => 0xffffffffa0000010", " => cpu_startup_entry", " => main", " => _text"]
+    stacks = tfs.read("trace").split("<stack trace>\n")[1:]
+    deepest = max(([line for line in s.splitlines() if line.startswith(" => ")] for s in stacks), key=len)
+    assert deepest == [" => bench_fib"] * 16 + tail
+    h = tfs.open("per_cpu/cpu0/trace_pipe_raw", os.O_RDONLY | os.O_NONBLOCK)
+    sizes = []
+    try:
+        while True:
+            try:
+                page = h.read(4096, 0)
+            except BlockingIOError:
+                break
+            for ev in decode_page(page).events:
+                e = parse_entry(0, ev)
+                if e.type == TRACE_STACK:
+                    n = struct.unpack_from("<i", e.body)[0]
+                    assert len(ev.data) == 16 + 8 * n
+                    sizes.append(n)
+    finally:
+        h.release()
+    assert len(sizes) == len(stacks) and max(sizes) == 20 and min(sizes) == 5

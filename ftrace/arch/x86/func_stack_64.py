@@ -9,73 +9,104 @@ ftrace trampoline's frames, whose return addresses lead into the traced function
 callers). Leading return addresses inside ftrace's own code (execmem's executable part) are
 skipped, as stack_trace_save's skip count does, so the first entry is the traced function.
 A frame is followed only while it lies above the previous one and within a kernel stack's
-size of it. At most STACK_ENTRIES callers fit the event (the inline reserve takes payloads up
-to 112 bytes; the kernel keeps up to 64): deeper chains are cut there.
+size of it.
+
+The chain is walked twice: once to count its return addresses, then, with an event of
+exactly that many callers reserved (``struct_size(entry, caller, nr_entries)``, as
+__ftrace_trace_stack sizes it), again to store them in the event. Up to
+FTRACE_KSTACK_ENTRIES are taken, as the kernel's per-CPU stack holds; a chain longer than
+one event can hold is not recorded, as the kernel's reserve refuses it.
 """
 from __future__ import annotations
 
 from emu import memlayout as L
 
-from ...ring_buffer import RB_DROPPED, RB_NEST
+from ...ring_buffer import BUF_PAGE_SIZE, RB_DROPPED, RB_MAX_SMALL_DATA, RB_NEST
 from .asm import CodeBuilder
 from .trace_64 import COMMIT, begin_event, pid_gate, tracing_gate
 
 TRACE_STACK = 4
-STACK_ENTRIES = 12
-PAYLOAD = 16 + 8 * STACK_ENTRIES     # trace_entry, int size (+pad), caller[]
+FTRACE_KSTACK_ENTRIES = 4096 // 4   # PAGE_SIZE / FTRACE_KSTACK_NESTING
+STACK_HEAD = 16                     # struct stack_entry before caller[]: trace_entry, int size
+SMALL_CALLERS = (RB_MAX_SMALL_DATA - STACK_HEAD) // 8       # type_len events: up to 12
+MAX_CALLERS = (BUF_PAGE_SIZE - 8 - STACK_HEAD) // 8        # ring_buffer_max_event_size: 507
+
+
+def _walk(n: int, tmp: str, store: str, limit: str) -> str:
+    """ecx = the return addresses of the frame chain from rbp, ``store`` run for each with
+    it in rax and its index in ecx, at most ``limit`` of them. Local labels n..n+4;
+    clobbers rax, rdx, r9, r10, ``tmp``."""
+    return f"""
+        xor ecx, ecx
+        mov r10, rbp
+        mov r9, rsp
+    {n}: cmp r10, r9
+        jbe {n + 4}f
+        lea rax, [r9 + {L.KSTACK_SIZE}]
+        cmp r10, rax
+        jae {n + 4}f
+        test r10b, 7
+        jnz {n + 4}f
+        mov rax, qword ptr [r10 + 8]
+        test rax, rax
+        jz {n + 4}f
+        test ecx, ecx
+        jnz {n + 2}f
+        movabs rdx, {L.EXECMEM_VA}
+        mov {tmp}, rax
+        sub {tmp}, rdx
+        cmp {tmp}, {L.EXECMEM_CODE_SIZE}
+        jb {n + 3}f
+    {n + 2}:{store}
+        inc ecx
+        cmp ecx, {limit}
+        jae {n + 4}f
+    {n + 3}: mov r9, r10
+        mov r10, qword ptr [r10]
+        jmp {n}b
+    {n + 4}:"""
 
 
 def emit_function_stack_trace_call(b: CodeBuilder) -> None:
-    """function_stack_trace_call (see the module docstring)."""
+    """function_stack_trace_call (see the module docstring). The frame while the event is
+    written: [rsp] r11, r9 (the reserve's page and commit), flags, the caller count."""
     record_fn, clock = b.labels["function_trace_call"], b.labels["trace_clock"]
-    area = 8 * STACK_ENTRIES
-    zero = "".join(f"\n        mov qword ptr [rsp + {8 * i}], 0" for i in range(STACK_ENTRIES))
-    copy = "".join(f"""
-        mov rdx, qword ptr [rsp + {8 + 8 * i}]
-        mov qword ptr [rax + {16 + 8 * i}], rdx""" for i in range(STACK_ENTRIES))
     b.label("function_stack_trace_call")
     b.emit(f"""
         push r8
         call {record_fn}
-        pop r8""" + tracing_gate("r8", "99f") + pid_gate("r8", "99f") + f"""
-        sub rsp, {area}""" + zero + f"""
-        xor ecx, ecx
-        mov r10, rbp
-        lea r9, [rsp + {area}]
-    1:  cmp r10, r9
-        jbe 5f
-        lea rax, [r9 + {L.KSTACK_SIZE}]
-        cmp r10, rax
-        jae 5f
-        test r10b, 7
-        jnz 5f
-        mov rax, qword ptr [r10 + 8]
-        test rax, rax
-        jz 5f
-        test ecx, ecx
-        jnz 3f
-        movabs rdx, {L.EXECMEM_VA}
-        mov rsi, rax
-        sub rsi, rdx
-        cmp rsi, {L.EXECMEM_CODE_SIZE}
-        jb 4f
-    3:  mov qword ptr [rsp + rcx*8], rax
-        inc ecx
-        cmp ecx, {STACK_ENTRIES}
-        je 5f
-    4:  mov r9, r10
-        mov r10, qword ptr [r10]
-        jmp 1b
-    5:  mov r10d, ecx
-        pushfq
+        pop r8""" + tracing_gate("r8", "99f") + pid_gate("r8", "99f")
+           + _walk(10, "rsi", "", str(FTRACE_KSTACK_ENTRIES)) + f"""
+        cmp ecx, {MAX_CALLERS}
+        ja 99f
+        push rcx
+        lea esi, [rcx*8 + {STACK_HEAD}]
+        lea r10d, [rcx*2 + {STACK_HEAD // 4}]
+        cmp ecx, {SMALL_CALLERS}
+        jbe 2f
+        add esi, 4
+        xor r10d, r10d
+    2:  pushfq
         cli
-        call {clock}""" + begin_event("r8", PAYLOAD, TRACE_STACK, "98f", "97f") + f"""
-        mov qword ptr [rax], rcx
-        mov dword ptr [rax + 8], r10d
-        mov dword ptr [rax + 12], 0""" + copy + COMMIT + f"""
+        call {clock}""" + begin_event("r8", ("rsi", "r10"), TRACE_STACK, "98f", "97f") + f"""
+        mov rsi, rax
+        mov rdx, qword ptr [rsp + 8]
+        cmp edx, {SMALL_CALLERS}
+        jbe 3f
+        lea eax, [rdx*8 + {STACK_HEAD + 4}]
+        mov dword ptr [rsi], eax
+        add rsi, 4
+    3:  mov qword ptr [rsi], rcx
+        mov dword ptr [rsi + 8], edx
+        mov dword ptr [rsi + 12], 0
+        push r9
+        push r11""" + _walk(20, "r8", f"""
+        mov qword ptr [rsi + rcx*8 + {STACK_HEAD}], rax""", "dword ptr [rsp + 24]") + f"""
+        pop r11
+        pop r9""" + COMMIT + f"""
     97: mov dword ptr [rdi + {RB_NEST}], 0
     96: popfq
-        add rsp, {area}
+        add rsp, 8
     99: ret
     98: inc qword ptr [rdi + {RB_DROPPED}]
         jmp 96b""")

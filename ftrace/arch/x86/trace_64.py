@@ -137,14 +137,25 @@ def tail_page(buf: str) -> str:
         mov r11, qword ptr [rax]"""
 
 
-def reserve(length: int) -> str:
+def reserve(length: int | tuple[str, str]) -> str:
     """Inline ring_buffer_lock_reserve for a ``length``-byte payload (a multiple of 4, at
     most 112) in this CPU's buffer rdi at time rdx. Leaves rax = the payload, r11 = the page,
     r9 = the new commit; rax = 0 if the event was dropped (buffer full, no overwrite).
     Clobbers rcx, r8. An empty page is stamped with the event's time (delta 0); a delta of
     27 bits or more gets a TIME_EXTEND first; a full page is closed with padding and the
-    next page taken, dropping the oldest page in overwrite mode."""
-    assert length % 4 == 0 and 0 < length <= 112
+    next page taken, dropping the oldest page in overwrite mode.
+
+    A size known only at run time is ``length`` = (size, type_len): two registers (not
+    rax, rcx, rdx, r8, r9, r11) holding the event's bytes after its header word and its
+    type_len: the payload and payload / 4 for a payload of at most 112 bytes; else 4 + the
+    payload and 0, the length word (payload + 4) first in what rax points to, which the
+    caller stores. At most BUF_PAGE_SIZE - 4 bytes in all."""
+    if isinstance(length, int):
+        assert length % 4 == 0 and 0 < length <= 112
+        size, type_len, first = length + 4, length // 4, f"mov r9d, {length + 4}"
+    else:
+        size, type_len = f"{length[0]} + 4", _reg(length[1], 32)
+        first = f"lea r9d, [{_reg(length[0], 32)} + 4]"
     return tail_page("rdi") + f"""
         mov rcx, qword ptr [r11 + 8]
         test rcx, rcx
@@ -155,7 +166,7 @@ def reserve(length: int) -> str:
         sub r8, qword ptr [rdi + {RB_WRITE_STAMP}]
         jae 22f
         xor r8d, r8d
-    22: lea r9, [rcx + {length + 4}]
+    22: lea r9, [rcx + {size}]
         cmp r8, {TS_DELTA_MAX}
         jbe 23f
         add r9, 8
@@ -174,7 +185,7 @@ def reserve(length: int) -> str:
         add rax, 8
         xor r8d, r8d
     24: shl r8d, 5
-        or r8d, {length // 4}
+        or r8d, {type_len}
         mov dword ptr [rax], r8d
         add rax, 4
         jmp 39f
@@ -225,7 +236,7 @@ def reserve(length: int) -> str:
         mov qword ptr [r11], rdx
         xor ecx, ecx
         xor r8d, r8d
-        mov r9d, {length + 4}
+        {first}
         jmp 30b
     38: inc qword ptr [rdi + {RB_DROPPED}]
         xor eax, eax
@@ -339,7 +350,7 @@ def pid_gate(tr: str, skip: str) -> str:
     75:"""
 
 
-def begin_event(tr: str, length: int, type_id: int, busy: str, dropped: str) -> str:
+def begin_event(tr: str, length: int | tuple[str, str], type_id: int, busy: str, dropped: str) -> str:
     """This CPU's buffer of trace_array ``tr`` in rdi with its nest flag taken (``busy`` if
     an interrupted write holds it), ``length`` bytes reserved at time rdx (``dropped`` if
     the buffer refused), rax = the payload and rcx = struct trace_entry's word. The caller
