@@ -273,6 +273,10 @@ def register_trace_files(tracing: "Tracing", tr: "TraceArray", fs: "PseudoFS") -
         fs.register(f"{d}/snapshot_raw", PipeFile(tr, fs, cpu, raw=True, snapshot=True))
         fs.register_text(f"{d}/buffer_size_kb", lambda c=cpu: tr.buffer_size_kb(c),
                          lambda t, c=cpu: tr.resize(_bool(t), c), mode=0o644)
+    # error_log: what tracing_log_err records. The kernel logs only the errors of event
+    # filters, histograms, synthetic events and probes, none of which ftemu has, so it
+    # reads empty; opening it with O_TRUNC clears it and writes are accepted, as there.
+    fs.register_text("error_log", lambda: "", truncate=lambda: None, mode=0o644)
     fs.register("free_buffer", FreeBufferFile(tr))
     fs.register("trace_marker", MarkerFile(tr.trace_marker_write))
     fs.register("trace_marker_raw", MarkerFile(tr.trace_marker_raw_write))

@@ -32,6 +32,8 @@ ftemu tracing mini-HOWTO: the files of this directory, as on Linux.
   trace                 what the ring buffer holds now; `echo > trace` empties it
   trace_pipe            the same, consumed as it is read; blocks while empty
   current_tracer        the tracer in use; available_tracers lists the others
+  error_log             errors of commands that log them (the kernel's event filters,
+                        histograms and probes, which ftemu does not have: it stays empty)
   tracing_on            1 records, 0 does not
   buffer_size_kb        per-CPU ring buffer size; buffer_total_size_kb sums them
   free_buffer           closing it shrinks the buffer to its minimum (and turns tracing off

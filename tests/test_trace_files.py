@@ -185,3 +185,21 @@ def test_closing_free_buffer_shrinks_the_buffer_and_with_disable_on_free_stops_t
     with pytest.raises(OSError) as e:
         tfs.open("free_buffer", os.O_RDONLY)
     assert e.value.errno == errno.EACCES
+
+
+def test_error_log_is_there_per_array_and_clears_on_truncate():
+    """Tools read error_log after a failed command (trace-cmd does): it exists at the top
+    level and in each instance, reads empty (nothing ftemu has logs to it in the kernel),
+    and takes writes and `echo > error_log` as the kernel's does."""
+    m = Machine(cpus=1)
+    m.boot()
+    tfs = m.tracefs
+    tfs.mkdir("instances/lab")
+    for root in ("", "instances/lab/"):
+        assert "error_log" in tfs.listdir(root or ".")
+        assert tfs.read(root + "error_log") == ""
+        tfs.write(root + "error_log", "\n")
+        h = tfs.open(root + "error_log", os.O_WRONLY)
+        assert h.write(b"ignored", 0) == 7
+        h.release()
+        assert tfs.read(root + "error_log") == ""
