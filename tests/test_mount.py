@@ -95,6 +95,19 @@ def test_cpu_hotplug_returns_when_done(mounted):
     assert r.stdout == "0\n0\n0-1\n"
 
 
+def test_the_remaining_trace_files_from_bash(mounted):
+    """trace_marker_raw takes printf's bytes, saved_cmdlines_size and tracing_thresh their
+    numbers, record-tgid fills saved_tgids, error_log truncates, free_buffer frees at close."""
+    r = sh(mounted, r"printf '\x34\x12\x00\x00\x01\x02' > trace_marker_raw && grep -c '# 1234 buf: 01 02 00' trace; "
+                    "echo 10000 > saved_cmdlines_size && cat saved_cmdlines_size; "
+                    "echo 1 > options/record-tgid && head -1 saved_tgids; echo 0 > options/record-tgid; "
+                    "echo 7 > tracing_thresh && cat tracing_thresh; echo 0 > tracing_thresh; "
+                    "echo > error_log && wc -c < error_log; "
+                    "echo 1 > free_buffer && cat buffer_size_kb; echo 1408 > buffer_size_kb; echo > trace")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "1\n19659\n1 1\n7\n0\n7\n"
+
+
 def test_sigint_and_fusermount_end_the_mount_with_status_0(tmp_path, require_tool):
     require_tool("fusermount3", "fuse3")
     proc = start_mount(tmp_path)
