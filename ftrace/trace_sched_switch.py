@@ -43,8 +43,8 @@ class SavedCmdlines:
         self.num = cmdline_slots(val)
         self.idx = 0
         self.pid_to_slot: dict[int, int] = {}
-        self.slot_pid: list[int | None] = [None] * self.num
-        self.slot_comm: list[str] = [""] * self.num
+        self.slot_pid: dict[int, int] = {}      # filled slots only (a copy stays small)
+        self.slot_comm: dict[int, str] = {}
 
     def save(self, pid: int, comm: str) -> None:
         """trace_save_cmdline (the idle task is never saved)."""
@@ -62,13 +62,14 @@ class SavedCmdlines:
         if pid == 0:
             return "<idle>"
         slot = self.pid_to_slot.get(pid & (PID_MAX_DEFAULT - 1))
-        if slot is None or self.slot_pid[slot] != pid:
+        if slot is None or self.slot_pid.get(slot) != pid:
             return None
         return self.slot_comm[slot]
 
     def text(self) -> str:
         """saved_cmdlines: ``<pid> <comm>`` per filled slot, in slot order."""
-        return "".join(f"{pid} {self.find(pid) or '<...>'}\n" for pid in self.slot_pid if pid is not None)
+        return "".join(f"{self.slot_pid[slot]} {self.find(self.slot_pid[slot]) or '<...>'}\n"
+                       for slot in sorted(self.slot_pid))
 
 
 def resize_saved_cmdlines(text: str) -> SavedCmdlines:
