@@ -217,3 +217,19 @@ def test_nosleep_time_leaves_the_time_scheduled_out_out_of_the_times(machine_fac
     avg, graph = msleep_times(m, "0")
     assert avg < 50 and graph and max(graph) < 50
     assert m.tracefs.read("instances/lab/options/sleep-time") == "0\n"
+
+
+def test_nosleep_time_moves_only_nanosecond_calltimes(machine_factory):
+    """A function_graph array on the counter clock counts events, not time: the probe leaves
+    its calltimes alone, so its msleep() durations stay small counts."""
+    m = machine_factory(cpus=2)
+    t = m.tracefs
+    t.write("options/sleep-time", "0")
+    t.write("trace_clock", "counter")
+    t.write("set_ftrace_filter", "msleep")
+    t.write("current_tracer", "function_graph")
+    m.run(ms=60)
+    t.write("tracing_on", "0")
+    counts = [float(line.split("|")[0].split(")")[1].strip(" +!#*@$").removesuffix(" us"))
+              for line in t.read("trace").splitlines() if line.endswith("msleep();")]
+    assert counts and max(counts) < 1

@@ -7,18 +7,22 @@ profiler's times alike.
 trace_sched_switch (interrupts are off in __schedule): stamps ``prev`` with the time it left
 the CPU; if ``next`` was stamped, adds the time since to the calltime of every entry on
 ``next``'s shadow stack; then goes on to the sched_switch event's probe (which returns at
-once while no trace array records the event). The stamp lives in the task's shadow-stack
-page with the pid it belongs to, so a task slot taken over by a new task starts unstamped
-(the kernel zeroes ftrace_timestamp in ftrace_graph_init_task).
+once while no trace array records the event). Only calltimes in nanoseconds move: an
+entry of a trace array on the counter or uptime clock keeps its own (the kernel's fgraph
+times are always the local clock's; ftemu's graph entries take their array's clock, and
+the profiler's entries name its block, whose clock reads as local). The stamp lives in the
+task's shadow-stack page with the pid it belongs to, so a task slot taken over by a new
+task starts unstamped (the kernel zeroes ftrace_timestamp in ftrace_graph_init_task).
 """
 from __future__ import annotations
 
 from emu import memlayout as L
 
 from .asm import CodeBuilder
-from .fgraph_64 import (ENT_CALLTIME, FTRACE_RETFUNC_DEPTH, SS_CURR, SS_ENTRIES, SS_ENTRY, SS_PID,
-                        shadow_stack_lookup)
+from .fgraph_64 import (ENT_CALLTIME, ENT_TR, FTRACE_RETFUNC_DEPTH, SS_CURR, SS_ENTRIES, SS_ENTRY,
+                        SS_PID, shadow_stack_lookup)
 from .profile_64 import PROF_SUBTIME
+from .trace_64 import CLOCK_COUNTER, CLOCK_UPTIME, TR_CLOCK
 
 # In a shadow-stack page, past the profiler's subtimes: the time the task was last switched
 # out, and the pid that stamp belongs to.
@@ -66,8 +70,14 @@ def emit_graph_sleep_probe(b: CodeBuilder, idle: tuple[int, int], tasks: tuple[i
         lea rax, [r8 + {SS_ENTRIES + ENT_CALLTIME}]
     2:  test rcx, rcx
         jz 9f
+        mov rdx, qword ptr [rax + {ENT_TR - ENT_CALLTIME}]
+        mov edx, dword ptr [rdx + {TR_CLOCK}]
+        cmp edx, {CLOCK_COUNTER}
+        je 3f
+        cmp edx, {CLOCK_UPTIME}
+        je 3f
         add qword ptr [rax], rbx
-        add rax, {SS_ENTRY}
+    3:  add rax, {SS_ENTRY}
         dec rcx
         jmp 2b
     9:  popfq

@@ -28,10 +28,15 @@ from .fgraph_64 import (ENT_FUNC, ENT_TR, ENTRY_HIJACK_EXIT, FTRACE_RETFUNC_DEPT
                         RETURN_HIJACK_EXIT, SAVE_CALLEE, SS_CURR, SS_ENTRIES, SS_ENTRY, SS_OVERRUN, SS_PROF,
                         current_shadow_stack, return_hijack_enter, shadow_push)
 from .ptregs import PT_REGS_OFFSET
+from .trace_64 import CLOCK_LOCAL, TR_CLOCK
 
-# The profiler's global block: enabled, options, then one table pointer per CPU.
-P_ENABLED, P_FLAGS, P_STATS = 0x00, 0x04, 0x08
+# The profiler's global block: enabled, options, the clock of its times (at a trace_array's
+# TR_CLOCK: its shadow-stack entries name this block where function_graph's name their
+# array, and fgraph's sched_switch probe reads the clock of either), then one table pointer
+# per CPU.
+P_ENABLED, P_FLAGS, P_CLOCK, P_STATS = 0x00, 0x04, 0x0C, 0x10
 P_SIZE = P_STATS + 8 * L.NCPU
+assert P_CLOCK == TR_CLOCK and CLOCK_LOCAL == 0      # rdtsc: the local clock; zeroed at start
 NO_GRAPH_TIME = 1
 # One CPU's table.
 ST_DISABLED, ST_NEXT, ST_CAP, ST_HASH = 0x00, 0x08, 0x10, 0x40
