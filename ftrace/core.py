@@ -17,16 +17,13 @@ from ftrace.arch_api import FtraceArch, FtraceCallTarget
 from ftrace.errors import FtraceError, FtracePatchError
 from ftrace.flags import FTRACE_NOCLEAR_FLAGS, FtraceOpsFlags as FL
 from ftrace.hash import ftrace_match_addr, match_records, split_mod_command
-from ftrace.ops import EMPTY_HASH, FL_USER, FtraceOps, check_func, check_u64
-from ftrace.records import DynFtrace, FtraceRecords
+from ftrace.ops import EMPTY_HASH, FL_USER, FtraceOps, check_ops, check_pattern, check_u64
+from ftrace.records import DynFtrace, FtraceRecords, ftrace_pages_and_groups
 from ftrace.update import (
     BUG_TYPE_OF_ACTION, IGNORE, MAKE_CALL, MAKE_NOP, FtraceBugType, FtraceUpdate,
     ftrace_get_addr_curr, ftrace_get_addr_new, ftrace_hash_rec_update, ftrace_test_record,
     check_ipmodify_filter, ftrace_update_record, hash_update_ipmodify,
 )
-
-ENTRIES_PER_PAGE = 4096 // 16  # PAGE_SIZE / sizeof(struct dyn_ftrace)
-MAX_PAGE_ORDER = 10
 
 
 class FtraceCommand(enum.IntFlag):
@@ -61,25 +58,6 @@ def ftrace_lock(method: _F) -> _F:
         finally:
             self._ftrace_lock_held = False
     return locked  # type: ignore[return-value]
-
-
-def check_ops(ops: Any) -> FtraceOps:
-    """TypeError unless ``ops`` is an FtraceOps with a valid callback and 64-bit flags."""
-    if not isinstance(ops, FtraceOps):
-        raise TypeError(f"expected an FtraceOps, not {type(ops).__name__}")
-    check_func(ops.func)
-    check_u64("ops.flags", int(ops.flags) if isinstance(ops.flags, enum.IntFlag) else ops.flags)
-    return ops
-
-
-def check_pattern(buf: Any) -> str | None:
-    """A filter pattern is a str (or None: no pattern). The in-kernel API takes a C string,
-    so a NUL ends it: "schedule\0junk" is "schedule", whatever comes after."""
-    if buf is None:
-        return None
-    if not isinstance(buf, str):
-        raise TypeError(f"a filter pattern must be a str, not {type(buf).__name__}")
-    return buf.partition("\0")[0]
 
 
 class Ftrace:
@@ -342,6 +320,7 @@ class Ftrace:
 
     # -- modules (the loader calls these as the kernel's load_module/free_module do) ---------
 
+    @ftrace_lock
     def ftrace_module_init(self, module: str, call_sites: Iterable[int]) -> None:
         """A module is COMING: add records for its sites, make each `call __fentry__` the NOP
         before its code runs, then enable the sites registered ops already trace (an ops with
@@ -362,6 +341,7 @@ class Ftrace:
         if update and self._ftrace_enabled:
             self._run_update_code(UPDATE_CALLS)
 
+    @ftrace_lock
     def ftrace_release_mod(self, module: str) -> None:
         """A module is GOING (its code will not run again): forget its records. Filters keep
         their size but the module's ips become 0 (clear_mod_from_hashes), so an ops filtered
@@ -523,14 +503,3 @@ class Ftrace:
         self.ftrace_disabled = True
         self._ftrace_enabled = 0
         self.ftrace_trace_function = self.arch.ftrace_stub
-
-
-def ftrace_pages_and_groups(count: int) -> tuple[int, int]:
-    """ftrace_allocate_pages: groups of 2^order pages, order = fls(pages needed) - 1."""
-    pages = groups = 0
-    while count > 0:
-        order = min((-(-count // ENTRIES_PER_PAGE)).bit_length() - 1, MAX_PAGE_ORDER)
-        pages += 1 << order
-        groups += 1
-        count -= ENTRIES_PER_PAGE << order
-    return pages, groups

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import errno
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,3 +98,22 @@ def ftrace_ops_get_func(ops: FtraceOps, assist_func: int) -> FtraceFuncT:
     if ops.flags & (FtraceOpsFlags.RECURSION | FtraceOpsFlags.RCU):
         return assist_func
     return ops.func
+
+
+def check_ops(ops: Any) -> FtraceOps:
+    """TypeError unless ``ops`` is an FtraceOps with a valid callback and 64-bit flags."""
+    if not isinstance(ops, FtraceOps):
+        raise TypeError(f"expected an FtraceOps, not {type(ops).__name__}")
+    check_func(ops.func)
+    check_u64("ops.flags", int(ops.flags) if isinstance(ops.flags, enum.IntFlag) else ops.flags)
+    return ops
+
+
+def check_pattern(buf: Any) -> str | None:
+    """A filter pattern is a str (or None: no pattern). The in-kernel API takes a C string,
+    so a NUL ends it: "schedule\0junk" is "schedule", whatever comes after."""
+    if buf is None:
+        return None
+    if not isinstance(buf, str):
+        raise TypeError(f"a filter pattern must be a str, not {type(buf).__name__}")
+    return buf.partition("\0")[0]

@@ -11,6 +11,9 @@ from ftrace.flags import FTRACE_FL_DISABLED, FTRACE_REF_MAX, MCOUNT_INSN_SIZE
 # kallsyms lookup: addr -> (name, offset, size), or None when no symbol covers addr.
 SymbolLookup = Callable[[int], "tuple[str, int, int] | None"]
 
+ENTRIES_PER_PAGE = 4096 // 16  # PAGE_SIZE / sizeof(struct dyn_ftrace)
+MAX_PAGE_ORDER = 10
+
 # ENDBR_INSN_SIZE: a site further than this into its symbol belongs to a discarded weak function.
 FTRACE_MCOUNT_MAX_OFFSET = 4
 
@@ -100,3 +103,14 @@ def valid_site(ip: int, lookup: SymbolLookup) -> bool:
     """A site is a function entry: its symbol offset is at most FTRACE_MCOUNT_MAX_OFFSET."""
     sym = lookup(ip)
     return sym is not None and sym[1] <= FTRACE_MCOUNT_MAX_OFFSET
+
+
+def ftrace_pages_and_groups(count: int) -> tuple[int, int]:
+    """ftrace_allocate_pages: groups of 2^order pages, order = fls(pages needed) - 1."""
+    pages = groups = 0
+    while count > 0:
+        order = min((-(-count // ENTRIES_PER_PAGE)).bit_length() - 1, MAX_PAGE_ORDER)
+        pages += 1 << order
+        groups += 1
+        count -= ENTRIES_PER_PAGE << order
+    return pages, groups

@@ -165,3 +165,14 @@ def test_ipmodify_without_save_regs_registers_as_livepatch_does(ft):
     ft.unregister_ftrace_function(b)
     ft.unregister_ftrace_function(a)
     assert not rec.flags & FTRACE_FL_IPMODIFY
+
+
+def test_module_hooks_take_ftrace_lock(ft, arch):
+    """ftrace_module_init and ftrace_release_mod run under ftrace_lock, as the kernel's: from
+    inside a callback they would deadlock, so they are EDEADLK there and change nothing."""
+    sites = len(ft.records)
+    arch.callback_depth = 1
+    assert errno_of(ft.ftrace_module_init, "mod", [0xFFFFFFFFC0000000]) == errno.EDEADLK
+    assert errno_of(ft.ftrace_release_mod, "mod") == errno.EDEADLK
+    arch.callback_depth = 0
+    assert len(ft.records) == sites

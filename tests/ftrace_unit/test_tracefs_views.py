@@ -6,7 +6,7 @@ from conftest import GUEST_CB, cb, cb2
 from ftrace import (
     FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_RECURSION, FTRACE_OPS_FL_SAVE_REGS, FtraceOps,
 )
-from ftrace.core import ftrace_pages_and_groups
+from ftrace.records import ftrace_pages_and_groups
 from ftrace.views import (
     available_filter_functions, available_filter_functions_addrs, enabled_functions,
     touched_functions,
