@@ -12,10 +12,13 @@ slow phase of the shared host hits both kernels alike), timed by this thread's C
 
 Each figure is the ratio -pg / without -pg: min / median / max of the pairs, the quartiles,
 and a 95% confidence interval for the median (order statistics, no assumption about the
-noise's shape). The instructions one call retires on each kernel are printed too (exact:
+noise's shape). The pairs are spread over several freshly booted pairs of machines
+(``--instances``): one machine's translation cache and host memory layout can make it run
+~10% faster or slower than its twin for its whole life, which interleaving cannot average
+out; the median of each instance is printed too. The instructions one call retires on each kernel are printed too (exact:
 deterministic mode counts them), which says what the sites add.
 
-Run: python tools/bench/bench_nop_sites.py [--pairs 60]
+Run: python tools/bench/bench_nop_sites.py [--pairs 60] [--instances 3]
 """
 from __future__ import annotations
 
@@ -88,21 +91,31 @@ def seconds_per_iteration(m: Machine) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=60)
-    n = ap.parse_args().pairs
-    pg, nopg = busy("kernel"), busy("kernel-nopg")
-    print(f"NOP sites vs the kernel without -pg: min / median / max of {n} interleaved pairs "
-          f"(CPU time; {len(pg.ftrace.records)} sites, all NOPs)")
-    insns = []
-    for m in (pg, nopg):
-        m.call("bench_fib", FIB_N)
-        insns.append(m.last_call_instructions)
-    calls = [lambda m=m: cpu_seconds(lambda: m.call("bench_fib", FIB_N)) for m in (pg, nopg)]
-    report(f"bench_fib({FIB_N}) through Machine.call, -pg / without", pairs(n, *calls))
+    ap.add_argument("--instances", type=int, default=3)
+    args = ap.parse_args()
+    n, k = args.pairs, max(args.instances, 1)
+    call_r, run_r, per_instance, insns, sites = [], [], [], [], 0
+    for _ in range(k):
+        pg, nopg = busy("kernel"), busy("kernel-nopg")
+        sites = len(pg.ftrace.records)
+        insns = []
+        for m in (pg, nopg):
+            m.call("bench_fib", FIB_N)
+            insns.append(m.last_call_instructions)
+        calls = [lambda m=m: cpu_seconds(lambda: m.call("bench_fib", FIB_N)) for m in (pg, nopg)]
+        these = pairs(max(n // k, 1), *calls)
+        per_instance.append(statistics.median(these))
+        call_r += these
+        run_r += pairs(max(n // k // 2, 3), lambda: seconds_per_iteration(pg),
+                       lambda: seconds_per_iteration(nopg))
+    print(f"NOP sites vs the kernel without -pg: min / median / max of {len(call_r)} interleaved "
+          f"pairs over {k} pairs of machines (CPU time; {sites} sites, all NOPs)")
+    report(f"bench_fib({FIB_N}) through Machine.call, -pg / without", call_r)
+    row("  median of each pair of machines", " ".join(f"{x:.3f}" for x in per_instance))
     extra = insns[0] - insns[1]
     row("  instructions a call retires, -pg / without", f"{insns[0]} / {insns[1]}",
         f"(+{extra}: {extra / insns[1]:.1%}, one NOP per traced call)")
-    report("busy guest under Machine.run, CPU s per iteration",
-           pairs(max(n // 2, 5), lambda: seconds_per_iteration(pg), lambda: seconds_per_iteration(nopg)))
+    report("busy guest under Machine.run, CPU s per iteration", run_r)
 
 
 if __name__ == "__main__":
