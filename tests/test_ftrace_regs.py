@@ -109,3 +109,17 @@ def test_a_kept_ftrace_regs_reads_what_it_read_and_refuses_writes(booted_snapsho
     with pytest.raises(AttributeError, match="ftrace_regs.ip: the frame is gone"):
         fregs.ip = 0
     assert repr(fregs).startswith("ftrace_regs(bp=0x")
+
+
+def test_ipmodify_works_where_the_machine_has_no_full_regs(kmod):
+    # Machine(ftrace_regs=False): no ftrace_regs_caller, SAVE_REGS refused (an arch without
+    # DYNAMIC_FTRACE_WITH_REGS, as arm64). IPMODIFY needs only ftrace_regs, so a live patch
+    # with the kernel's flags still applies there.
+    from emu import Machine
+    m = Machine(cpus=1, ftrace_regs=False)
+    m.boot()
+    m.insmod(kmod("klp-cmdline"))
+    m.run(ms=1100)
+    assert m.fs.read("/proc/cmdline") == "klp_cmdline: patched command line\n"
+    assert m.ftrace.enabled_functions.startswith(
+        "cmdline_proc_show (1)   I     M \ttramp: ftrace_trampoline+0x0/0xd8 [__builtin__ftrace] ")
