@@ -99,6 +99,23 @@ def test_ftrace_sees_the_patch_as_ipmodify_and_permanent(booted_snapshots, kmod)
     assert e.value.errno == errno.EBUSY and ft.ftrace_enabled == 1
 
 
+def test_a_patched_function_can_be_traced_and_stays_patched(booted_snapshots, kmod):
+    # With the function tracer on it too, the site calls the shared ftrace_caller and the
+    # list function: klp's handler sets the ip in ftrace_caller's ftrace_regs, which the
+    # kernel's ftrace_caller honours as its own trampoline does; the trace shows the call.
+    m = booted_snapshots(1)
+    m.insmod(kmod("klp-cmdline"))
+    m.run(ms=1100)
+    m.tracefs.write("set_ftrace_filter", "cmdline_proc_show")
+    m.tracefs.write("current_tracer", "function")
+    assert m.ftrace.enabled_functions.startswith("cmdline_proc_show (2)   I     M ")
+    assert m.fs.read("/proc/cmdline") == "klp_cmdline: patched command line\n"
+    assert [ln.split()[-2] for ln in m.tracefs.read("trace").splitlines()
+            if not ln.startswith("#")] == ["cmdline_proc_show"]
+    m.tracefs.write("current_tracer", "nop")
+    assert m.fs.read("/proc/cmdline") == "klp_cmdline: patched command line\n"
+
+
 def stalled(booted_snapshots, kmod, cpus: int = 2, nap_ms: int = 5000, debug: str = ""):
     """A machine where klp_sleeper's work sleeps in sleeper_nap while a patch of it loads
     (``debug``: a dynamic debug query to apply first)."""
