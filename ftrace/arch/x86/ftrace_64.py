@@ -1,7 +1,7 @@
 """The guest code of ftrace, generated at run time (the kernel's arch/x86/kernel/ftrace_64.S).
 
-Register contracts, as comments above each entry point in the kernel:
-Three frames, one per kind of caller (``Frame``):
+Register contracts, as comments above each entry point in the kernel. The callers build one
+of three frames (``Frame``):
 - ``Frame.NONE``, the private trampoline of an ops that neither asks for regs nor modifies
   the ip: saves only what a C callee may clobber of the traced function's entry state (the
   argument registers and rax) under the kernel's two frame-pointer frames, calls
