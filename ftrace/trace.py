@@ -20,7 +20,8 @@ from .arch.x86.trace_64 import (CLOCK_COUNTER, CLOCK_GLOBAL, CLOCK_LOCAL, CLOCK_
                                 CLOCK_UPTIME, TR_BUFFERS, TR_CLOCK, TR_CPUMASK, TR_NO_PIDS,
                                 TR_ON, TR_PIDS, function_trace_thunk)
 from .errors import FtraceError
-from .ring_buffer import BUF_PAGE_SIZE, RB_NEST, TRACE_BUF_SIZE_DEFAULT, RingBuffer, nr_pages_for
+from .ring_buffer import RB_NEST, RingBuffer
+from .ring_buffer_format import BUF_PAGE_SIZE, TRACE_BUF_SIZE_DEFAULT, nr_pages_for
 from .trace_output import (TraceEntry, TraceFormatter,
                            format_trace, merge_by_time)
 from .trace_marker import HostEvents

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from emu.pseudofs import Handle, TextFile, TextHandle, fs_error, wants_read, wants_write
 
 from .filter_file import RegexFile
-from .ring_buffer import PAGE_SIZE, header_event_format, header_page_format
+from .ring_buffer_format import PAGE_SIZE, header_event_format, header_page_format
 from .trace import CLOCK_IN_NS, TRACE_CLOCKS, TRACE_OPTIONS, tracer_options
 from .trace_output import merge_by_time
 

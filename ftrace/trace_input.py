@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import trace_dat
 from .event_format import EventFormat
-from .ring_buffer import RingBufferEvent, decode_page
+from .ring_buffer_format import RingBufferEvent, decode_page
 from .trace_dat import TraceDat
 from .trace_output import TraceEntry, merge_by_time
 

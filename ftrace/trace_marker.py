@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .arch.x86.func_stack_64 import FTRACE_KSTACK_ENTRIES, MAX_CALLERS
 from .errors import FtraceError
-from .ring_buffer import BUF_PAGE_SIZE
+from .ring_buffer_format import BUF_PAGE_SIZE
 from .trace_output import TRACE_PRINT, TRACE_RAW_DATA, TRACE_STACK, context_flags
 
 if TYPE_CHECKING:

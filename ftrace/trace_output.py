@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from .ring_buffer import RingBufferEvent
+from .ring_buffer_format import RingBufferEvent
 
 TRACE_FN, TRACE_STACK, TRACE_PRINT = 1, 4, 5
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import struct
 
-from ftrace.ring_buffer import (
-    BUF_PAGE_HDR_SIZE,
-    PAGE_SIZE,
-    encode_event,
-    header_event_format,
-    header_page_format,
-)
+from ftrace.ring_buffer_format import (BUF_PAGE_HDR_SIZE, PAGE_SIZE, encode_event,
+                                       header_event_format, header_page_format)
 from ftrace.trace_dat import TraceDat
 
 COMMON = (b"\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n"

@@ -12,7 +12,7 @@ import pytest
 
 from emu import Machine
 from ftrace import FTRACE_OPS_FL_SAVE_REGS, FtraceOps
-from ftrace.ring_buffer import decode_page
+from ftrace.ring_buffer_format import decode_page
 from ftrace.trace_output import parse_entry
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -6,8 +6,9 @@ import struct
 
 import pytest
 
-from ftrace.ring_buffer import (BUF_PAGE_SIZE, RB_MISSED_EVENTS, RB_MISSED_STORED,
-                                RINGBUF_TYPE_PADDING, decode_page, encode_event, event_length)
+from ftrace.ring_buffer_format import (BUF_PAGE_SIZE, RB_MISSED_EVENTS, RB_MISSED_STORED,
+                                       RINGBUF_TYPE_PADDING, decode_page, encode_event,
+                                       event_length)
 
 
 def page(stamp: int, body: bytes, flags: int = 0, tail: bytes = b"") -> bytes:

@@ -12,7 +12,7 @@ from test_function_graph import graph_run
 from test_tracers import golden_run
 
 from emu import Machine
-from ftrace.ring_buffer import decode_page
+from ftrace.ring_buffer_format import decode_page
 from ftrace.trace_output import (IRQS_OFF, TRACE_FN, TRACE_STACK, TraceEntry, TraceFormatter, format_trace,
                                  parse_entry)
 

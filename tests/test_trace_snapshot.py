@@ -11,7 +11,7 @@ import struct
 import pytest
 
 from emu import Machine
-from ftrace.ring_buffer import BUF_PAGE_SIZE, decode_page
+from ftrace.ring_buffer_format import BUF_PAGE_SIZE, decode_page
 from ftrace.trace_output import parse_entry
 
 FN = "trace_selftest_dynamic_test_func"

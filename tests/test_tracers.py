@@ -11,7 +11,7 @@ from capstone import CS_ARCH_X86, CS_GRP_CALL, CS_GRP_INT, CS_GRP_JUMP, CS_GRP_R
 
 from emu import Machine
 from emu import memlayout as L
-from ftrace.ring_buffer import BUF_PAGE_SIZE, decode_page
+from ftrace.ring_buffer_format import BUF_PAGE_SIZE, decode_page
 from ftrace.trace_output import TRACE_FN, parse_entry
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -12,7 +12,7 @@ import sys
 
 from emu import Machine
 from ftrace import trace_dat
-from ftrace.ring_buffer import PAGE_SIZE, decode_page
+from ftrace.ring_buffer_format import PAGE_SIZE, decode_page
 from ftrace.trace_input import Recording
 
 from .dump import write_chrome

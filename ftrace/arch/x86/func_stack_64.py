@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from emu import memlayout as L
 
-from ...ring_buffer import BUF_PAGE_SIZE, RB_DROPPED, RB_MAX_SMALL_DATA, RB_NEST
+from ...ring_buffer import RB_DROPPED, RB_NEST
+from ...ring_buffer_format import BUF_PAGE_SIZE, RB_MAX_SMALL_DATA
 from .asm import CodeBuilder
 from .trace_64 import COMMIT, begin_event, pid_gate, tracing_gate
 

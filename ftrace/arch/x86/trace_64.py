@@ -24,10 +24,11 @@ import struct
 
 from emu import memlayout as L
 
-from ...ring_buffer import (BUF_PAGE_SIZE, PGT_START, PGT_VA, RB_CPU_SIZE, RB_DROPPED, RB_ENTRIES,
-                            RB_HEAD_PAGE, RB_LOST, RB_NEST, RB_NR_PAGES, RB_OVERRUN, RB_OVERWRITE,
-                            RB_PAGES, RB_READ, RB_TAIL_PAGE, RB_WRITE_STAMP, RINGBUF_TYPE_PADDING,
-                            RINGBUF_TYPE_TIME_EXTEND, TS_DELTA_MAX)
+from ...ring_buffer import (PGT_START, PGT_VA, RB_CPU_SIZE, RB_DROPPED, RB_ENTRIES, RB_HEAD_PAGE,
+                            RB_LOST, RB_NEST, RB_NR_PAGES, RB_OVERRUN, RB_OVERWRITE, RB_PAGES,
+                            RB_READ, RB_TAIL_PAGE, RB_WRITE_STAMP)
+from ...ring_buffer_format import (BUF_PAGE_SIZE, RINGBUF_TYPE_PADDING, RINGBUF_TYPE_TIME_EXTEND,
+                                   TS_DELTA_MAX)
 from .asm import CodeBuilder, assemble
 
 TR_BUFFERS, TR_ON, TR_CLOCK, TR_CPUMASK = 0x00, 0x08, 0x0C, 0x10
