@@ -5,8 +5,9 @@ from __future__ import annotations
 import errno
 
 import pytest
+from vcpu_pause import pause_at
 
-from emu import BudgetExceeded, memlayout as L
+from emu import memlayout as L
 from ftrace import FTRACE_OPS_FL_IPMODIFY, FTRACE_OPS_FL_SAVE_REGS, FtraceError, FtraceOps
 from ftrace.arch.x86.asm import assemble
 from ftrace.arch.x86.ftrace_64 import OPS_NEXT
@@ -132,21 +133,11 @@ def test_list_function_paused_at_every_instruction_sees_an_old_or_new_hash(boote
     ft.register_ftrace_function(ops)
     for pc in range(start, start + size):
         ft.ftrace_set_filter_ips(ops, old, False, True)
-        paused = []
-
-        def pause(cpu, paused=paused):
-            if (not paused and cpu.index == 1 and cpu.regs.read(UC_X86_REG_R12) == kstat_inc
-                    and cpu.regs.read(UC_X86_REG_RBX) == copy_of(m, ops)):
-                paused.append(cpu)
-                cpu.request_stop()
-        hook = m.add_code_hook(pc, pause)
-        try:
-            m.run_until(lambda: bool(paused), 2)
-            assert paused[0].rip() == pc                 # CPU 1 stands right there
+        cpu = pause_at(m, pc, 2, lambda c: c.index == 1 and c.regs.read(UC_X86_REG_R12) == kstat_inc
+                       and c.regs.read(UC_X86_REG_RBX) == copy_of(m, ops))
+        if cpu is not None:                              # else it never got there this time
+            assert cpu.rip() == pc                       # CPU 1 stands right there
             stops += 1
-        except BudgetExceeded:
-            pass                                         # it never got there this time
-        hook.remove()
         del seen[:]
         poison_free_code_area(m, kstat_inc)
         ft.ftrace_set_filter_ips(ops, new, False, True)

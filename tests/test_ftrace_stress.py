@@ -10,8 +10,9 @@ import errno
 import random
 
 import pytest
+from vcpu_pause import pause_at
 
-from emu import BudgetExceeded, Machine
+from emu import Machine
 from ftrace import (FTRACE_OPS_FL_RCU, FTRACE_OPS_FL_RECURSION, FTRACE_OPS_FL_SAVE_REGS,
                     FtraceError, FtraceOps)
 from ftrace.arch.x86.asm import assemble
@@ -68,19 +69,7 @@ def pause_in_list_func(m, rng) -> None:
     so the next change happens while it stands there."""
     x86 = m.ftrace.x86
     start = x86.ftrace_ops_list_func
-    pc = rng.randrange(start, start + x86.symbols[start][1])
-    paused = []
-
-    def pause(cpu):
-        if not paused:
-            paused.append(cpu)
-            cpu.request_stop()
-    hook = m.add_code_hook(pc, pause)
-    try:
-        m.run_until(lambda: bool(paused), 2)
-    except BudgetExceeded:
-        pass
-    hook.remove()
+    pause_at(m, rng.randrange(start, start + x86.symbols[start][1]), 2)
 
 
 def scenario(seed: int) -> None:

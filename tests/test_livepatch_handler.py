@@ -6,8 +6,8 @@ bodies, on every call, for the whole run."""
 from __future__ import annotations
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
+from vcpu_pause import pause_at
 
-from emu import BudgetExceeded
 from emu import memlayout as L
 
 SYS = "/sys/kernel/livepatch/klp_spinner_patch"
@@ -45,26 +45,6 @@ class Consistency:
             h.remove()
 
 
-def pause_at(m, pc: int) -> bool:
-    """Run until a vCPU is about to execute ``pc`` (stopped right there); False if none
-    got there within 5 ms of guest time."""
-    paused = []
-
-    def stop(cpu):
-        if not paused:
-            paused.append(cpu)
-            cpu.request_stop()
-    hook = m.add_code_hook(pc, stop)
-    try:
-        m.run_until(lambda: bool(paused), 5)
-    except BudgetExceeded:
-        return False
-    finally:
-        hook.remove()
-    assert paused[0].rip() == pc
-    return True
-
-
 def test_a_vcpu_paused_anywhere_in_the_handler_never_runs_the_wrong_version(booted_snapshots, kmod):
     m = booted_snapshots(2)
     m.insmod(kmod("klp-spinner"))
@@ -82,8 +62,10 @@ def test_a_vcpu_paused_anywhere_in_the_handler_never_runs_the_wrong_version(boot
                                 ("klp_ftrace_handler_general", unpatching, "1")):
         for pc in instructions(m, name):
             m.restore(start)
-            if not pause_at(m, pc):
+            cpu = pause_at(m, pc, 5)
+            if cpu is None:
                 continue                        # not on this path (recursion, a nop ...)
+            assert cpu.rip() == pc
             stops[name] += 1
             m.fs.write(f"{SYS}/enabled", action)   # start unpatching, or reverse it
             m.run(ms=3)

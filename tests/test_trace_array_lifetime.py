@@ -3,9 +3,8 @@ each instruction that reads it while the host replaces it, with freed memory poi
 KASAN does, runs on without a fault."""
 from __future__ import annotations
 
-from emu import BudgetExceeded
-
 from test_ftrace_lifetime import poison_free_code_area
+from vcpu_pause import pause_at
 
 POISON = 0x6B6B6B6B6B6B6B6B        # the slab poison: a non-canonical address, any use faults
 
@@ -27,19 +26,8 @@ def test_set_ftrace_pid_replaced_twice_while_a_vcpu_reads_the_old_list(booted_sn
     stops = 0
     for pc in range(start, end):
         t.write("set_ftrace_pid", "0 1 2 3 4 5 6 7 8")
-        paused = []
-
-        def pause(cpu, paused=paused):
-            if not paused and cpu.index == 1 and cpu.regs.read(UC_X86_REG_R8) == tr.va:
-                paused.append(cpu)
-                cpu.request_stop()
-        hook = m.add_code_hook(pc, pause)
-        try:
-            m.run_until(lambda: bool(paused), 2)
-            stops += paused[0].rip() == pc
-        except BudgetExceeded:
-            pass
-        hook.remove()
+        cpu = pause_at(m, pc, 2, lambda c: c.index == 1 and c.regs.read(UC_X86_REG_R8) == tr.va)
+        stops += cpu is not None and cpu.rip() == pc
         t.write("set_ftrace_pid", "1")
         t.write("set_ftrace_pid", "2")
         poison_free_code_area(m, POISON)
