@@ -66,12 +66,10 @@ class Sysfs:
         elif op == L.SYSFS_ADD_FILE:
             if kobj not in self.dirs:
                 return -errno.ENOENT
-            name = self._cstr(self.m.read_u64(attr + L.ATTR_NAME))
-            mode = struct.unpack("<H", self.m.read(attr + L.ATTR_MODE, 2))[0] & 0o777
-            path = f"{self.dirs[kobj]}/{name}"
+            path = f"{self.dirs[kobj]}/{self._cstr(self.m.read_u64(attr + L.ATTR_NAME))}"
             if self.m.fs.exists(path):
                 return -errno.EEXIST
-            self._register_file(kobj, attr, path, mode)
+            self._register_file(kobj, attr, path)
         elif op == L.SYSFS_REMOVE_FILE:
             path = self.files.pop((kobj, attr), None)
             if path is not None:
@@ -94,7 +92,9 @@ class Sysfs:
         return "/sys/" + "/".join(reversed(names))
 
     # ---- the files -------------------------------------------------------------
-    def _register_file(self, kobj: int, attr: int, path: str, mode: int) -> None:
+    def _register_file(self, kobj: int, attr: int, path: str) -> None:
+        """The attribute's file, with the mode its struct attribute gives."""
+        mode = struct.unpack("<H", self.m.read(attr + L.ATTR_MODE, 2))[0] & 0o777
         key = (kobj, attr)
         self.files[key] = path
 
@@ -126,7 +126,7 @@ class Sysfs:
 
     # ---- snapshots -------------------------------------------------------------
     def snapshot_state(self) -> tuple:
-        return dict(self.dirs), {k: p for k, p in self.files.items()}
+        return dict(self.dirs), dict(self.files)
 
     def restore_state(self, st: tuple) -> None:
         """The files of the snapshot's kobjects, re-registered with their modes read again
@@ -140,5 +140,4 @@ class Sysfs:
             self.m.fs.register_dir(path)
             self.dirs[kobj] = path
         for (kobj, attr), path in files.items():
-            mode = struct.unpack("<H", self.m.read(attr + L.ATTR_MODE, 2))[0] & 0o777
-            self._register_file(kobj, attr, path, mode)
+            self._register_file(kobj, attr, path)
