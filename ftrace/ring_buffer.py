@@ -2,7 +2,7 @@
 buffer_data_page {u64 time_stamp; local_t commit; data[4080]} holding ring_buffer_event
 records {u32 type_len:5, time_delta:27; u32 array[]} with time deltas and TIME_EXTENDs.
 
-The pages live in guest memory and guest code writes them (ftrace/arch/x86/trace_64.py); this
+The pages live in guest memory and guest code writes them (ftrace/arch/x86/ring_buffer_64.py); this
 module is the host side: ``RingBuffer``, which allocates, resets, resizes and reads the
 per-CPU buffers a guest writer fills (the format itself, pure, is ring_buffer_format.py).
 

@@ -67,3 +67,10 @@ class CodeBuilder:
     def align(self, n: int = 16) -> None:
         while len(self.code) % n:
             self.code.append(0xCC)
+
+
+def subreg(name: str, bits: int) -> str:
+    """The 32- or 8-bit name of a 64-bit register (rcx -> ecx / cl, r8 -> r8d / r8b)."""
+    if name[1:].isdigit():
+        return name + ("d" if bits == 32 else "b")
+    return ("e" + name[1:]) if bits == 32 else name[1] + "l"

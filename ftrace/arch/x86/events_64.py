@@ -13,7 +13,8 @@ from emu import memlayout as L
 
 from ...ring_buffer import RB_DROPPED, RB_NEST
 from .asm import CodeBuilder
-from .trace_64 import COMMIT, begin_event, pid_in_array, tracing_gate
+from .ring_buffer_64 import COMMIT
+from .trace_64 import begin_event, pid_in_array, tracing_gate
 
 PRIO_NORMAL = 120       # the kernel's prio of a nice-0 task (the guest has no priorities)
 TR_EVENT_SOFT = 0x200   # in struct trace_array: u8 per event, EVENT_FILE_FL_SOFT_DISABLED

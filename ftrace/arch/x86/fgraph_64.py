@@ -24,9 +24,10 @@ from ...ring_buffer import RB_DROPPED, RB_NEST
 from .asm import CodeBuilder
 from .ftrace_64 import MCOUNT_FRAME_SIZE
 from .ptregs import PT_REGS_OFFSET
-from .trace_64 import (CLK_NO_TRACE, CLOCK_COUNTER, CLOCK_LOCAL, COMMIT, FAST_CLOCKS, TR_CLOCK, begin_event,
-                       clock_read, fast_begin, fast_gate, insns, pid_gate, tracing_gate,
-                       write_fast)
+from .ring_buffer_64 import COMMIT
+from .trace_64 import (CLK_NO_TRACE, CLOCK_COUNTER, CLOCK_LOCAL, FAST_CLOCKS, TR_CLOCK,
+                       begin_event, clock_read, fast_begin, fast_gate, insns, pid_gate,
+                       tracing_gate, write_fast)
 
 TRACE_GRAPH_RET, TRACE_GRAPH_ENT = 10, 11
 FTRACE_RETFUNC_DEPTH = 50

@@ -24,7 +24,8 @@ from emu import memlayout as L
 from ...ring_buffer import RB_DROPPED, RB_NEST
 from ...ring_buffer_format import BUF_PAGE_SIZE, RB_MAX_SMALL_DATA
 from .asm import CodeBuilder
-from .trace_64 import COMMIT, begin_event, pid_gate, tracing_gate
+from .ring_buffer_64 import COMMIT
+from .trace_64 import begin_event, pid_gate, tracing_gate
 
 TRACE_STACK = 4
 FTRACE_KSTACK_ENTRIES = 4096 // 4   # PAGE_SIZE / FTRACE_KSTACK_NESTING
