@@ -31,10 +31,11 @@ from .guestcall import enter_kernel_call, run_to_return
 from .guestmem import GuestMemory
 from .kernelview import KernelView
 from .module import Module, ModuleLoader
-from .paging import PageFault, PageWalker
+from .paging import PageWalker
 from .pseudofs import PseudoFS
 from .printk import LOGLEVEL_INFO, KernelLog
 from .snapshot import Snapshot
+from .symbols import Symbols
 from .sysfs import Sysfs
 from .ticker import MIN_SLICE_NS, SliceTicker
 
@@ -72,7 +73,7 @@ def _extensions() -> list:
 _EXTENSIONS: list | None = None
 
 
-class Machine(GuestMemory, CallbackContext):
+class Machine(GuestMemory, Symbols, CallbackContext):
     """An x86-64 PC with ``cpus`` vCPUs and ``memory_mb`` of RAM running the guest kernel.
 
     ``kernel`` is an ELF path (default: the bundled guest, built on first use). ``quantum``
@@ -212,53 +213,6 @@ class Machine(GuestMemory, CallbackContext):
     def trace_delivery(self, cpu: VCpu, vector: int) -> None:
         for fn in self.delivery_listeners:
             fn(cpu, vector)
-
-    # ---- symbols -----------------------------------------------------------
-    def symbol_address(self, name: str) -> int:
-        """Address of a kernel symbol; EmuError if there is none."""
-        try:
-            return self.image.symbol(name).addr
-        except KeyError:
-            raise EmuError(f"no kernel symbol named {name!r}") from None
-
-    def lookup(self, addr: int) -> str:
-        """``name+0xoff/0xsize``, as the kernel's %pS prints an address (code outside the
-        image is named by the symbol sources, e.g. ftrace's trampolines)."""
-        if self.image.containing(addr) is None:
-            for source in self.symbol_sources:
-                name = source(addr)
-                if name is not None:
-                    return name
-        return self.image.lookup(addr)
-
-    def add_symbol_source(self, fn: Callable[[int], str | None]) -> None:
-        """Let ``fn(addr)`` name addresses outside the kernel image in %pS format (code the
-        host generates, as kallsyms lists ftrace trampolines); None: not its address."""
-        self.symbol_sources.append(fn)
-
-    def backtrace(self, cpu: VCpu, rip: int, rbp: int, limit: int = 48) -> list[str]:
-        """Frame-pointer backtrace, innermost first, across exception and interrupt entries
-        (a ``<#PF>``-style marker line before each interrupted context)."""
-        return crash.Unwind(self, cpu, rip, rbp, limit).frames
-
-    def return_addresses(self, cpu: VCpu, rbp: int, limit: int = 64) -> list[int]:
-        """The return addresses of the frame-pointer chain starting at ``rbp``, innermost first."""
-        out: list[int] = []
-        cr3 = cpu.cr3()
-        for _ in range(limit):
-            if rbp == 0 or rbp & 7:
-                break
-            try:
-                nxt, ret = struct.unpack("<QQ", self.walker.read(cr3, rbp, 16))
-            except PageFault:
-                break
-            if ret == 0:
-                break
-            out.append(ret)
-            if nxt <= rbp:
-                break
-            rbp = nxt
-        return out
 
     # ---- devices -----------------------------------------------------------
     @property
