@@ -43,6 +43,25 @@ def test_snapshot_restore_continues_identically(tiny_kernel):
     assert (m.console, m.now, m.exit_code, counters(m)) == first
 
 
+def test_a_snapshot_is_a_private_copy_restorable_anywhere_of_its_shape(tiny_kernel):
+    def go_on(target: Machine) -> tuple:      # a host write, then guest writes
+        target.write(target.symbol_address("ticks"), (1000).to_bytes(8, "little"))
+        target.run(ms=50)
+        return bytes(target.ram), target.console, target.now, target.exit_code
+
+    m = Machine(kernel=tiny_kernel())
+    m.run(ms=2)
+    snap, at_snap = m.snapshot(), bytes(m.ram)
+    first = go_on(m)
+    other = Machine(kernel=tiny_kernel())
+    for target in (m, other, m):
+        target.restore(snap)
+        assert bytes(target.ram) == at_snap
+    assert go_on(m) == first
+    assert bytes(other.ram) == at_snap          # the two machines share no RAM
+    assert go_on(other) == first
+
+
 def test_guest_panic_names_cpu_rip_and_backtrace(tiny_kernel):
     m = Machine(kernel=tiny_kernel("BAD_OPCODE"))
     with pytest.raises(GuestPanic) as e:
