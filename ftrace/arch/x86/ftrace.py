@@ -393,20 +393,25 @@ class X86Ftrace:
         self.poker.text_poke_bp_batch(batch)            # both calls in one int3 round
 
     def ftrace_replace_code(self, plan) -> None:
-        """Verify every site first, then write them all as one int3 batch."""
-        batch = {}
+        """Verify every site first, then write them all as one int3 batch. Sites share pages,
+        so each page is translated once."""
+        batch, pas, page_pa = {}, {}, {}
         ram, text_pa = self.machine.ram, self.machine.text_pa
         for rec, _action, old, new in plan:
-            expected = site_insn(rec.ip, old)
+            ip = rec.ip
+            page = ip & ~0xFFF
             try:
-                pa = text_pa(rec.ip)
-                actual = bytes(ram[pa:pa + MCOUNT_INSN_SIZE])
+                if (base := page_pa.get(page)) is None:
+                    base = page_pa[page] = text_pa(page)
             except EmuError:
                 raise FtracePatchError(errno.EFAULT, "cannot read call site", rec) from None
-            if actual != expected:
-                raise FtracePatchError(errno.EINVAL, "call site mismatch", rec, actual, expected)
-            batch[rec.ip] = site_insn(rec.ip, new)
-        self.poker.text_poke_bp_batch(batch)
+            pa = base + (ip & 0xFFF)
+            expected = site_insn(ip, old)
+            if ram[pa:pa + MCOUNT_INSN_SIZE] != expected:
+                raise FtracePatchError(errno.EINVAL, "call site mismatch", rec,
+                                       bytes(ram[pa:pa + MCOUNT_INSN_SIZE]), expected)
+            batch[ip], pas[ip] = site_insn(ip, new), pa
+        self.poker.text_poke_bp_batch(batch, pas)
 
     def synchronize_rcu_tasks(self, budget_ms: float = 200) -> bool:
         """The rcu_tasks wait (rcu_tasks.py): True once no task can still be inside ftrace

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from emu import Machine
     from emu.cpu import VCpu
 
+INT3 = bytes([INT3_INSN_OPCODE])
 BATCH_FLUSH_ALL = 32      # above this many sites one full translation flush beats per-site removal
 
 
@@ -71,28 +72,29 @@ class TextPoker:
         """smp_text_poke_single: one site through the whole protocol."""
         self.text_poke_bp_batch({ip: insn})
 
-    def text_poke_bp_batch(self, batch: dict[int, bytes]) -> None:
-        """Apply every ``ip -> new bytes`` of ``batch`` with the three int3 steps."""
+    def text_poke_bp_batch(self, batch: dict[int, bytes], pa: dict[int, int] | None = None) -> None:
+        """Apply every ``ip -> new bytes`` of ``batch`` with the three int3 steps; ``pa`` gives
+        the sites' physical addresses where the caller has resolved them already."""
         if not batch:
             return
         self.batch = dict(batch)
-        pa = {ip: self.machine.text_pa(ip) for ip in batch}   # 5 bytes never cross a page
+        sites = [(pa[ip] if pa else self.machine.text_pa(ip), insn)   # 5 bytes never cross a page
+                 for ip, insn in batch.items()]
         try:
-            self._step(1, {pa[ip]: bytes([INT3_INSN_OPCODE]) for ip in batch}, 0, batch)
-            self._step(2, {pa[ip]: insn[1:] for ip, insn in batch.items()}, 1, batch)
-            self._step(3, {pa[ip]: insn[:1] for ip, insn in batch.items()
-                           if insn[0] != INT3_INSN_OPCODE}, 0, batch)
+            self._step(1, [(at, INT3) for at, _ in sites], batch)
+            self._step(2, [(at + 1, insn[1:]) for at, insn in sites], batch)
+            self._step(3, [(at, insn[:1]) for at, insn in sites if insn[0] != INT3_INSN_OPCODE],
+                       batch)
         finally:
             self.batch = {}
 
-    def _step(self, step: int, writes: dict[int, bytes], offset: int,
-              batch: dict[int, bytes]) -> None:
-        """Write ``writes`` (physical address of a site -> bytes at ``offset`` in it), drop
-        the translations of the sites, and let the other vCPUs run a little."""
+    def _step(self, step: int, writes: list[tuple[int, bytes]], batch: dict[int, bytes]) -> None:
+        """Write ``writes`` (physical address, bytes), drop the translations of the sites,
+        and let the other vCPUs run a little."""
         m = self.machine
         ram = m.ram
-        for pa, data in writes.items():
-            ram[pa + offset:pa + offset + len(data)] = data
+        for at, data in writes:
+            ram[at:at + len(data)] = data
         if len(batch) > BATCH_FLUSH_ALL:
             for c in m.cpus:
                 c.flush_tb()
