@@ -15,10 +15,12 @@ from ftrace.errors import FtraceError
 from ftrace.flags import (
     FTRACE_FL_DISABLED, FTRACE_FL_ENABLED, FTRACE_FL_IPMODIFY, FTRACE_FL_MODIFIED,
     FTRACE_FL_REGS, FTRACE_FL_REGS_EN,
-    FTRACE_FL_TOUCHED, FTRACE_FL_TRAMP, FTRACE_FL_TRAMP_EN, FTRACE_NOCLEAR_FLAGS,
+    FTRACE_FL_TOUCHED, FTRACE_FL_TRAMP, FTRACE_FL_TRAMP_EN, FTRACE_NOCLEAR_FLAGS, FTRACE_REF_MAX,
     FtraceOpsFlags,
 )
-from ftrace.ops import FtraceOps, ftrace_ops_test, ops_traced_ip_old, ops_traces_ip
+from ftrace.ops import (
+    FtraceOps, ftrace_ops_test, hash_contains_ip, ops_traced_ip_old, ops_traces_ip,
+)
 from ftrace.records import DynFtrace, FtraceRecords
 
 if TYPE_CHECKING:
@@ -77,7 +79,7 @@ def ftrace_check_record(rec: DynFtrace, enable: bool, update: bool) -> FtraceUpd
     f = rec.flags
     if f & FTRACE_FL_DISABLED and not f & FTRACE_FL_ENABLED:  # skip_record()
         return IGNORE
-    flag = FTRACE_FL_ENABLED if enable and rec.count else 0
+    flag = FTRACE_FL_ENABLED if enable and f & FTRACE_REF_MAX else 0
     if flag:
         if bool(f & FTRACE_FL_REGS) != bool(f & FTRACE_FL_REGS_EN):
             flag |= FTRACE_FL_REGS
@@ -89,16 +91,16 @@ def ftrace_check_record(rec: DynFtrace, enable: bool, update: bool) -> FtraceUpd
         flag ^= f & FTRACE_FL_ENABLED
         if update:
             f |= FTRACE_FL_ENABLED | FTRACE_FL_TOUCHED
-            for want, live in ((FTRACE_FL_REGS, FTRACE_FL_REGS_EN),
-                               (FTRACE_FL_TRAMP, FTRACE_FL_TRAMP_EN)):
-                if flag & want:
-                    f = f | live if f & want else f & ~live
+            if flag & FTRACE_FL_REGS:
+                f = f | FTRACE_FL_REGS_EN if f & FTRACE_FL_REGS else f & ~FTRACE_FL_REGS_EN
+            if flag & FTRACE_FL_TRAMP:
+                f = f | FTRACE_FL_TRAMP_EN if f & FTRACE_FL_TRAMP else f & ~FTRACE_FL_TRAMP_EN
             if f & FTRACE_FL_IPMODIFY:
                 f |= FTRACE_FL_MODIFIED
             rec.flags = f
         return MAKE_CALL if flag & FTRACE_FL_ENABLED else MODIFY_CALL
     if update:
-        if not rec.count:
+        if not f & FTRACE_REF_MAX:
             rec.flags = f & FTRACE_NOCLEAR_FLAGS
         else:
             rec.flags = f & ~(FTRACE_FL_ENABLED | FTRACE_FL_TRAMP_EN | FTRACE_FL_REGS_EN)
@@ -125,15 +127,17 @@ def ftrace_hash_rec_update(records: FtraceRecords, ops: FtraceOps, inc: bool,
     if not ops.flags & FtraceOpsFlags.ENABLED:
         return False
     update = False
+    save_regs = bool(ops.flags & FtraceOpsFlags.SAVE_REGS)    # IntFlag arithmetic is slow:
+    filter_hash, notrace_hash = ops.filter_hash, ops.notrace_hash   # once, not per record
     for rec in _candidates(records, ops):
         if rec.flags & FTRACE_FL_DISABLED and not rec.flags & FTRACE_FL_ENABLED:
             continue
-        if not ops_traces_ip(ops, rec.ip):
+        if not hash_contains_ip(rec.ip, filter_hash, notrace_hash):     # ops_traces_ip
             continue
         if inc:
-            _rec_inc(rec, ops)
+            _rec_inc(rec, ops, save_regs)
         else:
-            _rec_dec(rec, ops, ops_list)
+            _rec_dec(rec, ops, save_regs, ops_list)
         update |= ftrace_test_record(rec, True) != IGNORE
     return update
 
@@ -147,25 +151,26 @@ def _candidates(records: FtraceRecords | Sequence[DynFtrace], ops: FtraceOps):
     return [rec for rec in found if rec is not None and rec.ip in ops.filter_hash]
 
 
-def _rec_inc(rec: DynFtrace, ops: FtraceOps) -> None:
-    rec.flags += 1
-    if rec.count == 1 and ops.trampoline:
-        rec.flags |= FTRACE_FL_TRAMP
+def _rec_inc(rec: DynFtrace, ops: FtraceOps, save_regs: bool) -> None:
+    f = rec.flags + 1
+    if f & FTRACE_REF_MAX == 1 and ops.trampoline:
+        f |= FTRACE_FL_TRAMP
     else:
-        rec.flags &= ~FTRACE_FL_TRAMP  # shared sites go through ftrace_caller
-    if ops.flags & FtraceOpsFlags.SAVE_REGS:
-        rec.flags |= FTRACE_FL_REGS
+        f &= ~FTRACE_FL_TRAMP  # shared sites go through ftrace_caller
+    if save_regs:
+        f |= FTRACE_FL_REGS
+    rec.flags = f
 
 
-def _rec_dec(rec: DynFtrace, ops: FtraceOps, ops_list: Sequence[FtraceOps]) -> None:
-    if not rec.count:
+def _rec_dec(rec: DynFtrace, ops: FtraceOps, save_regs: bool, ops_list: Sequence[FtraceOps]) -> None:
+    if not rec.flags & FTRACE_REF_MAX:
         raise RuntimeError(f"ftrace: record {rec.ip:#x}: reference count underflow")
     rec.flags -= 1
-    if (rec.count and rec.flags & FTRACE_FL_REGS and ops.flags & FtraceOpsFlags.SAVE_REGS
+    if (rec.flags & FTRACE_REF_MAX and rec.flags & FTRACE_FL_REGS and save_regs
             and not any(o.flags & FtraceOpsFlags.SAVE_REGS and ftrace_ops_test(o, rec.ip, True)
                         for o in ops_list)):
         rec.flags &= ~FTRACE_FL_REGS
-    if rec.count == 1 and ftrace_find_tramp_ops_any_other(rec, ops, ops_list):
+    if rec.flags & FTRACE_REF_MAX == 1 and ftrace_find_tramp_ops_any_other(rec, ops, ops_list):
         rec.flags |= FTRACE_FL_TRAMP
     else:
         rec.flags &= ~FTRACE_FL_TRAMP
@@ -220,7 +225,10 @@ def ftrace_find_tramp_ops_any_other(rec: DynFtrace, exclude: FtraceOps,
 
 def ftrace_find_tramp_ops_new(rec: DynFtrace, ops_list: Sequence[FtraceOps]) -> FtraceOps | None:
     """The ops the record will call directly (its hash tracks the record's only reference)."""
-    return next((op for op in ops_list if ops_traces_ip(op, rec.ip)), None)
+    for op in ops_list:                  # per site of every update: a loop, not a generator
+        if hash_contains_ip(rec.ip, op.filter_hash, op.notrace_hash):       # ops_traces_ip
+            return op
+    return None
 
 
 def ftrace_find_tramp_ops_curr(rec: DynFtrace, ops_list: Sequence[FtraceOps],
