@@ -60,11 +60,19 @@ class GuestMemory:
 
     def invalidate_code(self, addr: int, n: int) -> None:
         """Make every vCPU retranslate code in [addr, addr+n) (host writes are not seen)."""
+        self.invalidate_code_ranges([(addr, n)])
+
+    def invalidate_code_ranges(self, ranges: list[tuple[int, int]]) -> None:
+        """invalidate_code for several ``(addr, n)`` ranges at once. Unicorn translates only
+        a range's start and drops the physical range from there, so each range must be
+        contiguous physically as well; a vCPU that must forget everything instead does so
+        once."""
         for c in self.cpus:
             if c.state == STOPPED or c.cpl() == 3:
                 c.flush_tb()              # remove_cache is ignored for kernel pages at CPL3
             else:
-                c.remove_cache(addr, addr + n)
+                for addr, n in ranges:
+                    c.remove_cache(addr, addr + n)
 
     def text_pa(self, va: int) -> int:
         """Physical address of kernel text or execmem at ``va`` (execmem is mapped by contract,

@@ -8,6 +8,7 @@ import pytest
 
 from emu import Machine
 from ftrace import FTRACE_OPS_FL_PERMANENT, FTRACE_OPS_FL_SAVE_REGS, FtraceError, FtraceOps
+from ftrace.arch.x86.text_poke import MAX_RUN, code_runs
 
 NOP5 = bytes.fromhex("0f1f440000")
 
@@ -53,6 +54,18 @@ def test_patching_every_site_while_four_vcpus_run_loses_and_invents_nothing(seed
     assert all(m.read(ip, 5) == NOP5 for ip in sites)
     assert int3_hits > 0                                  # vCPUs did meet half-patched sites
     assert "ALL TESTS PASSED" in m.console
+
+
+def test_a_batch_drops_translations_by_ranges_contiguous_virtually_and_physically():
+    k = 0xFFFFFFFF81000000            # (site ip, its physical address)
+    sites = [(k + 0x3010, 0x5000010), (k + 0x10, 0x1000010), (k + 0x2000, 0x1002000),
+             (k + 0x3000, 0x5000000), (k + 0x3000 + MAX_RUN, 0x5000000 + MAX_RUN),
+             (k + 0x40000, 0x1040000)]
+    assert code_runs(sites) == [
+        (k + 0x10, 0x1FF5),           # two pages apart virtually and physically: one range
+        (k + 0x3000, 0x15),           # the next page lies elsewhere physically: its own range
+        (k + 0x3000 + MAX_RUN, 5),    # in step, but MAX_RUN past its range's start
+        (k + 0x40000, 5)]             # in step with the first range only: ranges grow at the end
 
 
 def test_no_callback_after_unregister_even_with_a_vcpu_paused_in_the_trampoline(booted_snapshots):

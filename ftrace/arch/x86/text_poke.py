@@ -24,7 +24,24 @@ if TYPE_CHECKING:
     from emu.cpu import VCpu
 
 INT3 = bytes([INT3_INSN_OPCODE])
-BATCH_FLUSH_ALL = 32      # above this many sites one full translation flush beats per-site removal
+BATCH_FLUSH_ALL = 32      # above this many ranges one full translation flush beats removing them
+MAX_RUN = 0x10000         # sites this close share one removed range (the kernel's sites span 8 pages)
+
+
+def code_runs(sites: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(va, length)`` ranges that cover every site ``(ip, physical address)``: sites join a
+    range while they lie as far apart physically as virtually, within MAX_RUN, so dropping
+    the range drops them whether Unicorn reads it virtually or (as it does: it translates
+    the start only) physically. Removing the kernel's few text pages instead of every
+    translation keeps the rest (user code, trampolines) and costs a fraction of a flush."""
+    runs: list[list[int]] = []
+    for ip, pa in sorted(sites):
+        end = ip + MCOUNT_INSN_SIZE
+        if runs and ip - runs[-1][0] == pa - runs[-1][1] and end - runs[-1][0] <= MAX_RUN:
+            runs[-1][2] = end
+        else:
+            runs.append([ip, pa, end])
+    return [(start, end - start) for start, _, end in runs]
 
 
 class TextPokeHooks:
@@ -78,29 +95,30 @@ class TextPoker:
         if not batch:
             return
         self.batch = dict(batch)
-        sites = [(pa[ip] if pa else self.machine.text_pa(ip), insn)   # 5 bytes never cross a page
+        sites = [(ip, pa[ip] if pa else self.machine.text_pa(ip), insn)   # 5 bytes never cross a page
                  for ip, insn in batch.items()]
+        runs = code_runs([(ip, at) for ip, at, _ in sites])
         try:
-            self._step(1, [(at, INT3) for at, _ in sites], batch)
-            self._step(2, [(at + 1, insn[1:]) for at, insn in sites], batch)
-            self._step(3, [(at, insn[:1]) for at, insn in sites if insn[0] != INT3_INSN_OPCODE],
-                       batch)
+            self._step(1, [(at, INT3) for _, at, _ in sites], runs, batch)
+            self._step(2, [(at + 1, insn[1:]) for _, at, insn in sites], runs, batch)
+            self._step(3, [(at, insn[:1]) for _, at, insn in sites if insn[0] != INT3_INSN_OPCODE],
+                       runs, batch)
         finally:
             self.batch = {}
 
-    def _step(self, step: int, writes: list[tuple[int, bytes]], batch: dict[int, bytes]) -> None:
-        """Write ``writes`` (physical address, bytes), drop the translations of the sites,
-        and let the other vCPUs run a little."""
+    def _step(self, step: int, writes: list[tuple[int, bytes]], runs: list[tuple[int, int]],
+              batch: dict[int, bytes]) -> None:
+        """Write ``writes`` (physical address, bytes), drop the translations of the sites
+        (``runs``: the ranges that cover them), and let the other vCPUs run a little."""
         m = self.machine
         ram = m.ram
         for at, data in writes:
             ram[at:at + len(data)] = data
-        if len(batch) > BATCH_FLUSH_ALL:
+        if len(runs) > BATCH_FLUSH_ALL:
             for c in m.cpus:
                 c.flush_tb()
         else:
-            for ip in batch:
-                m.invalidate_code(ip, MCOUNT_INSN_SIZE)
+            m.invalidate_code_ranges(runs)
         if self.hooks.hooks["step"]:
             self.hooks.fire("step", step, dict(batch))
         m.sync_cores()
