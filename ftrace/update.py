@@ -138,7 +138,8 @@ def ftrace_hash_rec_update(records: FtraceRecords, ops: FtraceOps, inc: bool,
             _rec_inc(rec, ops, save_regs)
         else:
             _rec_dec(rec, ops, save_regs, ops_list)
-        update |= ftrace_test_record(rec, True) != IGNORE
+        if not update:                   # one site needing it is enough (the test changes nothing)
+            update = ftrace_test_record(rec, True) != IGNORE
     return update
 
 
