@@ -9,7 +9,7 @@ from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVAL
                      UC_HOOK_INTR, UC_MODE_64, UC_PROT_ALL, Uc)
 from unicorn.x86_const import (UC_X86_INS_IN, UC_X86_INS_SYSCALL,
                                UC_X86_REG_CR3, UC_X86_REG_EFLAGS,
-                               UC_X86_REG_RIP, UC_X86_REG_RSP)
+                               UC_X86_REG_RSP)
 
 from . import memlayout as L
 from . import blockcount, crash, hypercall, kick, trap, ucx
@@ -68,10 +68,14 @@ class VCpu(SliceRunning):
         self._syscall_msrs: tuple[int, int, int] | None = None
         self.hook_error: BaseException | None = None
         self.hflags = ucx.hflags_cell(self.uc)
+        env = ctypes.addressof(self.hflags) - (ucx.CTX_HFLAGS - ucx.CTX_HDR)
+        # RIP and the system flags (IF) read in place, as hflags: no engine call
+        self._env_rip = ctypes.c_uint64.from_address(env + ucx.CTX_RIP - ucx.CTX_HDR)
+        self._env_eflags = ctypes.c_uint64.from_address(env + ucx.CTX_EFLAGS - ucx.CTX_HDR)
+        self.native_trap = trap.attach_native(self, env)     # None: trap.py's Python path
         self._io_fault_ctx = None
         self._pvclock_start = ctypes.c_uint64()     # the guest's, once attach_pvclock found it
         if self.blocks is not None:       # rdtsc answered in C (VCpu.now where it cannot)
-            env = ctypes.addressof(self.hflags) - (ucx.CTX_HFLAGS - ucx.CTX_HDR)
             self._keep = [self.blocks.hook_rdtsc(self.uc, env, L.NS_PER_INSN, self._rdtsc_miss)]
         else:
             self._keep = [ucx.add_rdtsc_hook(self.uc, self.now)]
@@ -262,7 +266,11 @@ class VCpu(SliceRunning):
         return self.regs.read(UC_X86_REG_CR3)
 
     def rip(self) -> int:
-        return self.regs.read(UC_X86_REG_RIP)
+        return self._env_rip.value
+
+    def interrupts_enabled(self) -> bool:
+        """RFLAGS.IF (a system flag: kept whole in env->eflags, unlike the arithmetic ones)."""
+        return bool(self._env_eflags.value & RFLAGS_IF)
 
     def load_cs_ss(self, buf, cs_sel: int, ss_sel: int, cpl: int) -> None:
         """Load CS and SS with their hidden state and set CPL, in a saved context buffer.
@@ -338,7 +346,7 @@ class VCpu(SliceRunning):
             apic.nmi_pending = False
             trap.deliver(self, T_NMI)
             self.state = RUNNING
-        if apic.irr and self.state in (RUNNING, HALTED) and self.rflags() & RFLAGS_IF:
+        if apic.irr and self.state in (RUNNING, HALTED) and self.interrupts_enabled():
             vector = max(apic.irr)
             apic.irr.discard(vector)
             trap.deliver(self, vector)

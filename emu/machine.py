@@ -196,7 +196,10 @@ class Machine(GuestMemory, Symbols, CallbackContext):
         self.interrupt_holds.append((start, end))
 
     def holds_interrupts(self, rip: int) -> bool:
-        return any(start <= rip < end for start, end in self.interrupt_holds)
+        for start, end in self.interrupt_holds:       # a loop: this runs at every tick
+            if start <= rip < end:
+                return True
+        return False
 
     def sync_cores(self, burst: int = 64) -> None:
         """Serialize every other vCPU, as the kernel's sync_core IPI does; since vCPUs really
