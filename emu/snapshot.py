@@ -1,8 +1,9 @@
 """Snapshots of a whole machine: the shared RAM buffer, every CPU's context and the devices.
 
-RAM is kept as a `RamImage` (ramimage.py) and the machine's RAM is mapped onto it
-copy-on-write, right when it is taken and at each restore: a restore then costs in
-proportion to the pages the guest touched since, not to the RAM size."""
+RAM is kept as a `RamImage` (ramimage.py) that a restore maps the machine's RAM onto
+copy-on-write: it costs in proportion to the pages the guest touched since the last
+restore, not to the RAM size. Taking a snapshot only copies RAM out, so a snapshot thrown
+away is freed then, not inside the next restore."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -32,17 +33,14 @@ def shape(m: "Machine") -> tuple:
 
 
 def take(m: "Machine") -> Snapshot:
-    """Capture RAM, every CPU and the devices. The machine's RAM goes on as a copy-on-write
-    mapping of the snapshot's (same contents), so the next restore is cheap too."""
+    """Capture RAM, every CPU and the devices."""
     cpus = [(c.uc.context_save(), c.state, c.apic.state(), c.startup_pending, c.instructions,
              c.clock_ns) for c in m.cpus]
     dev = {"serial": m.serial.state(), "execmem": m.execmem.state(),
            "exit": m.exit_code, "nmi": m._next_nmi,
            "rng": m._rng.getstate() if m._rng else None,
            "participants": [p.snapshot_state() for p in m.snapshot_participants]}
-    ram = RamImage(m.ram)
-    ram.map_over(m.ram_ptr)
-    return Snapshot(ram, cpus, m.now, dev, shape(m))
+    return Snapshot(RamImage(m.ram), cpus, m.now, dev, shape(m))
 
 
 def restore(m: "Machine", snap: Snapshot) -> None:
