@@ -36,7 +36,8 @@ from emu import Machine, blockcount, kick
 from emu.paging import ADDR_MASK
 
 FIB_N = 24                  # about 1.5M instructions a call: the per-call setup is noise
-RUN_MS = 20                 # Machine.run samples (virtual ms), the raw peer the same host time
+RUN_MS = 60                 # Machine.run samples (virtual ms); the raw peers then run for the
+                            # CPU time that sample took (equal exposure to the host's noise)
 FREE_MS = 100               # free-running samples: wall-clock virtual time, a loaded host gives
                             # the process only part of it, so longer samples (whole iterations)
 QUANTUM = 200_000
@@ -132,12 +133,13 @@ def busy_machine(deterministic: bool) -> Machine:
     return m
 
 
-def machine_rate(m: Machine, ms: float) -> float:
-    """bench_fib iterations the busy guest finishes per CPU second of ``m.run(ms)``."""
+def machine_rate(m: Machine, ms: float) -> tuple[float, float]:
+    """bench_fib iterations the busy guest finishes per CPU second of ``m.run(ms)``, and
+    those CPU seconds."""
     addr = m.symbol_address("bench_iterations")
     before = m.read_u64(addr)
     t = cpu_clock(lambda: m.run(ms=ms))
-    return (m.read_u64(addr) - before) / t
+    return (m.read_u64(addr) - before) / t, t
 
 
 def main() -> None:
@@ -165,10 +167,11 @@ def main() -> None:
         empty_t.append(cpu_clock(empty.call))
         floor_t.append(cpu_clock(floor.call))
         call_t.append(cpu_clock(lambda: det.call("bench_fib", FIB_N)))
-        raw_rate.append(nx.run_for(RUN_MS / 1e3))
-        unchecked_rate.append(unchecked.run_for(RUN_MS / 1e3))
-        det_rate.append(machine_rate(det, RUN_MS))
-        free_rate.append(machine_rate(free, FREE_MS))
+        rate, took = machine_rate(det, RUN_MS)
+        det_rate.append(rate)
+        raw_rate.append(nx.run_for(took))
+        unchecked_rate.append(unchecked.run_for(took))
+        free_rate.append(machine_rate(free, FREE_MS)[0])
 
     def ratio(a: list[float], b: list[float]) -> list[float]:
         return [x / y for x, y in zip(a, b)]
