@@ -86,7 +86,10 @@ class VCpu(SliceRunning):
         uc = self.uc
         uc.hook_add(UC_HOOK_INTR, self._on_intr)
         uc.hook_add(UC_HOOK_INSN_INVALID, self._on_invalid)
-        uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, UC_X86_INS_SYSCALL)
+        if self.native_trap is not None:
+            self._keep.append(self.native_trap.hook_syscall(uc, self._syscall_from_c))
+        else:
+            uc.hook_add(UC_HOOK_INSN, self._on_syscall, None, 1, 0, UC_X86_INS_SYSCALL)
         self._keep.append(hypercall.add_out_hook(self))
         uc.hook_add(UC_HOOK_INSN, self._on_in, None, 1, 0, UC_X86_INS_IN)
         uc.mmio_map(L.LAPIC_PA, 0x1000, lambda u, off, size, ud: self.apic.mmio_read(off), None,
@@ -163,7 +166,18 @@ class VCpu(SliceRunning):
             self._hook_failed(e)
         return True
 
+    def _syscall_from_c(self) -> None:
+        """The native SYSCALL hook's way back (an exception cannot cross into C); hands C the
+        MSRs once read, for the syscalls after this one."""
+        try:
+            self._on_syscall(self.uc, None)
+        except BaseException as e:  # noqa: BLE001 - re-raised by after_emu_start
+            self._hook_failed(e)
+        if self._syscall_msrs is not None:
+            self.native_trap.syscall_msrs(*self._syscall_msrs)
+
     def _on_syscall(self, uc: Uc, _ud) -> None:
+        """SYSCALL, which Unicorn leaves to a hook (native_trap's in C, where it is built)."""
         if self._io_fault_ctx is not None:     # the rest of a refused in/out's block
             return
         if self._syscall_msrs is None:
@@ -227,6 +241,8 @@ class VCpu(SliceRunning):
         CPU is given page tables that map nothing: its next memory access faults, and that
         fault, like every hook until the run ends, is ignored (``_io_fault_ctx`` is set)."""
         self._io_fault_ctx = self.uc.context_save()
+        if self.native_trap is not None:
+            self.native_trap.hooks_off(True)
         self._stop_requested = True
         if not self.checked:
             self.regs.write(UC_X86_REG_CR3, self.machine.no_pages_pa)
@@ -240,6 +256,8 @@ class VCpu(SliceRunning):
         and re-raising what a raw hook raised."""
         ctx, self._io_fault_ctx = self._io_fault_ctx, None
         if ctx is not None:
+            if self.native_trap is not None:
+                self.native_trap.hooks_off(False)
             self.uc.context_restore(ctx)
             self.regs.write(UC_X86_REG_CR3, self.cr3())     # flushes the TLB
             if self.blocks is not None:    # the refused in/out did not retire

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unicorn.unicorn_py3.unicorn import uclib
-from unicorn.x86_const import UC_X86_REG_CR3, UC_X86_REG_EFLAGS
+from unicorn.x86_const import UC_X86_INS_SYSCALL, UC_X86_REG_CR3, UC_X86_REG_EFLAGS
 
 from . import memlayout as L
 from . import ucx
@@ -135,7 +135,13 @@ class _TrapCpu(ctypes.Structure):
                 ("old_exc", ctypes.c_int64), ("uc", ctypes.c_void_p), ("reg_read", ctypes.c_void_p),
                 ("eflags_reg", ctypes.c_int64), ("boot_gdt_pa", ctypes.c_uint64),
                 ("errcode_vectors", ctypes.c_uint64), ("delivered", ctypes.c_uint64),
-                ("slow", ctypes.c_uint64)]
+                ("slow", ctypes.c_uint64), ("star", ctypes.c_uint64), ("lstar", ctypes.c_uint64),
+                ("fmask", ctypes.c_uint64), ("msr_valid", ctypes.c_uint32),
+                ("hooks_off", ctypes.c_uint32), ("syscall_host", ctypes.c_void_p),
+                ("syscalls", ctypes.c_uint64)]
+
+
+HOST_FN = ctypes.CFUNCTYPE(None)
 
 
 _lib: ctypes.CDLL | None = None
@@ -160,7 +166,8 @@ def native_available() -> bool:
 
 
 class NativeDelivery:
-    """deliver.c bound to one vCPU's engine and the machine's RAM."""
+    """deliver.c bound to one vCPU's engine and the machine's RAM: interrupt and exception
+    delivery, and the SYSCALL hook."""
 
     def __init__(self, cpu: "VCpu", env: int) -> None:
         assert _lib is not None, "call native_available() first"
@@ -175,6 +182,25 @@ class NativeDelivery:
     def deliver(self, vector: int, error: int, soft: bool) -> bool:
         """Deliver in C; False if C left it to the Python path (nothing changed then)."""
         return self._fn(self._addr, vector, error, soft) == 0
+
+    def hook_syscall(self, uc, host) -> object:
+        """Make deliver.c's ``ftemu_syscall`` the SYSCALL hook; ``host()`` does a syscall the
+        Python way where C does not (the first, which reads the MSRs, and any whose GDT entry
+        C cannot read) and must call ``syscall_msrs``. Returns what must stay alive."""
+        cb = HOST_FN(host)
+        self.t.syscall_host = ctypes.cast(cb, ctypes.c_void_p).value
+        assert _lib is not None
+        ucx.add_insn_hook(uc, ctypes.cast(_lib.ftemu_syscall, ctypes.c_void_p), UC_X86_INS_SYSCALL,
+                          self._addr)
+        return cb
+
+    def syscall_msrs(self, star: int, lstar: int, fmask: int) -> None:
+        """The SYSCALL MSRs, as the host read them at the first syscall."""
+        self.t.star, self.t.lstar, self.t.fmask, self.t.msr_valid = star, lstar, fmask, 1
+
+    def hooks_off(self, off: bool) -> None:
+        """Ignore the instruction hooks C answers (the rest of a refused in/out's block)."""
+        self.t.hooks_off = off
 
 
 def attach_native(cpu: "VCpu", env: int) -> NativeDelivery | None:

@@ -1,4 +1,5 @@
-/* ftemu's interrupt and exception delivery in C: emu/trap.py's common case without Python.
+/* ftemu's interrupt and exception delivery in C: emu/trap.py's common case without Python,
+ * and the SYSCALL instruction (which Unicorn leaves to a hook) likewise.
  *
  * Unicorn never vectors through the IDT; emu/trap.py does what a 64-bit CPU does, through
  * context copies and Python page walks (about 11 us: a tenth of a busy guest's 1 ms tick).
@@ -23,6 +24,7 @@
 #include <string.h>
 
 typedef int (*uc_reg_read_fn)(void *uc, int regid, void *value);
+typedef void (*host_fn)(void);
 
 enum { FTEMU_DELIVERED = 0, FTEMU_SLOW = 1 };
 
@@ -30,6 +32,7 @@ enum { FTEMU_DELIVERED = 0, FTEMU_SLOW = 1 };
 #define ENV_REGS        0
 #define ENV_RIP         128
 #define ENV_EFLAGS      136
+#define ENV_DF          172             /* int32: 1 or -1 */
 #define ENV_HFLAGS      176
 #define ENV_SEGS        184             /* SegmentCache[6]: u32 sel, pad, u64 base, u32 limit, u32 flags */
 #define ENV_TR_BASE     360
@@ -40,13 +43,16 @@ enum { FTEMU_DELIVERED = 0, FTEMU_SLOW = 1 };
 #define SEG_SIZE        24
 #define R_CS 1
 #define R_SS 2
+#define REG_RCX 1
 #define REG_RSP 4
+#define REG_R11 11
 
 #define PTE_P   1ull
 #define PTE_PS  0x80ull
 #define ADDR_MASK 0x000FFFFFFFFFF000ull
 #define RFLAGS_TF (1u << 8)
 #define RFLAGS_IF (1u << 9)
+#define RFLAGS_DF (1u << 10)
 #define RFLAGS_NT (1u << 14)
 #define RFLAGS_RF (1u << 16)
 #define RFLAGS_VM (1u << 17)
@@ -66,6 +72,14 @@ struct trap_cpu {
 	uint64_t errcode_vectors;       /* bit v: vector v pushes an error code */
 	uint64_t delivered;     /* vectors delivered here */
 	uint64_t slow;          /* left to the host */
+	/* SYSCALL: the MSRs as the host first read them (msr_valid), the host's own path for
+	 * everything else (the first syscall, an unreadable GDT), and hooks_off: the rest of a
+	 * refused in/out's block is running, whose hooks are ignored (emu/cpu.py _io_fault). */
+	uint64_t star, lstar, fmask;
+	uint32_t msr_valid;
+	uint32_t hooks_off;
+	host_fn syscall_host;
+	uint64_t syscalls;      /* done here */
 };
 
 #define U64(p) (*(uint64_t *)(p))
@@ -160,6 +174,11 @@ static int descriptor_flags(const struct trap_cpu *t, uint64_t cr3, uint32_t sel
 	return 1;
 }
 
+static void load_flat_segment(uint8_t *seg, uint32_t sel, uint32_t flags)
+{
+	U32(seg) = sel; U32(seg + 4) = 0; U64(seg + 8) = 0; U32(seg + 16) = 0xFFFFFFFF; U32(seg + 20) = flags;
+}
+
 /* Deliver `vector` (with `error` if >= 0 and the vector pushes one; `soft`: an int n, whose
  * gate DPL is checked against the CPL). FTEMU_SLOW: nothing changed, the host must do it. */
 int ftemu_deliver(struct trap_cpu *t, uint32_t vector, int64_t error, uint32_t soft)
@@ -216,7 +235,7 @@ int ftemu_deliver(struct trap_cpu *t, uint32_t vector, int64_t error, uint32_t s
 	U64(env + ENV_EFLAGS) &= ~clear;
 	if (new_cpl != cpl) {
 		uint8_t *cs = env + ENV_SEGS + SEG_SIZE * R_CS, *ss = env + ENV_SEGS + SEG_SIZE * R_SS;
-		U32(cs) = sel; U32(cs + 4) = 0; U64(cs + 8) = 0; U32(cs + 16) = 0xFFFFFFFF; U32(cs + 20) = cs_flags;
+		load_flat_segment(cs, sel, cs_flags);
 		U32(ss) = 0; U32(ss + 4) = 0; U64(ss + 8) = 0; U32(ss + 16) = 0;
 		U32(ss + 20) = new_cpl << DESC_DPL_SHIFT;
 		U32(env + ENV_HFLAGS) = (U32(env + ENV_HFLAGS) & ~3u) | new_cpl;
@@ -227,4 +246,33 @@ int ftemu_deliver(struct trap_cpu *t, uint32_t vector, int64_t error, uint32_t s
 slow:
 	t->slow++;
 	return FTEMU_SLOW;
+}
+
+/* The UC_HOOK_INSN(SYSCALL) callback: what VCpu._on_syscall does, on the live CPU state.
+ * RCX = the next RIP, R11 = RFLAGS, RFLAGS &= ~FMASK, CS/SS from STAR[47:32] at CPL 0, RIP =
+ * LSTAR (less the 2 Unicorn adds after this hook). */
+void ftemu_syscall(void *uc, struct trap_cpu *t)
+{
+	uint8_t *env = t->env;
+	uint64_t rflags = 0, *regs = (uint64_t *)(env + ENV_REGS), cr3 = U64(env + ENV_CR3);
+	uint32_t ksel = (uint32_t)(t->star >> 32) & 0xFFFF, cs_flags, ss_flags;
+
+	(void)uc;
+	if (t->hooks_off)
+		return;
+	if (!t->msr_valid || t->reg_read(t->uc, (int)t->eflags_reg, &rflags) != 0
+	    || !descriptor_flags(t, cr3, ksel, &cs_flags) || !descriptor_flags(t, cr3, ksel + 8, &ss_flags)) {
+		t->syscall_host();
+		return;
+	}
+	regs[REG_RCX] = U64(env + ENV_RIP) + 2;
+	regs[REG_R11] = rflags;
+	U64(env + ENV_EFLAGS) &= ~t->fmask;
+	if (t->fmask & RFLAGS_DF)
+		*(int32_t *)(env + ENV_DF) = 1;
+	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_CS, ksel, cs_flags);
+	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_SS, ksel + 8, ss_flags);
+	U32(env + ENV_HFLAGS) &= ~3u;
+	U64(env + ENV_RIP) = t->lstar - 2;
+	t->syscalls++;
 }

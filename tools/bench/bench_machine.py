@@ -11,6 +11,9 @@
   with ftemu's native block counter alone; and raw Unicorn translating without its exit check
   after every load and store (emu/kick.py), as ftemu does wherever no stop must land inside a
   block, alone (free-running's peer) and with the do-nothing block hook (deterministic's);
+- a user task calling getpid(2) in a loop (the guest's call_getpid): syscalls per CPU second
+  with the kernel entered in C (emu/native/deliver.c) and with trap.py's Python path (the
+  peer a home-made Unicorn script would have: a Python SYSCALL hook);
 - boot to ready; snapshot, and restore at 64 MiB followed by the first 1 ms of guest time
   (which pays for retranslating the code the restore dropped).
 
@@ -32,7 +35,7 @@ from common import min_med_max, row, verdict
 from unicorn import UC_ARCH_X86, UC_MODE_64, UC_PROT_ALL, Uc
 from unicorn.x86_const import UC_X86_REG_RDI, UC_X86_REG_RIP, UC_X86_REG_RSP
 
-from emu import Machine, blockcount, kick
+from emu import Machine, blockcount, kick, trap
 from emu.paging import ADDR_MASK
 
 FIB_N = 24                  # about 1.5M instructions a call: the per-call setup is noise
@@ -142,6 +145,28 @@ def machine_rate(m: Machine, ms: float) -> tuple[float, float]:
     return (m.read_u64(addr) - before) / t, t
 
 
+def syscall_machine(native: bool) -> Machine:
+    """One vCPU running call_getpid, entering the kernel in C or (``native=False``) in Python."""
+    real = trap.native_available
+    if not native:
+        trap.native_available = lambda: False          # this machine's vCPUs only
+    try:
+        m = Machine(cpus=1)
+    finally:
+        trap.native_available = real
+    m.boot()
+    m.call("user_spawn", m.symbol_address("uprog_call_getpid_name"))
+    m.run(ms=5)
+    return m
+
+
+def syscall_rate(m: Machine, ms: float) -> float:
+    """getpid calls per CPU second of ``m.run(ms)`` (from the kernel's per-CPU counters)."""
+    before = m.stats()["total"]["syscalls"]
+    t = cpu_clock(lambda: m.run(ms=ms))
+    return (m.stats()["total"]["syscalls"] - before) / t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=15)
@@ -195,6 +220,14 @@ def main() -> None:
     goal_row("  Machine.run busy guest, free-running / raw", ratio(free_rate, raw_rate), 0.95)
     row("  free-running / raw without exit checks", min_med_max(ratio(free_rate, unchecked_rate)))
     row("  free-running / deterministic (same guest)", min_med_max(ratio(free_rate, det_rate)))
+
+    in_c, in_py = syscall_machine(True), syscall_machine(False)
+    c_rate, py_rate = [], []
+    for _ in range(n):
+        c_rate.append(syscall_rate(in_c, 20))
+        py_rate.append(syscall_rate(in_py, 20))
+    row("user getpid(2) loop, kernel entered in C (syscalls/s)", min_med_max(c_rate, "{:.0f}"))
+    row("  in C / in Python (trap.py, a Python SYSCALL hook)", min_med_max(ratio(c_rate, py_rate)))
 
     if args.speed_only:
         return

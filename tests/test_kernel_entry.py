@@ -1,0 +1,195 @@
+"""Interrupts, exceptions and system calls enter the guest kernel as a 64-bit CPU does it.
+
+Unicorn does neither IDT delivery nor SYSCALL: the host does, in C (emu/native/deliver.c)
+where it can and in Python (emu/trap.py, VCpu._on_syscall: the reference) where C meets
+anything unusual. Each case here enters the kernel twice from the same CPU state, once each
+way, and the CPU state and every byte of RAM must come out the same; the counters say which
+path did the work. A whole run then gives the same machine either way."""
+from __future__ import annotations
+
+import ctypes
+import struct
+
+import pytest
+
+from unicorn.x86_const import UC_X86_REG_R11, UC_X86_REG_RCX
+
+from emu import Machine
+from emu import memlayout as L
+from emu import trap, ucx
+from emu.cpu import MSR_FMASK, MSR_LSTAR, MSR_STAR
+
+pytestmark = pytest.mark.skipif(not trap.native_available(), reason="native delivery unavailable")
+
+PAGE_EDGE = L.DIRECT_MAP_VA + 0x0200010      # direct map: 0x10 above a page boundary
+
+
+def edit_context(cpu, fn) -> None:
+    """Change the vCPU's saved state with ``fn(buf)`` (a ucx context buffer)."""
+    cpu.uc.context_update(cpu.ctx)
+    fn(cpu.ctx_buf)
+    cpu.uc.context_restore(cpu.ctx)
+
+
+def in_user_mode(cpu) -> None:
+    """As after an iretq to ring 3: user CS/SS, CPL 3, interrupts on, the direction flag set,
+    and registers a syscall overwrites holding values it cannot hold after it."""
+    def fn(buf):
+        cpu.load_cs_ss(buf, L.USER_CS, L.USER_DS, 3)
+        eflags = struct.unpack_from("<Q", buf, ucx.CTX_EFLAGS)[0]
+        struct.pack_into("<Q", buf, ucx.CTX_EFLAGS, eflags | trap.RFLAGS_IF)
+        struct.pack_into("<i", buf, ucx.CTX_DF, -1)
+        struct.pack_into("<Q", buf, ucx.CTX_REGS + 8 * 4, 0x7FFF_FFFF_E000)
+        for reg in (1, 11):                                   # rcx, r11
+            struct.pack_into("<Q", buf, ucx.CTX_REGS + 8 * reg, 0x5A5A_5A5A_5A5A_5A5A)
+    edit_context(cpu, fn)
+
+
+def stack_at(rsp: int):
+    def setup(cpu) -> None:
+        edit_context(cpu, lambda buf: struct.pack_into("<Q", buf, ucx.CTX_REGS + 8 * 4, rsp))
+    return setup
+
+
+def cpu_state(cpu) -> bytes:
+    """The CPU state: a saved context from after its header up to old_exception; what follows
+    (and the header) holds the engine's host pointers, which differ between two machines."""
+    return bytes(cpu.uc.context_save())[ucx.CTX_HDR:ucx.CAL.old_exc_offset + 4]
+
+
+def differing_offsets(a: bytes, b: bytes) -> list[int]:
+    return [i for i in range(len(a)) if a[i] != b[i]][:16] if a != b else []
+
+
+def both_ways(m, setup, enter) -> tuple[int, ...]:
+    """``enter(cpu)`` from the same state with the native path and with Python only; assert
+    identical CPU state and RAM, and return the native counters' increments (delivered in C,
+    left to Python, syscalls done in C) in the native run."""
+    cpu = m.cpus[0]
+    native = cpu.native_trap
+    snap = m.snapshot()
+    results = []
+    for use_native in (True, False):
+        m.restore(snap)
+        setup(cpu)
+        cpu.native_trap = native if use_native else None
+        t = native.t
+        before = t.delivered, t.slow, t.syscalls
+        try:
+            enter(cpu)
+        finally:
+            cpu.native_trap = native
+        counts = t.delivered - before[0], t.slow - before[1], t.syscalls - before[2]
+        results.append((cpu_state(cpu), bytes(m.ram), counts))
+    m.restore(snap)
+    (ctx_c, ram_c, counts), (ctx_py, ram_py, py_counts) = results
+    assert py_counts == (0, 0, 0)
+    assert differing_offsets(ctx_c, ctx_py) == []
+    assert ram_c == ram_py
+    return counts
+
+
+def deliver_both_ways(m, setup, vector: int, error: int | None = None, soft: bool = False):
+    """both_ways for one delivery: returns (delivered in C, left to Python)."""
+    return both_ways(m, setup, lambda cpu: trap.deliver(cpu, vector, error, soft))[:2]
+
+
+def frame(m, n: int) -> tuple[int, ...]:
+    cpu = m.cpus[0]
+    return struct.unpack(f"<{n}Q", m.walker.read(cpu.cr3(), cpu.stack_pointer(), 8 * n))
+
+
+def test_timer_interrupt_in_kernel_mode(booted_snapshots):
+    m = booted_snapshots(1)
+    assert deliver_both_ways(m, lambda cpu: None, L.LOCAL_TIMER_VECTOR) == (1, 0)
+
+
+def test_timer_interrupt_in_user_mode_switches_to_rsp0_and_ring0(booted_snapshots):
+    m = booted_snapshots(1)
+    assert deliver_both_ways(m, in_user_mode, L.LOCAL_TIMER_VECTOR) == (1, 0)
+    in_user_mode(m.cpus[0])
+    trap.deliver(m.cpus[0], L.LOCAL_TIMER_VECTOR)
+    rip, cs, rflags, rsp, ss = frame(m, 5)
+    assert (cs, rsp, ss) == (L.USER_CS, 0x7FFF_FFFF_E000, L.USER_DS)
+    assert rflags & trap.RFLAGS_IF and m.cpus[0].cpl() == 0
+
+
+def test_nmi_takes_its_ist_stack(booted_snapshots):
+    m = booted_snapshots(1)
+    assert deliver_both_ways(m, lambda cpu: None, 2) == (1, 0)
+
+
+def raised_by_the_engine(vector: int):
+    """As the engine leaves an exception it raised: old_exception set (delivery clears it)."""
+    def setup(cpu) -> None:
+        edit_context(cpu, lambda buf: struct.pack_into("<i", buf, ucx.CAL.old_exc_offset, vector))
+    return setup
+
+
+def test_page_fault_pushes_its_error_code(booted_snapshots):
+    m = booted_snapshots(1)
+    assert deliver_both_ways(m, raised_by_the_engine(14), 14, error=2) == (1, 0)
+    rip = m.cpus[0].rip()
+    trap.deliver(m.cpus[0], 14, 2)
+    assert frame(m, 2) == (2, rip)
+
+
+def test_frame_across_a_page_boundary(booted_snapshots):
+    m = booted_snapshots(1)
+    assert deliver_both_ways(m, stack_at(PAGE_EDGE), L.LOCAL_TIMER_VECTOR) == (1, 0)
+
+
+def test_software_interrupt_to_a_kernel_gate_from_ring3_is_a_gp_done_in_python(booted_snapshots):
+    m = booted_snapshots(1)
+    # C refuses the int (DPL 0 < CPL 3); Python raises #GP(vector*8+2), which C delivers
+    assert deliver_both_ways(m, in_user_mode, L.LOCAL_TIMER_VECTOR, soft=True) == (1, 1)
+
+
+def test_an_unmapped_stack_escalates_the_same_way(booted_snapshots):
+    m = booted_snapshots(1)
+    counts = deliver_both_ways(m, stack_at(0xFFFF_FF00_0000_0000), L.LOCAL_TIMER_VECTOR)
+    assert counts[1] >= 1                  # C left the failing delivery to Python
+
+
+def syscall(cpu) -> None:
+    """A SYSCALL as the engine hands it over: to C's hook where it is installed (the MSRs
+    already known to it), else to the Python one."""
+    if cpu.native_trap is not None:
+        cpu.native_trap.syscall_msrs(*(cpu.uc.msr_read(r) for r in (MSR_STAR, MSR_LSTAR, MSR_FMASK)))
+        trap._lib.ftemu_syscall(None, ctypes.c_void_p(ctypes.addressof(cpu.native_trap.t)))
+    else:
+        cpu._on_syscall(cpu.uc, None)
+
+
+def test_syscall_enters_ring0_at_lstar_with_rcx_and_r11_saved(booted_snapshots):
+    m = booted_snapshots(1)
+    assert both_ways(m, in_user_mode, syscall) == (0, 0, 1)
+    cpu = m.cpus[0]
+    in_user_mode(cpu)
+    rip, rflags = cpu.rip(), cpu.rflags()
+    syscall(cpu)
+    assert (cpu.regs.read(UC_X86_REG_RCX), cpu.regs.read(UC_X86_REG_R11)) == (rip + 2, rflags)
+    assert cpu.rip() + 2 == cpu.uc.msr_read(MSR_LSTAR)       # Unicorn adds the 2 after the hook
+    assert cpu.cpl() == 0 and not cpu.interrupts_enabled()   # the guest's FMASK clears IF
+
+
+def test_a_whole_run_is_the_same_with_python_delivery_and_syscalls(monkeypatch):
+    """Two machines boot and run 30 ms, one entering the kernel in C, one in Python only."""
+    def run(native: bool):
+        with monkeypatch.context() as mp:
+            if not native:
+                mp.setattr(trap, "native_available", lambda: False)
+            m = Machine(cpus=2)
+        assert all((c.native_trap is not None) == native for c in m.cpus)
+        m.boot()
+        m.run(ms=30)
+        return m, (m.now, [c.instructions for c in m.cpus], m.console)
+
+    m, summary = run(True)
+    m_py, summary_py = run(False)
+    assert summary == summary_py
+    for c, c_py in zip(m.cpus, m_py.cpus):
+        assert differing_offsets(cpu_state(c), cpu_state(c_py)) == []
+    assert differing_offsets(bytes(m.ram), bytes(m_py.ram)) == []
+    assert sum(c.native_trap.t.delivered for c in m.cpus) > 0
+    assert sum(c.native_trap.t.syscalls for c in m.cpus) > 0
