@@ -8,8 +8,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from .arch.x86.fgraph_64 import (FTRACE_RETFUNC_DEPTH, GRAPH_NO_IRQS, GRAPH_THRESH, TRACE_GRAPH_ENT,
-                                 TRACE_GRAPH_RET)
+from .arch.x86.fgraph_64 import GRAPH_NO_IRQS, GRAPH_THRESH, TRACE_GRAPH_ENT, TRACE_GRAPH_RET
+from .arch.x86.shadow_stack_64 import FTRACE_RETFUNC_DEPTH
 from .trace import Tracer
 from .trace_output import TraceEntry, TraceFormatter, trace_find_mark
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 from emu import memlayout as L
 
 from .asm import CodeBuilder
-from .fgraph_64 import (ENT_CALLTIME, ENT_TR, FTRACE_RETFUNC_DEPTH, SS_CURR, SS_ENTRIES, SS_ENTRY,
-                        SS_PID, shadow_stack_lookup)
 from .profile_64 import PROF_SUBTIME
+from .shadow_stack_64 import (ENT_CALLTIME, ENT_TR, FTRACE_RETFUNC_DEPTH, SS_CURR, SS_ENTRIES,
+                              SS_ENTRY, SS_PID, shadow_stack_lookup)
 from .trace_64 import CLOCK_COUNTER, CLOCK_UPTIME, TR_CLOCK
 
 # In a shadow-stack page, past the profiler's subtimes: the time the task was last switched

@@ -24,10 +24,10 @@ from __future__ import annotations
 from emu import memlayout as L
 
 from .asm import CodeBuilder
-from .fgraph_64 import (ENT_FUNC, ENT_TR, ENTRY_HIJACK_EXIT, FTRACE_RETFUNC_DEPTH,
-                        RETURN_HIJACK_EXIT, SAVE_CALLEE, SS_CURR, SS_ENTRIES, SS_ENTRY, SS_OVERRUN, SS_PROF,
-                        current_shadow_stack, return_hijack_enter, shadow_push)
 from .ptregs import PT_REGS_OFFSET
+from .shadow_stack_64 import (ENT_TR, ENTRY_HIJACK_EXIT, FTRACE_RETFUNC_DEPTH, RETURN_HIJACK_EXIT,
+                              SAVE_CALLEE, SS_CURR, SS_ENTRIES, SS_ENTRY, SS_OVERRUN, SS_PROF,
+                              current_shadow_stack, return_hijack_enter, shadow_push)
 from .trace_64 import CLOCK_LOCAL, TR_CLOCK
 
 # The profiler's global block: enabled, options, the clock of its times (at a trace_array's
@@ -81,7 +81,7 @@ def _find_rec(key: str, found: str, missing: str, n: int) -> str:
 def emit_profiler(b: CodeBuilder, prof: int, idle: tuple[int, int], tasks: tuple[int, int],
                   table: int) -> None:
     """profile_graph_entry and profile_graph_return (see the module docstring); ``prof`` is
-    the global block, the rest locate the shadow stacks as in fgraph_64. r8 holds ``prof``
+    the global block, the rest locate the shadow stacks (shadow_stack_64). r8 holds ``prof``
     in both."""
     b.label("profile_graph_return")
     b.emit(return_hijack_enter(idle, tasks, table) + f"""
