@@ -1,8 +1,10 @@
 """One virtual CPU: a Unicorn instance over the shared RAM, its hooks, and its run state."""
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import struct
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from unicorn import (UC_ARCH_X86, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INSN_INVALID,
@@ -39,6 +41,7 @@ class VCpu(SliceRunning):
         self.uc.mem_map_ptr(0, machine.ram_size, UC_PROT_ALL, machine.ram_ptr)
         self.regs = ucx.RawRegs(self.uc)
         self.counter, self.limit = ucx.counter_cells(self.uc)
+        self.count_hook = ucx.count_hook_cell(self.uc)
         # The native block counter, or None: Unicorn's count= then counts (slower). Free-
         # running, it only answers rdtsc: nothing counts, kicks end the slices (slicerun.py).
         self.blocks = (blockcount.BlockCounter(self.uc, self._read_code, machine.deterministic)
@@ -52,7 +55,7 @@ class VCpu(SliceRunning):
         self.update_checks()
         self.ctx = self.uc.context_save()
         self.ctx_buf = ucx.context_buffer(self.ctx)
-        self._rc_ctx = self.uc.context_save()     # remove_cache's own (hooks edit ctx)
+        self._kept_ctx = self.uc.context_save()   # _state_kept's own (hooks edit ctx)
         self.apic = LocalApic(self)
         self.state = STOPPED
         self.startup_pending = False
@@ -113,7 +116,7 @@ class VCpu(SliceRunning):
 
     def remove_code_hook(self, handle: int) -> None:
         """Undo add_code_hook (the blocks translated with exit checks meanwhile keep them)."""
-        self.uc.hook_del(handle)
+        self.hook_del(handle)
         self.code_hooks -= 1
         self.update_checks()
 
@@ -121,10 +124,25 @@ class VCpu(SliceRunning):
         return self.machine.walker.read(self.cr3(), va, n)
 
     def flush_tb(self) -> None:
-        """Forget every translation of this CPU (and the native counter's block counts)."""
+        """Forget every translation of this CPU (and the native counter's block counts).
+        Where runs no longer use count= (set_precise(False)), Unicorn's count= hook goes now
+        too, with the CPU state kept (hook_del): Unicorn would delete it at the start of the
+        next run, leaving the traces of a fault in the state that run starts from (a
+        restored one, which then did not continue as it had)."""
+        if self.count_hook.value and (self.native is not None or self.kicking):
+            with self._state_kept():
+                ucx.retire_count_hook(self.uc, self.count_hook)
         self.uc.ctl_flush_tb()
         if self.blocks is not None:
             self.blocks.invalidate()
+
+    def hook_del(self, handle: int) -> None:
+        """``uc.hook_del`` with the CPU state kept. Deleting a code hook makes Unicorn forget
+        the blocks it instrumented, each looked up through the current page tables: one of
+        another address space (a user program's, seen from the kernel's CR3) faults inside
+        the engine, leaving CR2, error_code, exception_next_eip and old_exception behind."""
+        with self._state_kept():
+            self.uc.hook_del(handle)
 
     def remove_cache(self, start: int, end: int) -> None:
         """Forget the translations of [start, end) (and the native block counts). Unicorn
@@ -132,11 +150,19 @@ class VCpu(SliceRunning):
         data) that lookup takes a page fault inside the engine, leaving CR2 and
         old_exception = 14 behind, so the guest's next #PF became a #DF; the CPU state is
         put back around it."""
-        self.uc.context_update(self._rc_ctx)
-        self.uc.ctl_remove_cache(start, end)
-        self.uc.context_restore(self._rc_ctx)
+        with self._state_kept():
+            self.uc.ctl_remove_cache(start, end)
         if self.blocks is not None:
             self.blocks.invalidate()
+
+    @contextlib.contextmanager
+    def _state_kept(self) -> Iterator[None]:
+        """Put the CPU state back as it was after an engine call that may fault inside."""
+        self.uc.context_update(self._kept_ctx)
+        try:
+            yield
+        finally:
+            self.uc.context_restore(self._kept_ctx)
 
     def _on_intr(self, uc: Uc, vector: int, _ud) -> None:
         if self._io_fault_ctx is not None:     # the rest of a refused in/out's block

@@ -460,7 +460,7 @@ class GdbServer:
         try:
             return self._run()
         finally:
-            cpu.uc.hook_del(h)
+            cpu.hook_del(h)
             cpu.uc.ctl_flush_tb()
 
     @staticmethod

@@ -38,6 +38,6 @@ class Watchpoint:
 
     def remove(self) -> None:
         for cpu, h in self.handles:
-            cpu.uc.hook_del(h)
+            cpu.hook_del(h)
             cpu.uc.ctl_flush_tb()
         self.handles = []

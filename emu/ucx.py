@@ -18,6 +18,7 @@ _lib = ctypes.CDLL(uclib._name)
 _lib.uc_reg_read.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 _lib.uc_reg_write.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p]
 _lib.uc_hook_add.restype = ctypes.c_int
+_lib.uc_hook_del.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 RDTSC_CB = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p)
 OUT_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint32,
                           ctypes.c_void_p)
@@ -100,6 +101,7 @@ class _Calibration:
 
     counter_offset: int = -1       # uc_struct.emu_counter (instructions run in this emu_start)
     count_offset: int = -1         # uc_struct.emu_count (the limit given to emu_start)
+    count_hook_offset: int = -1    # uc_struct.count_hook (the code hook count= adds, or 0)
     err_offset: int = 5424         # env->error_code in the context
     old_exc_offset: int = 5536     # env->old_exception in the context
     env_paths: list = []           # (uc_struct offset, offset from that pointer) to the CPU state
@@ -134,8 +136,31 @@ def calibrate() -> _Calibration:
     if len(limit) != 1:
         raise RuntimeError("cannot locate Unicorn's instruction limit")
     CAL.count_offset = limit.pop()
+    _check_count_hook(uc, h)
     _check_exception_fields(uc)
     return CAL
+
+
+def _check_count_hook(uc: Uc, base: int) -> None:
+    """uc_struct.count_hook, just before the counter: set while runs use count=, cleared
+    (the hook deleted) by the first run without."""
+    hook = ctypes.c_uint64.from_address(base + CAL.counter_offset - 8)
+    present = hook.value
+    uc.emu_start(0x1000 + 3 * 40, 0)                          # the hlt, without count=
+    if not present or hook.value:
+        raise RuntimeError("Unicorn's count= hook is not where this build expects it")
+    CAL.count_hook_offset = CAL.counter_offset - 8
+
+
+def retire_count_hook(uc: Uc, cell: ctypes.c_uint64) -> None:
+    """Delete the hook Unicorn added for count= (``cell``: count_hook_cell) now, as
+    uc_emu_start does at the start of the first run without count= (the caller then flushes
+    every translation, as it does). Deleting a code hook looks up every block it
+    instrumented through the current page tables, which can fault inside the engine
+    (VCpu.hook_del): the caller keeps the CPU state around it."""
+    if cell.value:
+        _lib.uc_hook_del(uc._uch, cell.value)
+        cell.value = 0
 
 
 def _check_exception_fields(uc: Uc) -> None:
@@ -233,3 +258,9 @@ def counter_cells(uc: Uc) -> tuple[ctypes.c_uint64, ctypes.c_uint64]:
     cal = calibrate()
     return (ctypes.c_uint64.from_address(base + cal.counter_offset),
             ctypes.c_uint64.from_address(base + cal.count_offset))
+
+
+def count_hook_cell(uc: Uc) -> ctypes.c_uint64:
+    """The engine's count= hook (0: none), for retire_count_hook."""
+    return ctypes.c_uint64.from_address(ctypes.cast(uc._uch, ctypes.c_void_p).value
+                                        + calibrate().count_hook_offset)
