@@ -33,6 +33,7 @@ from .kernelview import KernelView
 from .module import Module, ModuleLoader
 from .paging import PageWalker
 from .pseudofs import PseudoFS
+from .ramimage import RamImage
 from .printk import LOGLEVEL_INFO, KernelLog
 from .snapshot import Snapshot
 from .symbols import Symbols
@@ -96,6 +97,7 @@ class Machine(GuestMemory, Symbols, CallbackContext):
         self.ram = memoryview(self._mmap)
         import ctypes
         self.ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._mmap))
+        self.ram_image: RamImage | None = None     # what the RAM is mapped from (a restore's)
         self.walker = PageWalker(self.ram)
         self.execmem = ExecMem()
         self.now = 0

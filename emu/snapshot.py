@@ -40,7 +40,7 @@ def take(m: "Machine") -> Snapshot:
            "exit": m.exit_code, "nmi": m._next_nmi,
            "rng": m._rng.getstate() if m._rng else None,
            "participants": [p.snapshot_state() for p in m.snapshot_participants]}
-    return Snapshot(RamImage(m.ram), cpus, m.now, dev, shape(m))
+    return Snapshot(RamImage(m.ram, m.ram_ptr, m.ram_image), cpus, m.now, dev, shape(m))
 
 
 def restore(m: "Machine", snap: Snapshot) -> None:
@@ -54,6 +54,7 @@ def restore(m: "Machine", snap: Snapshot) -> None:
                          f"{str(kernel)[:12]} cannot be restored into one with {my_cpus} CPUs, "
                          f"{my_ram} bytes and kernel {my_kernel[:12]}")
     snap.ram.map_over(m.ram_ptr)
+    m.ram_image = snap.ram
     for c, (ctx, state, apic, startup, insns, clock) in zip(m.cpus, snap.cpus):
         c.uc.context_restore(ctx)
         c.flush_tb()

@@ -60,6 +60,13 @@ def test_a_snapshot_is_a_private_copy_restorable_anywhere_of_its_shape(tiny_kern
     assert go_on(m) == first
     assert bytes(other.ram) == at_snap          # the two machines share no RAM
     assert go_on(other) == first
+    # a snapshot of a restored machine: the pages written since come from RAM, the rest
+    # from the image it was restored from
+    later, at_later = other.snapshot(), bytes(other.ram)
+    assert at_later != at_snap
+    other.run(ms=20)
+    other.restore(later)
+    assert bytes(other.ram) == at_later
 
 
 def test_guest_panic_names_cpu_rip_and_backtrace(tiny_kernel):
