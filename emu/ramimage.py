@@ -10,7 +10,12 @@ a few microseconds), its first read of a page maps the shared one. A copy of RAM
 mapped from an image takes the pages nobody wrote since from that image's file, inside the
 kernel, without mapping them. Unicorn's own memory snapshots are copy-on-write as well but
 per engine instance, which silently breaks the RAM sharing between vCPUs; this is one
-mapping in the one process, seen by all of them alike."""
+mapping in the one process, seen by all of them alike.
+
+Each image holds a file descriptor while it lives. Where no descriptor can be had (more
+live snapshots than the process's descriptor limit, commonly 1024: EMFILE), the image is a
+plain copy in memory instead, and restoring it copies it back (a memcpy, as before images):
+slower, never an error."""
 from __future__ import annotations
 
 import ctypes
@@ -40,7 +45,13 @@ class RamImage:
         reading them through the mapping would map them all, and the next restore would
         spend ~2.5 ms (64 MiB) unmapping them again."""
         self.size = len(ram)
-        self._fd = os.memfd_create("ftemu-ram", os.MFD_CLOEXEC)
+        self._copy: bytes | None = None
+        try:
+            self._fd = os.memfd_create("ftemu-ram", os.MFD_CLOEXEC)
+        except OSError:                 # EMFILE, ENFILE, ENOSYS: a copy in memory instead
+            self._fd = -1
+            self._copy = bytes(ram)
+            return
         weakref.finalize(self, os.close, self._fd)
         os.ftruncate(self._fd, self.size)
         written = None if mapped_from is None else _written_pages(ptr, self.size)
@@ -58,6 +69,8 @@ class RamImage:
 
     def _copy_from(self, image: RamImage, start: int, end: int) -> bool:
         """Copy [start, end) of ``image`` inside the kernel; False if it cannot."""
+        if image._copy is not None:
+            return False
         try:
             while start < end:
                 done = os.copy_file_range(image._fd, self._fd, end - start, start, start)
@@ -70,7 +83,11 @@ class RamImage:
 
     def map_over(self, ptr: int) -> None:
         """Make the ``size`` bytes of host memory at ``ptr`` (the start of an existing private
-        mapping) a private copy-on-write mapping of this copy."""
+        mapping) a private copy-on-write mapping of this copy (or copy it there, if it is a
+        copy in memory)."""
+        if self._copy is not None:
+            ctypes.memmove(ptr, self._copy, self.size)
+            return
         got = _libc.mmap(ptr, self.size, mmap.PROT_READ | mmap.PROT_WRITE,
                          mmap.MAP_PRIVATE | MAP_FIXED, self._fd, 0)
         if got != ptr:

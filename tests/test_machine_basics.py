@@ -116,3 +116,38 @@ def test_an_exception_in_a_port_handler_stops_the_run_and_propagates(tiny_kernel
     m.add_port(0x3F8, handler)
     with pytest.raises(Broken, match="port 0x3f8 value 116"):   # 't' of "tiny: hello"
         m.run(ms=10)
+
+
+def test_snapshots_beyond_the_descriptor_limit_are_copies_that_restore_the_same(
+        tiny_kernel, monkeypatch):
+    """Each snapshot keeps its RAM in a memfd; past the process's descriptor limit (EMFILE) it
+    keeps a copy in memory instead, and restores byte for byte all the same, whether the RAM
+    is mapped from another snapshot at that moment or not."""
+    import errno
+    import os
+
+    from emu import ramimage
+
+    m = Machine(kernel=tiny_kernel())
+    m.run(ms=2)
+    mapped = m.snapshot()
+    m.restore(mapped)                     # RAM is now a mapping of that snapshot's memfd
+    m.run(ms=1)
+
+    def no_descriptors(*_args):
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+    with monkeypatch.context() as mp:
+        mp.setattr(ramimage.os, "memfd_create", no_descriptors)
+        copied, at_copy = m.snapshot(), bytes(m.ram)
+    assert copied.ram._copy is not None
+    m.run(ms=50)
+    after = (bytes(m.ram), m.console, m.now, m.exit_code)
+    for snap in (copied, mapped, copied):
+        m.restore(snap)
+    assert bytes(m.ram) == at_copy
+    m.run(ms=50)
+    assert (bytes(m.ram), m.console, m.now, m.exit_code) == after
+    later = m.snapshot()                  # taken while the RAM holds the copy's contents
+    m.run(ms=5)
+    m.restore(later)
+    assert bytes(m.ram) == after[0]
