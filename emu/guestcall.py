@@ -43,10 +43,10 @@ def enter_kernel_call(m: "Machine", c: "VCpu", addr: int, args: tuple[int, ...])
     eflags = struct.unpack_from("<Q", buf, ucx.CTX_EFLAGS)[0]
     struct.pack_into("<Q", buf, ucx.CTX_EFLAGS, eflags & ~RFLAGS_IF)
     c.uc.context_restore(c.ctx)
-    gs, kgs = c.uc.msr_read(MSR_GS_BASE), c.uc.msr_read(MSR_KERNEL_GS_BASE)
+    gs, kgs = c.regs.msr_read(MSR_GS_BASE), c.regs.msr_read(MSR_KERNEL_GS_BASE)
     if gs < KERNEL_HALF <= kgs:                     # the user's GS is loaded: swapgs
-        c.uc.msr_write(MSR_GS_BASE, kgs)
-        c.uc.msr_write(MSR_KERNEL_GS_BASE, gs)
+        c.regs.msr_write(MSR_GS_BASE, kgs)
+        c.regs.msr_write(MSR_KERNEL_GS_BASE, gs)
     m.walker.write(c.cr3(), rsp, struct.pack("<Q", m.call_return_va))
     for reg, value in zip(ARG_REGS, args):
         c.regs.write(reg, value)
