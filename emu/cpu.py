@@ -192,15 +192,15 @@ class VCpu(SliceRunning):
             self._hook_failed(e)
         return True
 
-    def _syscall_from_c(self) -> None:
-        """The native SYSCALL hook's way back (an exception cannot cross into C); hands C the
-        MSRs once read, for the syscalls after this one."""
+    def _syscall_from_c(self, native: trap.NativeDelivery) -> None:
+        """The native SYSCALL hook's way back (an exception cannot cross into C); hands the
+        hook (``native``) the MSRs once read, for the syscalls after this one."""
         try:
             self._on_syscall(self.uc, None)
         except BaseException as e:  # noqa: BLE001 - re-raised by after_emu_start
             self._hook_failed(e)
         if self._syscall_msrs is not None:
-            self.native_trap.syscall_msrs(*self._syscall_msrs)
+            native.syscall_msrs(*self._syscall_msrs)
 
     def _on_syscall(self, uc: Uc, _ud) -> None:
         """SYSCALL, which Unicorn leaves to a hook (native_trap's in C, where it is built)."""

@@ -184,10 +184,12 @@ class NativeDelivery:
         return self._fn(self._addr, vector, error, soft) == 0
 
     def hook_syscall(self, uc, host) -> object:
-        """Make deliver.c's ``ftemu_syscall`` the SYSCALL hook; ``host()`` does a syscall the
-        Python way where C does not (the first, which reads the MSRs, and any whose GDT entry
-        C cannot read) and must call ``syscall_msrs``. Returns what must stay alive."""
-        cb = HOST_FN(host)
+        """Make deliver.c's ``ftemu_syscall`` the SYSCALL hook; ``host(self)`` does a syscall
+        the Python way where C does not (the first, which reads the MSRs, and any whose GDT
+        entry C cannot read) and must call ``syscall_msrs``. Returns what must stay alive as
+        long as the hook: the callback, which holds this object (the hook's user data points
+        into it, whoever else drops it)."""
+        cb = HOST_FN(lambda: host(self))
         self.t.syscall_host = ctypes.cast(cb, ctypes.c_void_p).value
         assert _lib is not None
         ucx.add_insn_hook(uc, ctypes.cast(_lib.ftemu_syscall, ctypes.c_void_p), UC_X86_INS_SYSCALL,

@@ -193,3 +193,27 @@ def test_a_whole_run_is_the_same_with_python_delivery_and_syscalls(monkeypatch):
     assert differing_offsets(bytes(m.ram), bytes(m_py.ram)) == []
     assert sum(c.native_trap.t.delivered for c in m.cpus) > 0
     assert sum(c.native_trap.t.syscalls for c in m.cpus) > 0
+
+
+def test_the_syscall_hook_keeps_what_it_points_at_alive(booted_snapshots):
+    """The native SYSCALL hook is installed for the vCPU's life and reads its ``trap_cpu``
+    at every syscall: dropping ``cpu.native_trap`` (as the tests above do to take the Python
+    path) must not free it under the hook, which then read freed memory (a host crash)."""
+    import gc
+    import weakref
+
+    m = booted_snapshots(1)
+    cpu = m.cpus[0]
+    native = cpu.native_trap
+    ref = weakref.ref(native)
+    try:
+        cpu.native_trap = native = None
+        gc.collect()
+        assert ref() is not None
+        m.call("user_spawn", m.symbol_address("uprog_call_getpid_name"))
+        before = m.stats()["total"]["syscalls"]
+        m.run(ms=3)
+        assert m.stats()["total"]["syscalls"] > before       # entered in C, as before
+        assert ref().t.syscalls > 0
+    finally:
+        cpu.native_trap = ref()
