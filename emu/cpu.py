@@ -213,7 +213,8 @@ class VCpu(SliceRunning):
         uc.context_update(self.ctx)
         buf = self.ctx_buf
         rip = _u64.unpack_from(buf, ucx.CTX_RIP)[0]
-        _u64.pack_into(buf, ucx.CTX_REGS + 8 * 1, rip + 2)           # rcx
+        length = self._syscall_length(rip)
+        _u64.pack_into(buf, ucx.CTX_REGS + 8 * 1, rip + length)      # rcx
         _u64.pack_into(buf, ucx.CTX_REGS + 8 * 11, rflags)           # r11
         eflags = _u64.unpack_from(buf, ucx.CTX_EFLAGS)[0]
         _u64.pack_into(buf, ucx.CTX_EFLAGS, eflags & ~fmask)
@@ -221,8 +222,19 @@ class VCpu(SliceRunning):
             struct.pack_into("<i", buf, ucx.CTX_DF, 1)
         ksel = (star >> 32) & 0xFFFF
         self.load_cs_ss(buf, ksel, ksel + 8, 0)
-        _u64.pack_into(buf, ucx.CTX_RIP, lstar - 2)                  # Unicorn adds 2 after the hook
+        _u64.pack_into(buf, ucx.CTX_RIP, lstar - length)   # Unicorn adds the length after the hook
         uc.context_restore(self.ctx)
+
+    def _syscall_length(self, rip: int) -> int:
+        """The length of the SYSCALL at ``rip``: any prefixes (legacy, REX), then 0F 05.
+        Unicorn adds it to RIP after the hook, and RCX must hold the next instruction's
+        address: with a fixed 2, a prefixed syscall entered the kernel one byte past LSTAR
+        and returned into its own middle."""
+        cr3 = self.cr3()
+        for i in range(14):
+            if self.machine.walker.read(cr3, rip + i, 1)[0] == 0x0F:
+                return i + 2
+        return 2                  # unreachable: Unicorn decoded a syscall there
 
     def _on_out(self, _uch, port: int, size: int, value: int, _ud) -> None:
         """``out`` checked as a CPU does, then its port's handler: the out hook itself where

@@ -161,16 +161,39 @@ def syscall(cpu) -> None:
         cpu._on_syscall(cpu.uc, None)
 
 
+def at_syscall(code: bytes):
+    """In user mode at the syscall instruction ``code`` (0F 05, maybe after prefixes)."""
+    def setup(cpu) -> None:
+        in_user_mode(cpu)
+        cpu.machine.write(PAGE_EDGE, code)
+        edit_context(cpu, lambda buf: struct.pack_into("<Q", buf, ucx.CTX_RIP, PAGE_EDGE))
+    return setup
+
+
 def test_syscall_enters_ring0_at_lstar_with_rcx_and_r11_saved(booted_snapshots):
     m = booted_snapshots(1)
-    assert both_ways(m, in_user_mode, syscall) == (0, 0, 1)
+    assert both_ways(m, at_syscall(b"\x0f\x05"), syscall) == (0, 0, 1)
     cpu = m.cpus[0]
-    in_user_mode(cpu)
+    at_syscall(b"\x0f\x05")(cpu)
     rip, rflags = cpu.rip(), cpu.rflags()
     syscall(cpu)
     assert (cpu.regs.read(UC_X86_REG_RCX), cpu.regs.read(UC_X86_REG_R11)) == (rip + 2, rflags)
     assert cpu.rip() + 2 == cpu.uc.msr_read(MSR_LSTAR)       # Unicorn adds the 2 after the hook
     assert cpu.cpl() == 0 and not cpu.interrupts_enabled()   # the guest's FMASK clears IF
+
+
+def test_a_prefixed_syscall_saves_the_next_instruction_and_enters_at_lstar(booted_snapshots):
+    """Unicorn adds the whole instruction's length to RIP after the hook, so RCX and the
+    entry must count the prefixes too (RCX pointed into the instruction, the kernel was
+    entered one byte past LSTAR)."""
+    m = booted_snapshots(1)
+    rex_w_syscall = at_syscall(b"\x48\x0f\x05")      # 3 bytes, as any prefix makes it
+    assert both_ways(m, rex_w_syscall, syscall) == (0, 0, 1)
+    cpu = m.cpus[0]
+    rex_w_syscall(cpu)
+    syscall(cpu)
+    assert cpu.regs.read(UC_X86_REG_RCX) == PAGE_EDGE + 3
+    assert cpu.rip() + 3 == cpu.uc.msr_read(MSR_LSTAR)
 
 
 def test_a_whole_run_is_the_same_with_python_delivery_and_syscalls(monkeypatch):

@@ -248,24 +248,40 @@ slow:
 	return FTEMU_SLOW;
 }
 
+/* The length of the SYSCALL at `rip`: any prefixes (legacy, REX), then 0F 05; 0 if
+ * unreadable. Unicorn adds it to RIP after the hook (VCpu._syscall_length). */
+static uint32_t syscall_length(const struct trap_cpu *t, uint64_t cr3, uint64_t rip)
+{
+	for (uint32_t i = 0; i < 14; i++) {
+		uint8_t b;
+
+		if (!read_virt(t, cr3, rip + i, &b, 1))
+			return 0;
+		if (b == 0x0F)
+			return i + 2;
+	}
+	return 0;
+}
+
 /* The UC_HOOK_INSN(SYSCALL) callback: what VCpu._on_syscall does, on the live CPU state.
  * RCX = the next RIP, R11 = RFLAGS, RFLAGS &= ~FMASK, CS/SS from STAR[47:32] at CPL 0, RIP =
- * LSTAR (less the 2 Unicorn adds after this hook). */
+ * LSTAR (less the instruction's length, which Unicorn adds after this hook). */
 void ftemu_syscall(void *uc, struct trap_cpu *t)
 {
 	uint8_t *env = t->env;
 	uint64_t rflags = 0, *regs = (uint64_t *)(env + ENV_REGS), cr3 = U64(env + ENV_CR3);
-	uint32_t ksel = (uint32_t)(t->star >> 32) & 0xFFFF, cs_flags, ss_flags;
+	uint32_t ksel = (uint32_t)(t->star >> 32) & 0xFFFF, cs_flags, ss_flags, len = 0;
 
 	(void)uc;
 	if (t->hooks_off)
 		return;
 	if (!t->msr_valid || t->reg_read(t->uc, (int)t->eflags_reg, &rflags) != 0
+	    || !(len = syscall_length(t, cr3, U64(env + ENV_RIP)))
 	    || !descriptor_flags(t, cr3, ksel, &cs_flags) || !descriptor_flags(t, cr3, ksel + 8, &ss_flags)) {
 		t->syscall_host();
 		return;
 	}
-	regs[REG_RCX] = U64(env + ENV_RIP) + 2;
+	regs[REG_RCX] = U64(env + ENV_RIP) + len;
 	regs[REG_R11] = rflags;
 	U64(env + ENV_EFLAGS) &= ~t->fmask;
 	if (t->fmask & RFLAGS_DF)
@@ -273,6 +289,6 @@ void ftemu_syscall(void *uc, struct trap_cpu *t)
 	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_CS, ksel, cs_flags);
 	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_SS, ksel + 8, ss_flags);
 	U32(env + ENV_HFLAGS) &= ~3u;
-	U64(env + ENV_RIP) = t->lstar - 2;
+	U64(env + ENV_RIP) = t->lstar - len;
 	t->syscalls++;
 }
