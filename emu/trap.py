@@ -8,10 +8,10 @@ The guest's own ``iretq`` undoes it natively.
 
 The common case runs in C (emu/native/deliver.c, built on first use like the block counter):
 the same steps on the engine's live CPU state, about ten times cheaper, which a busy guest
-pays at every timer tick. Where C meets anything unusual (a gate not present, an unmapped
-IDT, TSS or stack, a failed DPL check) it changes nothing and this module's Python path,
-the reference, runs instead and raises the fault. Without gcc, or with ``FTEMU_NATIVE=0``,
-the Python path does everything.
+pays at every timer tick. Where C meets anything unusual (a gate not present or of a type
+long mode lacks, an unmapped IDT, TSS or stack, a failed DPL check) it changes nothing and
+this module's Python path, the reference, runs instead and raises the fault. Without gcc,
+or with ``FTEMU_NATIVE=0``, the Python path does everything.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 ERRCODE_VECTORS = frozenset({8, 10, 11, 12, 13, 14, 17, 21, 29, 30})
 CONTRIBUTORY = frozenset({0, 10, 11, 12, 13})
-T_DF, T_GP = 8, 13
+T_DF, T_NP, T_GP = 8, 11, 13
 GATE_INTR, GATE_TRAP = 0xE, 0xF
 RFLAGS_TF, RFLAGS_IF, RFLAGS_NT, RFLAGS_RF, RFLAGS_VM = 1 << 8, 1 << 9, 1 << 14, 1 << 16, 1 << 17
 _gate = struct.Struct("<HHBBHII")
@@ -75,19 +75,22 @@ def _deliver_once(cpu: "VCpu", vector: int, error: int | None, soft: bool) -> No
     cpu.uc.context_update(ctx)
     idt = _u64.unpack_from(buf, ucx.CTX_IDT_BASE)[0]
     idt_limit = struct.unpack_from("<I", buf, ucx.CTX_IDT_BASE + 8)[0]
+    gate_error = vector * 8 + 2 + (0 if soft else 1)    # the IDT entry; EXT unless int n
     if vector * 16 + 15 > idt_limit:
-        raise DeliveryFault(T_GP, vector * 8 + 2)
+        raise DeliveryFault(T_GP, gate_error)
     cr3 = cpu.cr3()
     try:
         lo, sel, ist, attr, mid, hi, _ = _gate.unpack(cpu.machine.walker.read(cr3, idt + vector * 16, 16))
     except PageFault:
         raise DeliveryFault(T_DF, 0) from None
-    if not attr & 0x80:
-        raise DeliveryFault(T_GP, vector * 8 + 2)
     dpl, gtype = (attr >> 5) & 3, attr & 0xF
+    if gtype not in (GATE_INTR, GATE_TRAP):     # long mode has no other gates
+        raise DeliveryFault(T_GP, gate_error)
     cpl = _u64.unpack_from(buf, ucx.CTX_HFLAGS)[0] & ucx.HF_CPL_MASK
     if soft and dpl < cpl:
-        raise DeliveryFault(T_GP, vector * 8 + 2)
+        raise DeliveryFault(T_GP, gate_error)
+    if not attr & 0x80:                         # checked after the type and the DPL (SDM)
+        raise DeliveryFault(T_NP, gate_error)
     handler = lo | (mid << 16) | (hi << 32)
     rsp = _u64.unpack_from(buf, ucx.CTX_REGS + 8 * 4)[0]
     rip = _u64.unpack_from(buf, ucx.CTX_RIP)[0]

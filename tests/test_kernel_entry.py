@@ -151,6 +151,52 @@ def test_an_unmapped_stack_escalates_the_same_way(booted_snapshots):
     assert counts[1] >= 1                  # C left the failing delivery to Python
 
 
+def idt_entry(cpu, vector: int) -> int:
+    cpu.uc.context_update(cpu.ctx)
+    return struct.unpack_from("<Q", cpu.ctx_buf, ucx.CTX_IDT_BASE)[0] + 16 * vector
+
+
+def gate_handler(m, vector: int) -> int:
+    lo, _sel, _ist, _attr, mid, hi, _ = trap._gate.unpack(m.read(idt_entry(m.cpus[0], vector), 16))
+    return lo | mid << 16 | hi << 32
+
+
+def gate_attr(vector: int, attr: int):
+    """The gate of ``vector`` with type/DPL/present byte ``attr``."""
+    def setup(cpu) -> None:
+        cpu.machine.write(idt_entry(cpu, vector) + 5, bytes([attr]))
+    return setup
+
+
+@pytest.mark.parametrize("soft, ext", [(False, 1), (True, 0)], ids=["interrupt", "int-n"])
+def test_a_gate_not_present_raises_np_naming_the_gate(booted_snapshots, soft, ext):
+    """#NP (11), not #GP, with the error code of an IDT entry: index, IDT bit, and EXT set
+    unless an int n asked for it (the SDM's delivery order: type, DPL, present)."""
+    m = booted_snapshots(1)
+    vector = 0x30
+    not_present = gate_attr(vector, 0x0E)             # an interrupt gate, P clear
+    assert deliver_both_ways(m, not_present, vector, soft=soft) == (1, 1)
+    cpu = m.cpus[0]
+    not_present(cpu)
+    trap.deliver(cpu, vector, soft=soft)
+    assert cpu.rip() == gate_handler(m, 11)
+    assert frame(m, 1) == (vector * 8 + 2 + ext,)
+
+
+def test_a_gate_of_a_type_64_bit_mode_lacks_is_a_gp(booted_snapshots):
+    """Only 64-bit interrupt and trap gates exist in long mode: a call gate's type (0xC)
+    raises #GP naming the gate, where it was taken for a trap gate."""
+    m = booted_snapshots(1)
+    vector = 0x30
+    call_gate = gate_attr(vector, 0x8C)
+    assert deliver_both_ways(m, call_gate, vector) == (1, 1)
+    cpu = m.cpus[0]
+    call_gate(cpu)
+    trap.deliver(cpu, vector)
+    assert cpu.rip() == gate_handler(m, 13)
+    assert frame(m, 1) == (vector * 8 + 2 + 1,)
+
+
 def syscall(cpu) -> None:
     """A SYSCALL as the engine hands it over: to C's hook where it is installed (the MSRs
     already known to it), else to the Python one."""

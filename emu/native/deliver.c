@@ -11,13 +11,14 @@
  *   [error code,] RIP, CS, RFLAGS, RSP, SS, clear TF/NT/RF/VM (and IF for an interrupt gate),
  *   load CS/SS with their hidden state and the CPL on a privilege change, and set
  *   old_exception to -1 (no exception in progress).
- * Every read happens before any write. Anything unusual (a gate out of the limit or not
- * present, an unmapped IDT, TSS, stack or GDT entry, a failed DPL check) changes nothing and
+ * Every read happens before any write. Anything unusual (a gate out of the limit, not
+ * present or of a type long mode lacks, an unmapped IDT, TSS, stack or GDT entry, a failed
+ * DPL check) changes nothing and
  * returns FTEMU_SLOW: the host then runs trap.py's path, which raises the right fault and
  * escalates to #DF or a triple fault exactly as before.
  *
- * No Unicorn header: the offsets come from emu/ucx.py (checked against the engine when the
- * Python side attaches) and uc_reg_read is handed in as a pointer (RFLAGS must be computed
+ * No Unicorn header: the offsets mirror emu/ucx.py's (CR3's is probed when the Python side
+ * attaches) and uc_reg_read is handed in as a pointer (RFLAGS must be computed
  * from QEMU's lazy condition codes, which only the engine knows how to do).
  */
 #include <stdint.h>
@@ -197,8 +198,8 @@ int ftemu_deliver(struct trap_cpu *t, uint32_t vector, int64_t error, uint32_t s
 	uint32_t sel = gate[2] | (gate[3] << 8), new_cpl = sel & 3;
 	uint64_t handler = gate[0] | (gate[1] << 8) | ((uint64_t)(gate[6] | (gate[7] << 8)) << 16)
 			   | ((uint64_t)U32(gate + 8) << 32);
-	if (!(attr & 0x80) || (soft && ((attr >> 5) & 3) < cpl))
-		goto slow;
+	if (!(attr & 0x80) || (attr & 0xE) != GATE_INTR || (soft && ((attr >> 5) & 3) < cpl))
+		goto slow;      /* not present, not a 64-bit interrupt/trap gate, DPL < CPL */
 	if (t->reg_read(t->uc, (int)t->eflags_reg, &rflags) != 0)
 		goto slow;
 
