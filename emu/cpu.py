@@ -289,6 +289,14 @@ class VCpu(SliceRunning):
         else:
             self.uc.emu_stop()
 
+    def abandon_run(self) -> None:
+        """Forget what the last run left for after emu_start (Machine.restore): a run that
+        ended in an engine error never got there, and a refused in/out's pending state would
+        otherwise keep every hook of the restored machine ignored."""
+        self._io_fault_ctx = self.hook_error = None
+        if self.native_trap is not None:
+            self.native_trap.hooks_off(False)
+
     def after_emu_start(self) -> None:
         """Finish what hooks left for after emu_start: the #GP of a refused ``in``/``out``,
         and re-raising what a raw hook raised."""

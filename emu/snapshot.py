@@ -56,6 +56,7 @@ def restore(m: "Machine", snap: Snapshot) -> None:
     snap.ram.map_over(m.ram_ptr)
     m.ram_image = snap.ram
     for c, (ctx, state, apic, startup, insns, clock) in zip(m.cpus, snap.cpus):
+        c.abandon_run()
         c.uc.context_restore(ctx)
         c.flush_tb()
         c.uc.reg_write(UC_X86_REG_CR3, c.uc.reg_read(UC_X86_REG_CR3))   # flushes the TLB

@@ -120,3 +120,23 @@ def test_a_bad_printk_record_pointer_names_cpu_rip_and_backtrace(booted_snapshot
         m.call(stub)
     assert e.value.cpu == 0 and e.value.rip == m.lookup(stub + 12)
     assert e.value.message == "printk record: no mapping for guest address 0xdead000"
+
+
+def test_a_restore_forgets_a_refused_in_out_that_a_failed_run_left_pending(booted_snapshots):
+    """A run that ends in an engine error never reaches after_emu_start: a refused in/out's
+    pending state (every hook ignored until then, a saved CPU state to put back) would stay,
+    and the restored machine would ignore its syscalls and interrupts. Restore drops it."""
+    m = booted_snapshots(1)
+    snap = m.snapshot()
+
+    def run_from_snap() -> tuple:
+        m.restore(snap)
+        m.run(ms=30)
+        return m.now, m.cpus[0].instructions, m.console, bytes(m.ram), m.stats()["total"]
+
+    clean = run_from_snap()
+    m.restore(snap)
+    m.run(ms=5)
+    m.cpus[0]._io_fault()           # as the refused in/out of a run that then failed leaves it
+    assert run_from_snap() == clean
+    assert clean[-1]["syscalls"] > 0
