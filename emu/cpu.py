@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["VCpu", "STOPPED", "RUNNING", "HALTED", "PARKED"]
 MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000081, 0xC0000082, 0xC0000084
 RFLAGS_DF = 1 << 10
+# What SYSCALL loads into CS and SS whatever the GDT holds (the SDM's fixed values): flat
+# 64-bit code and flat data, DPL 0, present, accessed, limit FFFFF pages (deliver.c's too).
+SYSCALL_CS_FLAGS, SYSCALL_SS_FLAGS = 0x00AF9B00, 0x00CF9300
 T_UD, T_NMI = 6, 2
 _u64 = struct.Struct("<Q")
 
@@ -221,7 +224,10 @@ class VCpu(SliceRunning):
         if fmask & RFLAGS_DF:
             struct.pack_into("<i", buf, ucx.CTX_DF, 1)
         ksel = (star >> 32) & 0xFFFF
-        self.load_cs_ss(buf, ksel, ksel + 8, 0)
+        _load_segment(buf, ucx.R_CS, ksel & ~3, 0xFFFFFFFF, SYSCALL_CS_FLAGS)    # RPL forced to 0
+        _load_segment(buf, ucx.R_SS, ksel + 8, 0xFFFFFFFF, SYSCALL_SS_FLAGS)
+        hflags = struct.unpack_from("<I", buf, ucx.CTX_HFLAGS)[0]
+        struct.pack_into("<I", buf, ucx.CTX_HFLAGS, hflags & ~ucx.HF_CPL_MASK)
         _u64.pack_into(buf, ucx.CTX_RIP, lstar - length)   # Unicorn adds the length after the hook
         uc.context_restore(self.ctx)
 
@@ -343,9 +349,8 @@ class VCpu(SliceRunning):
         lives in the hidden segment state and hflags, which we set here as a far transfer would."""
         cs_flags = self.machine.descriptor_flags(self, buf, cs_sel)
         ss_flags = self.machine.descriptor_flags(self, buf, ss_sel) if ss_sel & ~3 else cpl << ucx.DESC_DPL_SHIFT
-        struct.pack_into("<IIQII", buf, ucx.seg_offset(ucx.R_CS), cs_sel, 0, 0, 0xFFFFFFFF, cs_flags)
-        struct.pack_into("<IIQII", buf, ucx.seg_offset(ucx.R_SS), ss_sel, 0, 0,
-                         0xFFFFFFFF if ss_sel & ~3 else 0, ss_flags)
+        _load_segment(buf, ucx.R_CS, cs_sel, 0xFFFFFFFF, cs_flags)
+        _load_segment(buf, ucx.R_SS, ss_sel, 0xFFFFFFFF if ss_sel & ~3 else 0, ss_flags)
         hflags = struct.unpack_from("<I", buf, ucx.CTX_HFLAGS)[0]
         struct.pack_into("<I", buf, ucx.CTX_HFLAGS, (hflags & ~ucx.HF_CPL_MASK) | cpl)
 
@@ -416,3 +421,7 @@ class VCpu(SliceRunning):
             trap.deliver(self, vector)
             self.state = RUNNING
 
+
+def _load_segment(buf, seg: int, sel: int, limit: int, flags: int) -> None:
+    """A segment register with base 0 and its hidden state, in a saved context buffer."""
+    struct.pack_into("<IIQII", buf, ucx.seg_offset(seg), sel, 0, 0, limit, flags)

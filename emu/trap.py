@@ -188,8 +188,8 @@ class NativeDelivery:
 
     def hook_syscall(self, uc, host) -> object:
         """Make deliver.c's ``ftemu_syscall`` the SYSCALL hook; ``host(self)`` does a syscall
-        the Python way where C does not (the first, which reads the MSRs, and any whose GDT
-        entry C cannot read) and must call ``syscall_msrs``. Returns what must stay alive as
+        the Python way where C does not (the first, which reads the MSRs, and any whose
+        instruction C cannot read) and must call ``syscall_msrs``. Returns what must stay alive as
         long as the hook: the callback, which holds this object (the hook's user data points
         into it, whoever else drops it)."""
         cb = HOST_FN(lambda: host(self))

@@ -242,6 +242,32 @@ def test_a_prefixed_syscall_saves_the_next_instruction_and_enters_at_lstar(boote
     assert cpu.rip() + 3 == cpu.uc.msr_read(MSR_LSTAR)
 
 
+def gdt_descriptors_marked(cpu) -> None:
+    """At a syscall, with the kernel's CS and SS descriptors in the GDT carrying their AVL
+    bit (free for the OS: nothing a far transfer checks)."""
+    at_syscall(b"\x0f\x05")(cpu)
+    cpu.uc.context_update(cpu.ctx)
+    gdt = struct.unpack_from("<Q", cpu.ctx_buf, ucx.CTX_GDT_BASE)[0]
+    for sel in (L.KERNEL_CS, L.KERNEL_DS):
+        high = struct.unpack("<I", cpu.machine.read(gdt + sel + 4, 4))[0]
+        cpu.machine.write(gdt + sel + 4, struct.pack("<I", high | 1 << 20))
+
+
+def test_syscall_loads_the_fixed_flat_segments_not_the_gdt(booted_snapshots):
+    """SYSCALL never reads the GDT: CS becomes flat 64-bit code and SS flat data, both DPL 0
+    and accessed, whatever the descriptors at STAR's selectors hold."""
+    m = booted_snapshots(1)
+    assert both_ways(m, gdt_descriptors_marked, syscall) == (0, 0, 1)
+    cpu = m.cpus[0]
+    gdt_descriptors_marked(cpu)
+    syscall(cpu)
+    cpu.uc.context_update(cpu.ctx)
+    cs = struct.unpack_from("<IIQII", cpu.ctx_buf, ucx.seg_offset(ucx.R_CS))
+    ss = struct.unpack_from("<IIQII", cpu.ctx_buf, ucx.seg_offset(ucx.R_SS))
+    assert cs == (L.KERNEL_CS, 0, 0, 0xFFFFFFFF, 0x00AF9B00)
+    assert ss == (L.KERNEL_DS, 0, 0, 0xFFFFFFFF, 0x00CF9300)
+
+
 def test_a_whole_run_is_the_same_with_python_delivery_and_syscalls(monkeypatch):
     """Two machines boot and run 30 ms, one entering the kernel in C, one in Python only."""
     def run(native: bool):

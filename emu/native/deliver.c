@@ -58,6 +58,10 @@ enum { FTEMU_DELIVERED = 0, FTEMU_SLOW = 1 };
 #define RFLAGS_RF (1u << 16)
 #define RFLAGS_VM (1u << 17)
 #define GATE_INTR 0xE
+/* What SYSCALL loads into CS and SS whatever the GDT holds (VCpu._on_syscall's): flat 64-bit
+ * code and flat data, DPL 0, present, accessed, limit FFFFF pages. */
+#define SYSCALL_CS_FLAGS 0x00AF9B00u
+#define SYSCALL_SS_FLAGS 0x00CF9300u
 #define DESC_DPL_SHIFT 13
 
 /* The layout is mirrored by emu/trap.py (_TrapCpu): keep them in step. */
@@ -74,8 +78,8 @@ struct trap_cpu {
 	uint64_t delivered;     /* vectors delivered here */
 	uint64_t slow;          /* left to the host */
 	/* SYSCALL: the MSRs as the host first read them (msr_valid), the host's own path for
-	 * everything else (the first syscall, an unreadable GDT), and hooks_off: the rest of a
-	 * refused in/out's block is running, whose hooks are ignored (emu/cpu.py _io_fault). */
+	 * everything else (the first syscall, an unreadable instruction), and hooks_off: the
+	 * rest of a refused in/out's block is running, whose hooks are ignored (_io_fault). */
 	uint64_t star, lstar, fmask;
 	uint32_t msr_valid;
 	uint32_t hooks_off;
@@ -265,20 +269,20 @@ static uint32_t syscall_length(const struct trap_cpu *t, uint64_t cr3, uint64_t 
 }
 
 /* The UC_HOOK_INSN(SYSCALL) callback: what VCpu._on_syscall does, on the live CPU state.
- * RCX = the next RIP, R11 = RFLAGS, RFLAGS &= ~FMASK, CS/SS from STAR[47:32] at CPL 0, RIP =
- * LSTAR (less the instruction's length, which Unicorn adds after this hook). */
+ * RCX = the next RIP, R11 = RFLAGS, RFLAGS &= ~FMASK, CS/SS from STAR[47:32] at CPL 0 with
+ * the fixed flat state SYSCALL loads (the GDT is not read), RIP = LSTAR (less the
+ * instruction's length, which Unicorn adds after this hook). */
 void ftemu_syscall(void *uc, struct trap_cpu *t)
 {
 	uint8_t *env = t->env;
 	uint64_t rflags = 0, *regs = (uint64_t *)(env + ENV_REGS), cr3 = U64(env + ENV_CR3);
-	uint32_t ksel = (uint32_t)(t->star >> 32) & 0xFFFF, cs_flags, ss_flags, len = 0;
+	uint32_t ksel = (uint32_t)(t->star >> 32) & 0xFFFF, len = 0;
 
 	(void)uc;
 	if (t->hooks_off)
 		return;
 	if (!t->msr_valid || t->reg_read(t->uc, (int)t->eflags_reg, &rflags) != 0
-	    || !(len = syscall_length(t, cr3, U64(env + ENV_RIP)))
-	    || !descriptor_flags(t, cr3, ksel, &cs_flags) || !descriptor_flags(t, cr3, ksel + 8, &ss_flags)) {
+	    || !(len = syscall_length(t, cr3, U64(env + ENV_RIP)))) {
 		t->syscall_host();
 		return;
 	}
@@ -287,8 +291,8 @@ void ftemu_syscall(void *uc, struct trap_cpu *t)
 	U64(env + ENV_EFLAGS) &= ~t->fmask;
 	if (t->fmask & RFLAGS_DF)
 		*(int32_t *)(env + ENV_DF) = 1;
-	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_CS, ksel, cs_flags);
-	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_SS, ksel + 8, ss_flags);
+	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_CS, ksel & ~3u, SYSCALL_CS_FLAGS);
+	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_SS, ksel + 8, SYSCALL_SS_FLAGS);
 	U32(env + ENV_HFLAGS) &= ~3u;
 	U64(env + ENV_RIP) = t->lstar - len;
 	t->syscalls++;
