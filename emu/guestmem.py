@@ -22,13 +22,11 @@ if TYPE_CHECKING:
 
 
 class GuestMemory:
-    """Machine's memory half; the machine sets ``ram``, ``walker``, ``cpus`` and
-    ``_gdt_flags`` (the descriptor words cached per (GDT, selector); a restore empties it)."""
+    """Machine's memory half; the machine sets ``ram``, ``walker`` and ``cpus``."""
 
     ram: memoryview
     walker: PageWalker
     cpus: list[VCpu]
-    _gdt_flags: dict[tuple[int, int], int]
 
     def kernel_cr3(self) -> int:
         """A CR3 that maps the kernel: a started CPU's, else the loader's."""
@@ -89,14 +87,11 @@ class GuestMemory:
 
     def descriptor_flags(self, cpu: VCpu, buf, sel: int) -> int:
         """The hidden 'flags' word (descriptor high dword) for selector ``sel`` of the
-        current GDT."""
+        current GDT, read from it each time as a CPU does (the guest may edit it in place;
+        native/deliver.c reads it afresh too)."""
         gdt = struct.unpack_from("<Q", buf, ucx.CTX_GDT_BASE)[0]
-        key = (gdt, sel & ~7)
-        flags = self._gdt_flags.get(key)
-        if flags is None:
-            if gdt == L.BOOT_GDT_PA:
-                raw = bytes(self.ram[gdt + (sel & ~7):gdt + (sel & ~7) + 8])
-            else:
-                raw = self.walker.read(cpu.cr3(), gdt + (sel & ~7), 8)
-            flags = self._gdt_flags[key] = struct.unpack("<II", raw)[1]
-        return flags
+        if gdt == L.BOOT_GDT_PA:
+            raw = bytes(self.ram[gdt + (sel & ~7):gdt + (sel & ~7) + 8])
+        else:
+            raw = self.walker.read(cpu.cr3(), gdt + (sel & ~7), 8)
+        return struct.unpack("<II", raw)[1]

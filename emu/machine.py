@@ -129,7 +129,6 @@ class Machine(GuestMemory, Symbols, CallbackContext):
         self._deferred_error: EmuError | None = None
         self._call_depth = 0
         self.last_call_instructions = 0
-        self._gdt_flags: dict[tuple[int, int], int] = {}
         for port in self.serial.ports():
             self.add_port(port, lambda cpu, p, v: self.serial.write(p, v), lambda cpu, p: self.serial.read(p))
         exit_port = ExitPort(self._power_off)

@@ -71,5 +71,4 @@ def restore(m: "Machine", snap: Snapshot) -> None:
     for p, st in zip(m.snapshot_participants, dev["participants"]):
         p.restore_state(st)
     m.walker.flush()
-    m._gdt_flags.clear()
     m.now = snap.now

@@ -83,6 +83,7 @@ def _deliver_once(cpu: "VCpu", vector: int, error: int | None, soft: bool) -> No
         lo, sel, ist, attr, mid, hi, _ = _gate.unpack(cpu.machine.walker.read(cr3, idt + vector * 16, 16))
     except PageFault:
         raise DeliveryFault(T_DF, 0) from None
+    ist &= 7                                        # bits 3-7 of that byte are reserved
     dpl, gtype = (attr >> 5) & 3, attr & 0xF
     if gtype not in (GATE_INTR, GATE_TRAP):     # long mode has no other gates
         raise DeliveryFault(T_GP, gate_error)

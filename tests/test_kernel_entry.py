@@ -197,6 +197,48 @@ def test_a_gate_of_a_type_64_bit_mode_lacks_is_a_gp(booted_snapshots):
     assert frame(m, 1) == (vector * 8 + 2 + 1,)
 
 
+def test_a_gate_ist_field_uses_its_low_three_bits(booted_snapshots):
+    """Bits 3-7 of a gate's IST byte are reserved: with only they set, the interrupt stays
+    on the current stack (it took IST slot 7 where the whole byte was read)."""
+    m = booted_snapshots(1)
+    vector = L.LOCAL_TIMER_VECTOR
+
+    def reserved_bits(cpu) -> None:
+        cpu.machine.write(idt_entry(cpu, vector) + 4, bytes([0x08]))
+    assert deliver_both_ways(m, reserved_bits, vector) == (1, 0)
+    cpu = m.cpus[0]
+    reserved_bits(cpu)
+    rsp = cpu.stack_pointer()
+    trap.deliver(cpu, vector)
+    assert cpu.stack_pointer() == (rsp & ~0xF) - 40
+
+
+def kernel_cs_marked_in_user_mode(cpu) -> None:
+    """In user mode, with the kernel's CS descriptor edited in place (its AVL bit set)."""
+    in_user_mode(cpu)
+    cpu.uc.context_update(cpu.ctx)
+    at = struct.unpack_from("<Q", cpu.ctx_buf, ucx.CTX_GDT_BASE)[0] + L.KERNEL_CS + 4
+    cpu.machine.write(at, struct.pack("<I", struct.unpack("<I", cpu.machine.read(at, 4))[0] | 1 << 20))
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+def test_a_gdt_edited_in_place_is_read_afresh(booted_snapshots, native):
+    """An interrupt from ring 3 loads CS's hidden flags from the GDT as it is now, even
+    after an earlier delivery read the entry before the edit (as a CPU reads it each time)."""
+    m = booted_snapshots(1)
+    cpu = m.cpus[0]
+    kept, cpu.native_trap = cpu.native_trap, (cpu.native_trap if native else None)
+    try:
+        in_user_mode(cpu)
+        trap.deliver(cpu, L.LOCAL_TIMER_VECTOR)         # reads the entry before the edit
+        kernel_cs_marked_in_user_mode(cpu)
+        trap.deliver(cpu, L.LOCAL_TIMER_VECTOR)
+    finally:
+        cpu.native_trap = kept
+    cpu.uc.context_update(cpu.ctx)
+    assert struct.unpack_from("<I", cpu.ctx_buf, ucx.seg_offset(ucx.R_CS) + 20)[0] & 1 << 20
+
+
 def syscall(cpu) -> None:
     """A SYSCALL as the engine hands it over: to C's hook where it is installed (the MSRs
     already known to it), else to the Python one."""

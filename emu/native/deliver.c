@@ -198,7 +198,7 @@ int ftemu_deliver(struct trap_cpu *t, uint32_t vector, int64_t error, uint32_t s
 		goto slow;
 	if (!read_virt(t, cr3, U64(env + ENV_IDT_BASE) + vector * 16, gate, 16))
 		goto slow;
-	uint8_t ist = gate[4], attr = gate[5];
+	uint8_t ist = gate[4] & 7, attr = gate[5];     /* bits 3-7 of byte 4 are reserved */
 	uint32_t sel = gate[2] | (gate[3] << 8), new_cpl = sel & 3;
 	uint64_t handler = gate[0] | (gate[1] << 8) | ((uint64_t)(gate[6] | (gate[7] << 8)) << 16)
 			   | ((uint64_t)U32(gate + 8) << 32);
