@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = ["VCpu", "STOPPED", "RUNNING", "HALTED", "PARKED"]
 MSR_STAR, MSR_LSTAR, MSR_FMASK = 0xC0000081, 0xC0000082, 0xC0000084
 RFLAGS_DF = 1 << 10
+RFLAGS_ARITH = 0x8D5            # CF PF AF ZF SF OF
 # What SYSCALL loads into CS and SS whatever the GDT holds (the SDM's fixed values): flat
 # 64-bit code and flat data, DPL 0, present, accessed, limit FFFFF pages (deliver.c's too).
 SYSCALL_CS_FLAGS, SYSCALL_SS_FLAGS = 0x00AF9B00, 0x00CF9300
@@ -221,6 +222,9 @@ class VCpu(SliceRunning):
         _u64.pack_into(buf, ucx.CTX_REGS + 8 * 11, rflags)           # r11
         eflags = _u64.unpack_from(buf, ucx.CTX_EFLAGS)[0]
         _u64.pack_into(buf, ucx.CTX_EFLAGS, eflags & ~fmask)
+        if fmask & RFLAGS_ARITH:        # kept lazily by the engine: set them as they now are
+            _u64.pack_into(buf, ucx.CTX_CC_SRC, rflags & RFLAGS_ARITH & ~fmask)
+            struct.pack_into("<I", buf, ucx.CTX_CC_OP, ucx.CC_OP_EFLAGS)
         if fmask & RFLAGS_DF:
             struct.pack_into("<i", buf, ucx.CTX_DF, 1)
         ksel = (star >> 32) & 0xFFFF

@@ -12,7 +12,7 @@ import struct
 
 import pytest
 
-from unicorn.x86_const import UC_X86_REG_R11, UC_X86_REG_RCX
+from unicorn.x86_const import UC_X86_REG_EFLAGS, UC_X86_REG_R11, UC_X86_REG_RCX
 
 from emu import Machine
 from emu import memlayout as L
@@ -21,6 +21,8 @@ from emu.cpu import MSR_FMASK, MSR_LSTAR, MSR_STAR
 
 pytestmark = pytest.mark.skipif(not trap.native_available(), reason="native delivery unavailable")
 
+CF, ZF, OF = 1 << 0, 1 << 6, 1 << 11
+LINUX_FMASK = 0x257FD5                # CF PF AF ZF SF TF IF DF OF IOPL NT RF AC ID: Linux's
 PAGE_EDGE = L.DIRECT_MAP_VA + 0x0200010      # direct map: 0x10 above a page boundary
 
 
@@ -256,6 +258,28 @@ def at_syscall(code: bytes):
         cpu.machine.write(PAGE_EDGE, code)
         edit_context(cpu, lambda buf: struct.pack_into("<Q", buf, ucx.CTX_RIP, PAGE_EDGE))
     return setup
+
+
+def with_linux_fmask(cpu) -> None:
+    """At a syscall, FMASK clearing the arithmetic flags too (as Linux's does), and the user's
+    CF, ZF and OF set. The host reads the MSRs again (its copy is from the first syscall)."""
+    at_syscall(b"\x0f\x05")(cpu)
+    cpu.uc.msr_write(MSR_FMASK, LINUX_FMASK)
+    cpu._syscall_msrs = None
+    cpu.regs.write(UC_X86_REG_EFLAGS, cpu.rflags() | CF | ZF | OF)
+
+
+def test_syscall_clears_the_arithmetic_flags_fmask_names(booted_snapshots):
+    """FMASK applies to every RFLAGS bit, the arithmetic ones included (which the engine keeps
+    apart, computed lazily); R11 keeps them as they were."""
+    m = booted_snapshots(1)
+    assert both_ways(m, with_linux_fmask, syscall) == (0, 0, 1)
+    cpu = m.cpus[0]
+    with_linux_fmask(cpu)
+    before = cpu.rflags()
+    syscall(cpu)
+    assert cpu.regs.read(UC_X86_REG_R11) == before and before & (CF | ZF | OF) == CF | ZF | OF
+    assert cpu.rflags() & LINUX_FMASK == 0
 
 
 def test_syscall_enters_ring0_at_lstar_with_rcx_and_r11_saved(booted_snapshots):

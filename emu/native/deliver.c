@@ -33,6 +33,8 @@ enum { FTEMU_DELIVERED = 0, FTEMU_SLOW = 1 };
 #define ENV_REGS        0
 #define ENV_RIP         128
 #define ENV_EFLAGS      136
+#define ENV_CC_SRC      152             /* QEMU's lazy arithmetic flags: with cc_op */
+#define ENV_CC_OP       168             /* CC_OP_EFLAGS, cc_src holds them as they are */
 #define ENV_DF          172             /* int32: 1 or -1 */
 #define ENV_HFLAGS      176
 #define ENV_SEGS        184             /* SegmentCache[6]: u32 sel, pad, u64 base, u32 limit, u32 flags */
@@ -54,6 +56,8 @@ enum { FTEMU_DELIVERED = 0, FTEMU_SLOW = 1 };
 #define RFLAGS_TF (1u << 8)
 #define RFLAGS_IF (1u << 9)
 #define RFLAGS_DF (1u << 10)
+#define RFLAGS_ARITH 0x8D5u             /* CF PF AF ZF SF OF */
+#define CC_OP_EFLAGS 1
 #define RFLAGS_NT (1u << 14)
 #define RFLAGS_RF (1u << 16)
 #define RFLAGS_VM (1u << 17)
@@ -289,6 +293,10 @@ void ftemu_syscall(void *uc, struct trap_cpu *t)
 	regs[REG_RCX] = U64(env + ENV_RIP) + len;
 	regs[REG_R11] = rflags;
 	U64(env + ENV_EFLAGS) &= ~t->fmask;
+	if (t->fmask & RFLAGS_ARITH) {
+		U64(env + ENV_CC_SRC) = rflags & RFLAGS_ARITH & ~t->fmask;
+		*(uint32_t *)(env + ENV_CC_OP) = CC_OP_EFLAGS;
+	}
 	if (t->fmask & RFLAGS_DF)
 		*(int32_t *)(env + ENV_DF) = 1;
 	load_flat_segment(env + ENV_SEGS + SEG_SIZE * R_CS, ksel & ~3u, SYSCALL_CS_FLAGS);
