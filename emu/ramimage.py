@@ -88,11 +88,20 @@ class RamImage:
         if self._copy is not None:
             ctypes.memmove(ptr, self._copy, self.size)
             return
-        got = _libc.mmap(ptr, self.size, mmap.PROT_READ | mmap.PROT_WRITE,
-                         mmap.MAP_PRIVATE | MAP_FIXED, self._fd, 0)
-        if got != ptr:
-            err = ctypes.get_errno()
-            raise OSError(err, f"mapping a RAM image over guest RAM failed: {os.strerror(err)}")
+        rw = mmap.PROT_READ | mmap.PROT_WRITE
+        if _libc.mmap(ptr, self.size, rw, mmap.MAP_PRIVATE | MAP_FIXED, self._fd, 0) == ptr:
+            return
+        # Failed (ENOMEM at vm.max_map_count, say), maybe after the kernel dropped the old
+        # mapping: the RAM must not stay unmapped under the vCPUs. Fresh memory, filled by a
+        # copy, is a restore all the same.
+        err = ctypes.get_errno()
+        if _libc.mmap(ptr, self.size, rw, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_FIXED, -1, 0) != ptr:
+            raise OSError(err, f"mapping a RAM image over guest RAM failed ({os.strerror(err)}), "
+                               "and so did mapping fresh memory there: guest RAM is gone")
+        ram = memoryview((ctypes.c_char * self.size).from_address(ptr)).cast("B")
+        done = 0
+        while done < self.size:
+            done += os.preadv(self._fd, [ram[done:]], done)
 
 
 def _written_pages(ptr: int, size: int) -> bytes | None:

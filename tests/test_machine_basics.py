@@ -151,3 +151,32 @@ def test_snapshots_beyond_the_descriptor_limit_are_copies_that_restore_the_same(
     m.run(ms=5)
     m.restore(later)
     assert bytes(m.ram) == after[0]
+
+
+def test_a_restore_whose_mapping_fails_copies_the_snapshot_instead(tiny_kernel, monkeypatch):
+    """Mapping a snapshot's memfd over the RAM can fail (ENOMEM at the kernel's map count
+    limit), maybe after the old mapping is gone: the restore then maps fresh memory and
+    copies the snapshot into it, and the machine continues exactly as from that snapshot."""
+    import ctypes
+    import errno
+
+    from emu import ramimage
+
+    m = Machine(kernel=tiny_kernel())
+    m.run(ms=2)
+    snap, at_snap = m.snapshot(), bytes(m.ram)
+    m.run(ms=50)
+    first = (bytes(m.ram), m.console, m.now, m.exit_code)
+    real_mmap = ramimage._libc.mmap
+
+    def file_mappings_fail(addr, size, prot, flags, fd, offset):
+        if fd != -1:
+            ctypes.set_errno(errno.ENOMEM)
+            return (1 << 64) - 1                     # MAP_FAILED
+        return real_mmap(addr, size, prot, flags, fd, offset)
+    with monkeypatch.context() as mp:
+        mp.setattr(ramimage._libc, "mmap", file_mappings_fail)
+        m.restore(snap)
+    assert bytes(m.ram) == at_snap
+    m.run(ms=50)
+    assert (bytes(m.ram), m.console, m.now, m.exit_code) == first
