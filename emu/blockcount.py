@@ -90,6 +90,7 @@ def available() -> bool:
             lib = ctypes.CDLL(str(build_native(SOURCE, "native block counter")))
             lib.ftemu_count_size.restype = ctypes.c_uint64
             lib.ftemu_count_invalidate.argtypes = [ctypes.c_void_p]
+            lib.ftemu_count_request_stop.argtypes = [ctypes.c_void_p]
             lib.ftemu_tsc_learn.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64,
                                             ctypes.c_uint32]
             _lib = lib
@@ -159,7 +160,7 @@ class BlockCounter:
 
     def request_stop(self) -> None:
         """Stop at the next block start (safe from hooks and from other threads)."""
-        self.v.stop = 1
+        _lib.ftemu_count_request_stop(self.addr)
 
     def invalidate(self) -> None:
         """Code changed: forget every cached block count."""
