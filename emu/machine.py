@@ -97,7 +97,7 @@ class Machine(GuestMemory, Symbols, CallbackContext):
         self.ram = memoryview(self._mmap)
         import ctypes
         self.ram_ptr = ctypes.addressof(ctypes.c_char.from_buffer(self._mmap))
-        self.ram_image: RamImage | None = None     # what the RAM is mapped from (a restore's)
+        self.ram_image: RamImage | None = None     # what the RAM is mapped from (RamImage.map_over)
         self.walker = PageWalker(self.ram)
         self.execmem = ExecMem()
         self.now = 0

@@ -69,8 +69,6 @@ class RamImage:
 
     def _copy_from(self, image: RamImage, start: int, end: int) -> bool:
         """Copy [start, end) of ``image`` inside the kernel; False if it cannot."""
-        if image._copy is not None:
-            return False
         try:
             while start < end:
                 done = os.copy_file_range(image._fd, self._fd, end - start, start, start)
@@ -81,16 +79,17 @@ class RamImage:
             return False
         return True
 
-    def map_over(self, ptr: int) -> None:
+    def map_over(self, ptr: int) -> bool:
         """Make the ``size`` bytes of host memory at ``ptr`` (the start of an existing private
-        mapping) a private copy-on-write mapping of this copy (or copy it there, if it is a
-        copy in memory)."""
+        mapping) a private copy-on-write mapping of this copy, or copy it there (a copy in
+        memory, or a mapping that failed). True if the memory is now mapped from this image,
+        which the next copy of it can then use (``mapped_from``)."""
         if self._copy is not None:
             ctypes.memmove(ptr, self._copy, self.size)
-            return
+            return False
         rw = mmap.PROT_READ | mmap.PROT_WRITE
         if _libc.mmap(ptr, self.size, rw, mmap.MAP_PRIVATE | MAP_FIXED, self._fd, 0) == ptr:
-            return
+            return True
         # Failed (ENOMEM at vm.max_map_count, say), maybe after the kernel dropped the old
         # mapping: the RAM must not stay unmapped under the vCPUs. Fresh memory, filled by a
         # copy, is a restore all the same.
@@ -102,6 +101,7 @@ class RamImage:
         done = 0
         while done < self.size:
             done += os.preadv(self._fd, [ram[done:]], done)
+        return False
 
 
 def _written_pages(ptr: int, size: int) -> bytes | None:

@@ -53,8 +53,7 @@ def restore(m: "Machine", snap: Snapshot) -> None:
         raise ValueError(f"snapshot of a machine with {cpus} CPUs, {ram} bytes of RAM and kernel "
                          f"{str(kernel)[:12]} cannot be restored into one with {my_cpus} CPUs, "
                          f"{my_ram} bytes and kernel {my_kernel[:12]}")
-    snap.ram.map_over(m.ram_ptr)
-    m.ram_image = snap.ram
+    m.ram_image = snap.ram if snap.ram.map_over(m.ram_ptr) else None
     for c, (ctx, state, apic, startup, insns, clock) in zip(m.cpus, snap.cpus):
         c.abandon_run()
         c.uc.context_restore(ctx)
