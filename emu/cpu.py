@@ -288,9 +288,7 @@ class VCpu(SliceRunning):
         context is put back); without them (kick.py) the rest of the block would run, so the
         CPU is given page tables that map nothing: its next memory access faults, and that
         fault, like every hook until the run ends, is ignored (``_io_fault_ctx`` is set)."""
-        self._io_fault_ctx = self.uc.context_save()
-        if self.native_trap is not None:
-            self.native_trap.hooks_off(True)
+        self._set_io_fault(self.uc.context_save())
         self._stop_requested = True
         if not self.checked:
             self.regs.write(UC_X86_REG_CR3, self.machine.no_pages_pa)
@@ -299,21 +297,26 @@ class VCpu(SliceRunning):
         else:
             self.uc.emu_stop()
 
+    def _set_io_fault(self, ctx) -> None:
+        """A refused in/out's saved state (None: none pending). While one is pending every hook
+        is ignored: the Python ones test ``_io_fault_ctx``, the native SYSCALL hook its flag."""
+        self._io_fault_ctx = ctx
+        if self.native_trap is not None:
+            self.native_trap.hooks_off(ctx is not None)
+
     def abandon_run(self) -> None:
         """Forget what the last run left for after emu_start (Machine.restore): a run that
         ended in an engine error never got there, and a refused in/out's pending state would
         otherwise keep every hook of the restored machine ignored."""
-        self._io_fault_ctx = self.hook_error = None
-        if self.native_trap is not None:
-            self.native_trap.hooks_off(False)
+        self._set_io_fault(None)
+        self.hook_error = None
 
     def after_emu_start(self) -> None:
         """Finish what hooks left for after emu_start: the #GP of a refused ``in``/``out``,
         and re-raising what a raw hook raised."""
-        ctx, self._io_fault_ctx = self._io_fault_ctx, None
+        ctx = self._io_fault_ctx
         if ctx is not None:
-            if self.native_trap is not None:
-                self.native_trap.hooks_off(False)
+            self._set_io_fault(None)
             self.uc.context_restore(ctx)
             self.regs.write(UC_X86_REG_CR3, self.cr3())     # flushes the TLB
             if self.blocks is not None:    # the refused in/out did not retire
