@@ -41,10 +41,9 @@ from unicorn.x86_const import UC_X86_INS_RDTSC
 from unicorn.unicorn_py3.unicorn import uclib
 
 from .errors import BuildError
-from .kbuild import build_native
+from .kbuild import ENV_SWITCH, build_native
 
 SOURCE = Path(__file__).with_name("native") / "blockcount.c"
-ENV_SWITCH = "FTEMU_NATIVE"          # "0": use the count= fallback even if gcc is there
 KERNEL_HALF = 1 << 63
 NO_BUDGET = (1 << 64) - 1
 

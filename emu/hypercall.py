@@ -12,7 +12,6 @@ checked path is itself the hook, as a raw ctypes callback (about 0.3 us more per
 from __future__ import annotations
 
 import ctypes
-import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -21,9 +20,8 @@ from typing import TYPE_CHECKING
 from unicorn.x86_const import UC_X86_INS_OUT
 
 from . import ucx
-from .blockcount import ENV_SWITCH
 from .errors import BuildError
-from .kbuild import build_native
+from .kbuild import NativeLib, build_native
 
 if TYPE_CHECKING:
     from .cpu import VCpu
@@ -37,33 +35,27 @@ class _OutHook(ctypes.Structure):
                 ("checked", ctypes.py_object), ("on_error", ctypes.py_object)]
 
 
-_lib: ctypes.CDLL | None = None
-_why_not: str | None = None
+def _load() -> ctypes.CDLL:
+    include = sysconfig.get_paths()["include"]
+    if not Path(include, "Python.h").exists():
+        raise BuildError(f"no Python.h in {include} to build the native out hook")
+    # The extension suffix (the ABI) joins the flags: another Python never loads this build.
+    abi = sysconfig.get_config_var("EXT_SUFFIX") or sys.implementation.cache_tag
+    so = build_native(SOURCE, "native out hook", (f"-I{include}", f"-DFTEMU_PY_ABI=\"{abi}\""))
+    return ctypes.PyDLL(str(so))
+
+
+_native = NativeLib(_load)
 
 
 def available() -> bool:
     """True if vCPUs made now get the native out hook (building it on first call)."""
-    global _lib, _why_not
-    if os.environ.get(ENV_SWITCH, "1") == "0" or _why_not is not None:
-        return False
-    if _lib is not None:
-        return True
-    include = sysconfig.get_paths()["include"]
-    try:
-        if not Path(include, "Python.h").exists():
-            raise BuildError(f"no Python.h in {include} to build the native out hook")
-        # The extension suffix (the ABI) joins the flags: another Python never loads this build.
-        abi = sysconfig.get_config_var("EXT_SUFFIX") or sys.implementation.cache_tag
-        so = build_native(SOURCE, "native out hook", (f"-I{include}", f"-DFTEMU_PY_ABI=\"{abi}\""))
-        _lib = ctypes.PyDLL(str(so))
-    except (BuildError, OSError) as e:
-        _why_not = str(e)
-    return _lib is not None
+    return _native.load() is not None
 
 
 def why_unavailable() -> str | None:
     """Why ``available()`` is False (None if it is True or was switched off)."""
-    return _why_not
+    return _native.why_not
 
 
 def add_out_hook(cpu: "VCpu") -> object:
@@ -71,10 +63,9 @@ def add_out_hook(cpu: "VCpu") -> object:
     else through ``cpu._on_out`` as a raw ctypes callback. Returns what must stay alive."""
     if not available():
         return ucx.add_insn_hook(cpu.uc, ucx.OUT_CB(cpu._on_out), UC_X86_INS_OUT)
-    assert _lib is not None
     # port_out is the machine's one table (changed in place, never replaced).
     hook = _OutHook(ctypes.addressof(cpu.hflags), cpu.machine.port_out, cpu, cpu._on_out,
                     cpu._hook_failed)
-    ucx.add_insn_hook(cpu.uc, ctypes.cast(_lib.ftemu_out_hook, ctypes.c_void_p), UC_X86_INS_OUT,
+    ucx.add_insn_hook(cpu.uc, ctypes.cast(_native.lib.ftemu_out_hook, ctypes.c_void_p), UC_X86_INS_OUT,
                       ctypes.addressof(hook))
     return hook

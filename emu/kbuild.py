@@ -14,13 +14,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from guest import SOURCE_DIR
 
 from .errors import BuildError
 
 _SOURCE_SUFFIXES = {".c", ".h", ".S", ".ld"}
+ENV_SWITCH = "FTEMU_NATIVE"          # "0": the Python fallbacks even where the helpers build
 
 
 def cache_root() -> Path:
@@ -72,6 +73,27 @@ def build_native(source: Path, what: str, flags: tuple[str, ...] = ()) -> Path:
                 raise BuildError(f"{what} build failed:\n" + r.stderr[-2000:])
             os.replace(so, out)
     return build_once(out, build)
+
+
+class NativeLib:
+    """A native helper loaded on first use by ``make()`` (build it with ``build_native``,
+    load it, set its prototypes): ``load()`` returns it, or None with ``FTEMU_NATIVE=0`` or
+    where it could not be had (a BuildError or OSError, kept in ``why_not``: not retried)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self.lib: Any = None
+        self.why_not: str | None = None
+
+    def load(self) -> Any:
+        if os.environ.get(ENV_SWITCH, "1") == "0" or self.why_not is not None:
+            return None
+        if self.lib is None:
+            try:
+                self.lib = self._make()
+            except (BuildError, OSError) as e:
+                self.why_not = str(e)
+        return self.lib
 
 
 def build_once(target: Path, build: Callable[[], None]) -> Path:

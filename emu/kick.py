@@ -37,7 +37,7 @@ from unicorn.unicorn_py3.unicorn import uclib
 from unicorn.x86_const import UC_X86_REG_RAX, UC_X86_REG_RBX
 
 from . import ucx
-from .blockcount import ENV_SWITCH
+from .kbuild import ENV_SWITCH
 
 # uc_struct (include/uc_priv.h of 2.1.4) relative to emu_count: size_recur_mem, five bools
 # (stop_request the second), the timer thread, timeout, invalid_addr, invalid_error;

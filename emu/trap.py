@@ -16,7 +16,6 @@ or with ``FTEMU_NATIVE=0``, the Python path does everything.
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,9 +25,8 @@ from unicorn.x86_const import UC_X86_INS_SYSCALL, UC_X86_REG_CR3, UC_X86_REG_EFL
 
 from . import memlayout as L
 from . import ucx
-from .blockcount import ENV_SWITCH
-from .errors import BuildError, TripleFault
-from .kbuild import build_native
+from .errors import TripleFault
+from .kbuild import NativeLib, build_native
 from .paging import PageFault
 
 if TYPE_CHECKING:
@@ -148,25 +146,19 @@ class _TrapCpu(ctypes.Structure):
 HOST_FN = ctypes.CFUNCTYPE(None)
 
 
-_lib: ctypes.CDLL | None = None
-_why_not: str | None = None
+def _load() -> ctypes.CDLL:
+    lib = ctypes.CDLL(str(build_native(SOURCE, "native interrupt delivery")))
+    lib.ftemu_deliver.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int64, ctypes.c_uint32]
+    lib.ftemu_deliver.restype = ctypes.c_int
+    return lib
+
+
+_native = NativeLib(_load)
 
 
 def native_available() -> bool:
     """True if vCPUs made now deliver in C (building deliver.c on first call)."""
-    global _lib, _why_not
-    if os.environ.get(ENV_SWITCH, "1") == "0" or _why_not is not None:
-        return False
-    if _lib is None:
-        try:
-            lib = ctypes.CDLL(str(build_native(SOURCE, "native interrupt delivery")))
-            lib.ftemu_deliver.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int64,
-                                          ctypes.c_uint32]
-            lib.ftemu_deliver.restype = ctypes.c_int
-            _lib = lib
-        except (BuildError, OSError) as e:
-            _why_not = str(e)
-    return _lib is not None
+    return _native.load() is not None
 
 
 class NativeDelivery:
@@ -174,14 +166,14 @@ class NativeDelivery:
     delivery, and the SYSCALL hook."""
 
     def __init__(self, cpu: "VCpu", env: int) -> None:
-        assert _lib is not None, "call native_available() first"
+        assert _native.lib is not None, "call native_available() first"
         m = cpu.machine
         self.t = _TrapCpu(env, m.ram_ptr, m.ram_size, ucx.CAL.old_exc_offset - ucx.CTX_HDR,
                           ctypes.cast(cpu.uc._uch, ctypes.c_void_p).value,
                           ctypes.cast(uclib.uc_reg_read, ctypes.c_void_p).value,
                           UC_X86_REG_EFLAGS, L.BOOT_GDT_PA, _errcode_mask, 0, 0)
         self._addr = ctypes.addressof(self.t)
-        self._fn = _lib.ftemu_deliver
+        self._fn = _native.lib.ftemu_deliver
 
     def deliver(self, vector: int, error: int, soft: bool) -> bool:
         """Deliver in C; False if C left it to the Python path (nothing changed then)."""
@@ -195,8 +187,7 @@ class NativeDelivery:
         into it, whoever else drops it)."""
         cb = HOST_FN(lambda: host(self))
         self.t.syscall_host = ctypes.cast(cb, ctypes.c_void_p).value
-        assert _lib is not None
-        ucx.add_insn_hook(uc, ctypes.cast(_lib.ftemu_syscall, ctypes.c_void_p), UC_X86_INS_SYSCALL,
+        ucx.add_insn_hook(uc, ctypes.cast(_native.lib.ftemu_syscall, ctypes.c_void_p), UC_X86_INS_SYSCALL,
                           self._addr)
         return cb
 

@@ -246,7 +246,7 @@ def syscall(cpu) -> None:
     already known to it), else to the Python one."""
     if cpu.native_trap is not None:
         cpu.native_trap.syscall_msrs(*(cpu.uc.msr_read(r) for r in (MSR_STAR, MSR_LSTAR, MSR_FMASK)))
-        trap._lib.ftemu_syscall(None, ctypes.c_void_p(ctypes.addressof(cpu.native_trap.t)))
+        trap._native.lib.ftemu_syscall(None, ctypes.c_void_p(ctypes.addressof(cpu.native_trap.t)))
     else:
         cpu._on_syscall(cpu.uc, None)
 
